@@ -1,0 +1,3 @@
+from tokenmill_cli.main import main
+
+main()

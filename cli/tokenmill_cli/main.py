@@ -1,0 +1,323 @@
+"""`tokenmill ...`: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import tokenmill
+from tokenmill.demo import run_demo
+from tokenmill.inspection import describe, format_summary
+from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
+from tokenmill.tokenizer import load_tokenizer, save_tokenizer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TokenmillGroup(click.Group):
+    """Turns tokenmill's own errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except tokenmill.TokenmillError as err:
+            raise click.ClickException(f"{type(err).__name__}: {err}") from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+            raise click.ClickException(f"{err.filename}: {err.strerror}") from None
+
+
+def run_options(command: F) -> F:
+    """The options every shard stage shares."""
+    options = [
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(path_type=Path),
+            required=True,
+            help="Output folder (created if missing).",
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Redo every shard, replacing earlier output; without it, finished shards "
+            "are skipped.",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default="parquet",
+            show_default=True,
+            help="Output shard format; 'arrow' (IPC) can be memory-mapped without a copy.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=DEFAULT_BATCH_ROWS,
+            show_default=True,
+            help="Rows per batch read (memory bound; output is unaffected).",
+        ),
+        click.option(
+            "--shard",
+            "shards",
+            multiple=True,
+            help="Only this input shard (repeatable), to split one dataset over processes.",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Force the progress bar on or off (default: on at a terminal, off in CI).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_kwargs(
+    output: Path,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    shards: tuple[str, ...],
+    progress: bool | None,
+) -> dict[str, Any]:
+    return {
+        "output": output,
+        "overwrite": overwrite,
+        "fmt": fmt,
+        "batch_size": batch_size,
+        "shards": list(shards) or None,
+        "progress": progress,
+    }
+
+
+def _report(report: RunReport) -> None:
+    rate = report.tokens / max(report.seconds, 1e-9)
+    line = (
+        f"{report.output}: {len(report.written)} shard(s) written, "
+        f"{len(report.skipped)} skipped, {report.rows:,} rows"
+    )
+    if report.tokens:
+        line += f", {report.tokens:,} tokens ({rate / 1e6:.2f}M tokens/s)"
+    line += f", {report.seconds:.1f}s"
+    if report.manifest is not None:
+        totals = ", ".join(f"{k} {v:,}" for k, v in report.manifest.totals.items())
+        line += f"\nmanifest: {totals}"
+    else:
+        line += "\nother shards are not done yet; the manifest is written when they are"
+    click.echo(line, err=True)
+
+
+@click.group(cls=TokenmillGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(tokenmill.__version__, prog_name="tokenmill")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Worker threads (0: TOKENMILL_NUM_THREADS, RAYON_NUM_THREADS, else every core).",
+)
+def cli(threads: int) -> None:
+    """Pretraining data for every objective, over Arrow shards."""
+    if threads:
+        tokenmill.set_num_threads(threads)
+
+
+@cli.command("tokenize")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A Hugging Face tokenizer.json.",
+)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--output-column", default="input_ids", show_default=True)
+@click.option(
+    "--eos/--no-eos",
+    default=True,
+    show_default=True,
+    help="Append the end-of-document token to every document.",
+)
+@click.option(
+    "--eos-token",
+    default=None,
+    help="The EOS token (default: the first of </s>, <|endoftext|>, <eos>).",
+)
+@click.option(
+    "--add-special-tokens",
+    is_flag=True,
+    help="Run the tokenizer's post-processor (e.g. BERT's [CLS] ... [SEP]).",
+)
+@click.option("--keep-text", is_flag=True, help="Keep the text column beside the tokens.")
+@run_options
+def tokenize_command(
+    source: Path,
+    tokenizer: Path,
+    text_column: str,
+    output_column: str,
+    eos: bool,
+    eos_token: str | None,
+    add_special_tokens: bool,
+    keep_text: bool,
+    output: Path,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    shards: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """Tokenize the text column of SOURCE into a list<uint32> column."""
+    report = tokenmill.tokenize(
+        source,
+        tokenizer=tokenizer,
+        text_column=text_column,
+        output_column=output_column,
+        eos=eos,
+        eos_token=eos_token,
+        add_special_tokens=add_special_tokens,
+        keep_text=keep_text,
+        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+    )
+    _report(report)
+
+
+@cli.command("sample")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--fraction",
+    type=click.FloatRange(0.0, 1.0),
+    required=True,
+    help="Probability of keeping each row.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--invert", is_flag=True, help="Keep exactly the rows the same seed and fraction would drop."
+)
+@click.option(
+    "--id-column",
+    default="id",
+    show_default=True,
+    help="Document id column keying each row's draw ('' keys rows by position).",
+)
+@click.option("--epoch", type=int, default=0, show_default=True)
+@run_options
+def sample_command(
+    source: Path,
+    fraction: float,
+    seed: int,
+    invert: bool,
+    id_column: str,
+    epoch: int,
+    output: Path,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    shards: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """Keep a deterministic random fraction of the rows of SOURCE."""
+    report = tokenmill.sample(
+        source,
+        fraction=fraction,
+        seed=seed,
+        invert=invert,
+        id_column=id_column or None,
+        epoch=epoch,
+        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+    )
+    _report(report)
+
+
+@cli.group("tokenizer")
+def tokenizer_group() -> None:
+    """Train tokenizers."""
+
+
+@tokenizer_group.command("train")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write tokenizer.json.",
+)
+@click.option("--vocab-size", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--min-frequency",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Merge only pairs seen at least this often.",
+)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--progress/--no-progress", default=None)
+def tokenizer_train_command(
+    source: Path,
+    output: Path,
+    vocab_size: int,
+    min_frequency: int,
+    text_column: str,
+    progress: bool | None,
+) -> None:
+    """Train a byte-level BPE with tokenmill's special tokens on SOURCE."""
+    tokenizer = tokenmill.train_tokenizer(
+        source,
+        vocab_size,
+        text_column=text_column,
+        min_frequency=min_frequency,
+        progress=progress,
+    )
+    save_tokenizer(tokenizer, output)
+    click.echo(f"{output}: byte-level BPE, {tokenizer.vocab_size:,} tokens", err=True)
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Decode token columns with this tokenizer.json.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="How many rows to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_command(path: Path, tokenizer: Path | None, rows: int, as_json: bool) -> None:
+    """Show the schema, counts and first rows of a dataset or shard."""
+    loaded = load_tokenizer(tokenizer) if tokenizer else None
+    summary = describe(path, tokenizer=loaded, examples=rows)
+    if as_json:
+        click.echo(json.dumps(asdict(summary), indent=2))
+    else:
+        click.echo(format_summary(summary))
+
+
+@cli.command("demo")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=Path("demo-out"), show_default=True
+)
+@click.option("--vocab-size", type=click.IntRange(min=1), default=8192, show_default=True)
+@click.option("--progress/--no-progress", default=None)
+def demo_command(output: Path, vocab_size: int, progress: bool | None) -> None:
+    """Build a corpus from the Python installation and run every stage on it."""
+    run_demo(output, vocab_size=vocab_size, progress=progress, echo=click.echo)
+
+
+def main() -> None:
+    cli.main(prog_name="tokenmill")
+
+
+if __name__ == "__main__":
+    main()

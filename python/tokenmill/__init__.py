@@ -1,0 +1,55 @@
+"""tokenmill: pretraining data for every objective, over Arrow shards, in Rust.
+
+The heavy lifting happens in :mod:`tokenmill._core` (Rust, GIL released);
+this package adds datasets of shards, the stage runner that every
+preprocessing stage shares, and the Python API the CLI is built on.
+"""
+
+from tokenmill._core import (
+    BpeTrainer,
+    ConfigError,
+    DataError,
+    InternalError,
+    SchemaError,
+    ShardError,
+    Tokenizer,
+    TokenizerError,
+    TokenmillError,
+    __version__,
+    num_threads,
+    set_num_threads,
+    special_tokens,
+)
+from tokenmill.dataset import Dataset, open_dataset
+from tokenmill.manifest import Manifest
+from tokenmill.runner import RunReport, run_stage
+from tokenmill.stages.sample import SampleStage, sample
+from tokenmill.stages.tokenize import TokenizeStage, tokenize
+from tokenmill.tokenizer import load_tokenizer, train_tokenizer
+
+__all__ = [
+    "BpeTrainer",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "InternalError",
+    "Manifest",
+    "RunReport",
+    "SampleStage",
+    "SchemaError",
+    "ShardError",
+    "TokenizeStage",
+    "Tokenizer",
+    "TokenizerError",
+    "TokenmillError",
+    "__version__",
+    "load_tokenizer",
+    "num_threads",
+    "open_dataset",
+    "run_stage",
+    "sample",
+    "set_num_threads",
+    "special_tokens",
+    "tokenize",
+    "train_tokenizer",
+]

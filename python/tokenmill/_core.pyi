@@ -1,0 +1,94 @@
+# Type stubs of the Rust extension. `python -m mypy.stubtest tokenmill._core`
+# (part of `make test`) fails when these drift from the compiled module.
+from os import PathLike
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+__all__ = [
+    "BpeTrainer",
+    "ConfigError",
+    "DataError",
+    "InternalError",
+    "SchemaError",
+    "ShardError",
+    "Tokenizer",
+    "TokenizerError",
+    "TokenmillError",
+    "__version__",
+    "file_checksum",
+    "keep_mask",
+    "num_threads",
+    "row_keys_from_ids",
+    "row_keys_from_position",
+    "set_num_threads",
+    "special_tokens",
+    "uniform",
+]
+
+__version__: str
+
+class TokenmillError(Exception):
+    row: int | None
+    problem: str
+    fix: str
+
+class SchemaError(TokenmillError): ...
+class ShardError(TokenmillError): ...
+class DataError(TokenmillError): ...
+class ConfigError(TokenmillError): ...
+class TokenizerError(ConfigError): ...
+class InternalError(TokenmillError): ...
+
+@final
+class Tokenizer:
+    @staticmethod
+    def from_file(path: str | PathLike[str]) -> Tokenizer: ...
+    @staticmethod
+    def from_str(json: str) -> Tokenizer: ...
+    def to_str(self, pretty: bool = True) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def token_to_id(self, token: str) -> int | None: ...
+    def id_to_token(self, id: int) -> str | None: ...
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str: ...
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+    def tokenize(
+        self,
+        texts: Any,
+        *,
+        column: str = "text",
+        add_special_tokens: bool = False,
+        eos_id: int | None = None,
+    ) -> pa.ListArray: ...
+
+@final
+class BpeTrainer:
+    def __init__(self) -> None: ...
+    def add(self, texts: Any, *, column: str = "text") -> None: ...
+    @property
+    def documents(self) -> int: ...
+    @property
+    def distinct_words(self) -> int: ...
+    def train(self, vocab_size: int, *, min_frequency: int = 2) -> Tokenizer: ...
+
+def special_tokens() -> list[str]: ...
+def file_checksum(path: str | PathLike[str]) -> str: ...
+def set_num_threads(threads: int) -> None: ...
+def num_threads() -> int: ...
+def row_keys_from_ids(ids: Any, *, column: str = "id") -> npt.NDArray[np.uint64]: ...
+def row_keys_from_position(shard: str, first_row: int, rows: int) -> npt.NDArray[np.uint64]: ...
+def uniform(
+    keys: npt.NDArray[np.uint64], *, seed: int, stage: str, epoch: int = 0, draws: int = 1
+) -> npt.NDArray[np.float64]: ...
+def keep_mask(
+    keys: npt.NDArray[np.uint64],
+    *,
+    seed: int,
+    fraction: float,
+    invert: bool = False,
+    stage: str = "sample",
+    epoch: int = 0,
+) -> npt.NDArray[np.bool_]: ...

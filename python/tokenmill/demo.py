@@ -1,0 +1,173 @@
+"""The demo: a small real corpus from the Python installation itself, run
+through every stage tokenmill has. No download."""
+
+from __future__ import annotations
+
+import ast
+import sysconfig
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenmill.inspection import describe
+from tokenmill.manifest import write_atomic
+from tokenmill.stages.sample import sample
+from tokenmill.stages.tokenize import tokenize
+from tokenmill.tokenizer import save_tokenizer, train_tokenizer
+
+#: Standard-library folders left out of the code slice: tests are huge and
+#: repetitive, site-packages is not the standard library.
+_SKIPPED_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__"}
+
+
+def _stdlib_sources() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in sorted(root.rglob("*.py")):
+        parts = set(path.relative_to(root).parts[:-1])
+        if parts & _SKIPPED_DIRS:
+            continue
+        files.append(path)
+    return files
+
+
+def _topics() -> Iterator[tuple[str, str]]:
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics):
+        yield f"topic/{name}", topics[name]
+
+
+def _docstrings(sources: list[Path]) -> Iterator[tuple[str, str]]:
+    """Each module's docstrings (module, classes, functions) as one document."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sources:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # old escape sequences in some modules
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        parts = []
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    parts.append(doc)
+        if parts:
+            yield f"docstring/{path.relative_to(root)}", "\n\n".join(parts)
+
+
+def _code(sources: list[Path], budget_bytes: int) -> Iterator[tuple[str, str]]:
+    """A slice of standard-library source: every k-th file, up to `budget_bytes`."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    used = 0
+    for path in sources[::4]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if used + len(text) > budget_bytes:
+            break
+        used += len(text)
+        yield f"code/{path.relative_to(root)}", text
+
+
+def build_corpus(folder: str | Path, *, code_bytes: int = 3_000_000) -> Path:
+    """Writes the demo corpus: three Parquet shards with `id`, `text` and `source` columns."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = _stdlib_sources()
+    parts: dict[str, Callable[[], Iterator[tuple[str, str]]]] = {
+        "topics": _topics,
+        "docstrings": lambda: _docstrings(sources),
+        "code": lambda: _code(sources, code_bytes),
+    }
+    for name, documents in parts.items():
+        rows = list(documents())
+        table = pa.table(
+            {
+                "id": [doc_id for doc_id, _ in rows],
+                "text": [text for _, text in rows],
+                "source": [name] * len(rows),
+            }
+        )
+        temporary = out / f".{name}.parquet.tmp"
+        pq.write_table(table, temporary, compression="zstd")
+        temporary.replace(out / f"{name}.parquet")
+    return out
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    lines: list[str]
+
+
+def run_demo(
+    folder: str | Path = "demo-out",
+    *,
+    vocab_size: int = 8192,
+    progress: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Builds the corpus and runs every stage on it, printing what each made."""
+    out = Path(folder)
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        echo(line)
+
+    started = time.perf_counter()
+    corpus = build_corpus(out / "corpus")
+    summary = describe(corpus, examples=0)
+    text = next(c for c in summary.columns if c.name == "text")
+    text_mb = (text.text_bytes or 0) / 1e6
+    say(f"corpus     {summary.rows:,} documents, {text_mb:.1f} MB of text -> {corpus}")
+
+    tick = time.perf_counter()
+    tokenizer = train_tokenizer(corpus, vocab_size, progress=progress)
+    tokenizer_path = save_tokenizer(tokenizer, out / "tokenizer.json")
+    say(
+        f"tokenizer  byte-level BPE, {tokenizer.vocab_size:,} tokens "
+        f"({time.perf_counter() - tick:.1f}s) -> {tokenizer_path}"
+    )
+
+    report = tokenize(corpus, out / "tokens", tokenizer_path, overwrite=True, progress=progress)
+    rate = report.tokens / max(report.seconds, 1e-9)
+    say(
+        f"tokenize   {report.tokens:,} tokens, {text_mb * 1e6 / max(report.tokens, 1):.2f} "
+        f"bytes/token, {rate / 1e6:.2f}M tokens/s -> {report.output}"
+    )
+
+    held_out = sample(
+        out / "tokens", out / "valid", 0.05, seed=0, overwrite=True, progress=progress
+    )
+    kept = sample(
+        out / "tokens",
+        out / "train",
+        0.05,
+        seed=0,
+        invert=True,
+        overwrite=True,
+        progress=progress,
+    )
+    valid_rows = held_out.manifest.totals["rows"] if held_out.manifest else 0
+    train_rows = kept.manifest.totals["rows"] if kept.manifest else 0
+    say(
+        f"sample     {train_rows:,} train / {valid_rows:,} validation documents "
+        f"(5% held out by row key) -> {kept.output}, {held_out.output}"
+    )
+
+    say(
+        f"done in {time.perf_counter() - started:.1f}s; look inside with: "
+        f"tokenmill inspect {out / 'tokens'} --tokenizer {tokenizer_path}"
+    )
+    write_atomic(out / "summary.txt", ("\n".join(lines) + "\n").encode())
+    return DemoResult(out, lines)

@@ -1,0 +1,93 @@
+"""`manifest.json`: what a stage made, from what, with which parameters.
+
+The manifest is written last, by atomic rename, so its presence means the
+dataset is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenmill._core import ShardError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class InputShard:
+    name: str
+    bytes: int
+    checksum: str
+
+
+@dataclass
+class OutputShard:
+    name: str
+    rows: int
+    tokens: int
+    bytes: int
+    input: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    stage: str
+    tool_version: str
+    params: dict[str, Any]
+    seed: int | None
+    fingerprint: str
+    inputs: list[InputShard]
+    outputs: list[OutputShard]
+    totals: dict[str, int] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def save(self, folder: Path) -> Path:
+        path = folder / MANIFEST_NAME
+        write_atomic(path, self.to_json().encode())
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                stage=raw["stage"],
+                tool_version=raw["tool_version"],
+                params=raw["params"],
+                seed=raw.get("seed"),
+                fingerprint=raw["fingerprint"],
+                inputs=[InputShard(**s) for s in raw["inputs"]],
+                outputs=[OutputShard(**s) for s in raw["outputs"]],
+                totals=raw.get("totals", {}),
+                version=raw.get("version", MANIFEST_VERSION),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ShardError(
+                f"{path}: the manifest cannot be read ({err!r}); "
+                "delete it and rerun the stage that made this folder"
+            ) from err

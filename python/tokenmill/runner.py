@@ -1,0 +1,422 @@
+"""The stage runner every preprocessing stage shares.
+
+A stage is a pure function from one input shard to one output shard. The
+runner owns everything around it: streaming batches in bounded memory,
+writing each shard under a temporary name and renaming it into place,
+skipping shards a previous run finished, the progress bar, and the manifest,
+written last. Because a shard's output depends on nothing but the shard and
+the parameters, shards can run in any order, in any process, and a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenmill import _core
+from tokenmill._core import ConfigError, DataError, InternalError, TokenmillError
+from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
+from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard, write_atomic
+from tokenmill.progress import StageProgress, progress_enabled
+
+STATE_DIR = ".tokenmill"
+FORMATS = ("parquet", "arrow")
+DEFAULT_BATCH_ROWS = 2048
+DEFAULT_ROW_GROUP_ROWS = 8192
+
+
+@dataclass
+class BatchContext:
+    """Where a batch sits: its shard, its first row there, and its rows' stable keys."""
+
+    shard: str
+    first_row: int
+    batch: pa.RecordBatch
+    id_column: str | None
+    counters: dict[str, int]
+
+    def row_keys(self) -> npt.NDArray[np.uint64]:
+        """The document id column's keys when the batch has one, else (shard, row index) keys."""
+        if self.id_column and self.id_column in self.batch.schema.names:
+            return _core.row_keys_from_ids(self.batch.column(self.id_column), column=self.id_column)
+        return _core.row_keys_from_position(self.shard, self.first_row, self.batch.num_rows)
+
+    def count(self, name: str, value: int) -> None:
+        """Adds to a per-shard counter that lands in the manifest."""
+        self.counters[name] = self.counters.get(name, 0) + int(value)
+
+
+class Stage(ABC):
+    """One preprocessing step. Subclasses say what they need and what they make."""
+
+    #: Names the stage in manifests and keys its random streams.
+    name: str = ""
+    #: The output column whose tokens the runner counts, if any.
+    token_column: str | None = None
+    #: The document id column that keys random draws, when present.
+    id_column: str | None = "id"
+    seed: int | None = None
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Every setting that changes the output, as JSON values."""
+
+    @abstractmethod
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        """The output schema for an input schema; raises SchemaError when the input won't do."""
+
+    @abstractmethod
+    def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        """The output rows of one input batch. Must depend on nothing but its arguments."""
+
+
+@dataclass
+class RunReport:
+    """What one call of :func:`run_stage` did."""
+
+    output: Path
+    complete: bool
+    manifest: Manifest | None
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rows: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class ShardWriter:
+    """Writes row groups of exactly `row_group_rows` rows, whatever batches arrive.
+
+    Fixed row groups make the output bytes independent of the read batch size.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, fmt: str, row_group_rows: int) -> None:
+        self._schema = schema
+        self._row_group_rows = row_group_rows
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._sink: pa.NativeFile | None = None
+        self._writer: Any
+        if fmt == "parquet":
+            self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        else:
+            self._sink = pa.OSFile(str(path), "wb")
+            self._writer = pa.ipc.new_file(self._sink, schema)
+        self._format = fmt
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        while self._pending_rows >= self._row_group_rows:
+            self._flush(self._row_group_rows)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.Table.from_batches(self._pending, schema=self._schema)
+        head, rest = table.slice(0, rows), table.slice(rows)
+        head = head.combine_chunks()
+        if self._format == "parquet":
+            self._writer.write_table(head, row_group_size=rows)
+        else:
+            for batch in head.to_batches(max_chunksize=rows):
+                self._writer.write_batch(batch)
+        self._pending = rest.to_batches()
+        self._pending_rows = rest.num_rows
+
+    def close(self) -> None:
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _fingerprint(stage: Stage, fmt: str, row_group_rows: int) -> str:
+    identity = {
+        "stage": stage.name,
+        "params": stage.params(),
+        "tool_version": _core.__version__,
+        "format": fmt,
+        "row_group_rows": row_group_rows,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _output_name(shard: Shard, fmt: str) -> str:
+    return shard.path.stem + (".parquet" if fmt == "parquet" else ".arrow")
+
+
+def _with_location(err: TokenmillError, shard: Shard, first_row: int = 0) -> TokenmillError:
+    """The same exception type, its message now naming the file (and the absolute row)."""
+    if isinstance(err, DataError) and err.row is not None:
+        row = first_row + err.row
+        located = DataError(f"{shard.path}: row {row}: {err.problem}; {err.fix}")
+        located.row, located.problem, located.fix = row, err.problem, err.fix
+        return located
+    if str(err).startswith(str(shard.path)):
+        return err
+    return type(err)(f"{shard.path}: {err}")
+
+
+def _read_state(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / STATE_DIR / f"{name}.json"
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+    except (OSError, ValueError):
+        return None
+
+
+def process_shard(
+    stage: Stage,
+    shard: Shard,
+    destination: Path,
+    *,
+    fmt: str = "parquet",
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    progress: StageProgress | None = None,
+) -> OutputShard:
+    """Runs `stage` over one shard into `destination`, atomically.
+
+    This is the unit a distributed engine would schedule: it reads one file,
+    writes one file, and shares nothing with other shards.
+    """
+    try:
+        schema = stage.output_schema(shard.schema)
+    except TokenmillError as err:
+        raise _with_location(err, shard) from None
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    counters: dict[str, int] = {}
+    rows = tokens = 0
+    first_row = 0
+    try:
+        writer = ShardWriter(temporary, schema, fmt, row_group_rows)
+        try:
+            for batch in prefetch(shard.iter_batches(batch_size)):
+                ctx = BatchContext(shard.name, first_row, batch, stage.id_column, counters)
+                try:
+                    result = stage.process(batch, ctx)
+                except TokenmillError as err:
+                    raise _with_location(err, shard, first_row) from None
+                if not result.schema.equals(schema):
+                    raise InternalError(
+                        f"stage {stage.name} produced {result.schema} instead of {schema}; "
+                        "please report this"
+                    )
+                writer.write(result)
+                batch_tokens = _count_tokens(result, stage.token_column)
+                first_row += batch.num_rows
+                rows += result.num_rows
+                tokens += batch_tokens
+                if progress is not None:
+                    progress.advance(batch.num_rows, batch_tokens)
+        finally:
+            writer.close()
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return OutputShard(
+        name=destination.name,
+        rows=rows,
+        tokens=tokens,
+        bytes=destination.stat().st_size,
+        input=shard.name,
+        stats=counters,
+    )
+
+
+def _count_tokens(batch: pa.RecordBatch, column: str | None) -> int:
+    if column is None or batch.num_rows == 0:
+        return 0
+    offsets = batch.column(column).offsets
+    return int(offsets[-1].as_py() - offsets[0].as_py())
+
+
+def run_stage(
+    stage: Stage,
+    source: str | Path | Dataset,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    fmt: str = "parquet",
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    shards: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> RunReport:
+    """Runs `stage` over every shard of `source` into the folder `output`.
+
+    Shards finished by an earlier run with the same parameters are skipped
+    (`overwrite=True` redoes them). `shards` limits the run to some shard
+    names, for running a dataset's shards in separate processes; the
+    manifest is written by whichever run completes the last shard.
+    """
+    started = time.perf_counter()
+    if fmt not in FORMATS:
+        raise ConfigError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if batch_size <= 0 or row_group_rows <= 0:
+        raise ConfigError("batch_size and row_group_rows must be positive")
+    dataset = source if isinstance(source, Dataset) else open_dataset(source)
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the output must be a folder; choose another -o")
+    if out.resolve() == dataset.root.resolve():
+        raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+
+    selected = _select(dataset, shards)
+    names = {shard.name: _output_name(shard, fmt) for shard in dataset.shards}
+    if len(set(names.values())) != len(names):
+        raise ConfigError(
+            f"{dataset.root}: two shards share a stem and would overwrite each other's "
+            "output; rename one"
+        )
+    for shard in selected:  # every schema problem surfaces before anything is written
+        try:
+            stage.output_schema(shard.schema)
+        except TokenmillError as err:
+            raise _with_location(err, shard) from None
+
+    fingerprint = _fingerprint(stage, fmt, row_group_rows)
+    created = not out.exists()
+    _prepare_output(out, fingerprint, names.values(), overwrite)
+
+    report = RunReport(output=out, complete=False, manifest=None)
+    total_rows = sum(shard.num_rows for shard in selected)
+    try:
+        with StageProgress(
+            stage.name, total_rows, len(selected), progress_enabled(progress)
+        ) as bar:
+            for shard in selected:
+                name = names[shard.name]
+                checksum = _core.file_checksum(shard.path)
+                record = _read_state(out, name)
+                if (
+                    not overwrite
+                    and record is not None
+                    and record["fingerprint"] == fingerprint
+                    and record["input_checksum"] == checksum
+                    and (out / name).exists()
+                ):
+                    report.skipped.append(name)
+                    bar.shard_done(rows_skipped=shard.num_rows)
+                    continue
+                made = process_shard(
+                    stage,
+                    shard,
+                    out / name,
+                    fmt=fmt,
+                    batch_size=batch_size,
+                    row_group_rows=row_group_rows,
+                    progress=bar,
+                )
+                record = {
+                    "fingerprint": fingerprint,
+                    "input_checksum": checksum,
+                    "input_bytes": shard.size_bytes,
+                    "output": asdict(made),
+                }
+                write_atomic(out / STATE_DIR / f"{name}.json", json.dumps(record).encode())
+                report.written.append(name)
+                report.rows += made.rows
+                report.tokens += made.tokens
+                bar.shard_done()
+    except BaseException:
+        if created and not report.written:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+    report.manifest = _write_manifest_if_complete(stage, dataset, out, fingerprint, names)
+    report.complete = report.manifest is not None
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:
+    if shards is None:
+        return list(dataset.shards)
+    by_name = {shard.name: shard for shard in dataset.shards}
+    unknown = [name for name in shards if name not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"{dataset.root}: no shard named {', '.join(unknown)}; "
+            f"the shards are {', '.join(sorted(by_name))}"
+        )
+    return [by_name[name] for name in shards]
+
+
+def _prepare_output(out: Path, fingerprint: str, output_names: Any, overwrite: bool) -> None:
+    """Creates the folder; refuses to mix outputs of different parameters."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    state = out / STATE_DIR
+    records = sorted(state.glob("*.json")) if state.exists() else []
+    foreign = [
+        r for r in records if (_read_state(out, r.stem) or {}).get("fingerprint") != fingerprint
+    ]
+    manifest = out / MANIFEST_NAME
+    if manifest.exists():
+        with contextlib.suppress(TokenmillError):
+            if Manifest.load(manifest).fingerprint != fingerprint:
+                foreign.append(manifest)
+    if foreign and not overwrite:
+        raise ConfigError(
+            f"{out}: the folder holds output of another run with different parameters; "
+            "pass --overwrite to replace it, or choose another -o"
+        )
+    if overwrite:
+        manifest.unlink(missing_ok=True)
+        shutil.rmtree(state, ignore_errors=True)
+        for name in output_names:
+            (out / name).unlink(missing_ok=True)
+
+
+def _write_manifest_if_complete(
+    stage: Stage, dataset: Dataset, out: Path, fingerprint: str, names: dict[str, str]
+) -> Manifest | None:
+    inputs: list[InputShard] = []
+    outputs: list[OutputShard] = []
+    for shard in dataset.shards:
+        record = _read_state(out, names[shard.name])
+        if record is None or record["fingerprint"] != fingerprint:
+            return None
+        inputs.append(InputShard(shard.name, record["input_bytes"], record["input_checksum"]))
+        outputs.append(OutputShard(**record["output"]))
+    totals: dict[str, int] = {
+        "shards": len(outputs),
+        "rows": sum(o.rows for o in outputs),
+        "tokens": sum(o.tokens for o in outputs),
+        "bytes": sum(o.bytes for o in outputs),
+    }
+    for made in outputs:
+        for key, value in made.stats.items():
+            totals[key] = totals.get(key, 0) + value
+    manifest = Manifest(
+        stage=stage.name,
+        tool_version=_core.__version__,
+        params=stage.params(),
+        seed=stage.seed,
+        fingerprint=fingerprint,
+        inputs=inputs,
+        outputs=outputs,
+        totals=totals,
+    )
+    manifest.save(out)
+    return manifest

@@ -1,0 +1,127 @@
+"""`tokenize`: a text column becomes a `list<uint32>` column of token ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from tokenmill import _core
+from tokenmill._core import SchemaError, Tokenizer, TokenizerError
+from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import require_text
+from tokenmill.tokenizer import load_tokenizer
+
+#: Tried in order when the EOS token is not named.
+EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>")
+
+TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+
+
+def resolve_eos(tokenizer: Tokenizer, eos_token: str | None) -> int:
+    """The id of `eos_token`, or of the first known EOS spelling the vocabulary has."""
+    candidates = (eos_token,) if eos_token else EOS_CANDIDATES
+    for token in candidates:
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    raise TokenizerError(
+        f"the tokenizer has no end-of-document token ({' or '.join(candidates)}); "
+        "name it with --eos-token, or pass --no-eos"
+    )
+
+
+class TokenizeStage(Stage):
+    name = "tokenize"
+
+    def __init__(
+        self,
+        tokenizer: str | Path,
+        *,
+        text_column: str = "text",
+        output_column: str = "input_ids",
+        eos: bool = True,
+        eos_token: str | None = None,
+        add_special_tokens: bool = False,
+        keep_text: bool = False,
+    ) -> None:
+        self.tokenizer_path = Path(tokenizer).resolve()
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
+        self.text_column = text_column
+        self.output_column = output_column
+        self.eos_id = resolve_eos(self.tokenizer, eos_token) if eos else None
+        self.add_special_tokens = add_special_tokens
+        self.keep_text = keep_text
+        self.token_column = output_column
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "tokenizer": str(self.tokenizer_path),
+            "tokenizer_checksum": self.tokenizer_checksum,
+            "vocab_size": self.tokenizer.vocab_size,
+            "text_column": self.text_column,
+            "output_column": self.output_column,
+            "eos_id": self.eos_id,
+            "add_special_tokens": self.add_special_tokens,
+            "keep_text": self.keep_text,
+        }
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        require_text(schema, self.text_column)
+        clash = self.output_column in schema.names and (
+            self.keep_text or self.output_column != self.text_column
+        )
+        if clash:
+            raise SchemaError(
+                f"column '{self.output_column}' already exists; "
+                "name the token column with --output-column"
+            )
+        field = pa.field(self.output_column, TOKEN_TYPE, nullable=False)
+        index = schema.get_field_index(self.text_column)
+        if self.keep_text:
+            return schema.append(field)
+        return schema.set(index, field)
+
+    def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        ids = self.tokenizer.tokenize(
+            batch.column(self.text_column),
+            column=self.text_column,
+            add_special_tokens=self.add_special_tokens,
+            eos_id=self.eos_id,
+        )
+        schema = self.output_schema(batch.schema)
+        index = batch.schema.get_field_index(self.text_column)
+        columns = list(batch.columns)
+        if self.keep_text:
+            columns.append(ids)
+        else:
+            columns[index] = ids
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def tokenize(
+    source: str | Path,
+    output: str | Path,
+    tokenizer: str | Path,
+    *,
+    text_column: str = "text",
+    output_column: str = "input_ids",
+    eos: bool = True,
+    eos_token: str | None = None,
+    add_special_tokens: bool = False,
+    keep_text: bool = False,
+    **run_options: Any,
+) -> RunReport:
+    """Tokenizes every shard of `source` into `output`; see :func:`tokenmill.run_stage`."""
+    stage = TokenizeStage(
+        tokenizer,
+        text_column=text_column,
+        output_column=output_column,
+        eos=eos,
+        eos_token=eos_token,
+        add_special_tokens=add_special_tokens,
+        keep_text=keep_text,
+    )
+    return run_stage(stage, source, output, **run_options)

@@ -1,0 +1,16 @@
+//! tokenmill's pure-Rust kernels. No Python here: the `tokenmill-py` crate
+//! binds these to Python, and any Rust program can call them directly.
+//!
+//! Kernels take Arrow arrays and options and return a [`Result`]; randomness
+//! comes from [`rng`], keyed per row, so the output never depends on how rows
+//! are batched or how many threads run.
+
+pub mod bpe;
+pub mod checksum;
+pub mod error;
+pub mod rng;
+pub mod sample;
+pub mod text;
+pub mod tokenize;
+
+pub use error::{Result, TokenmillError};

@@ -1,0 +1,236 @@
+//! Read access to a text column, whatever Arrow layout it arrived in.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::Array;
+use arrow_schema::DataType;
+
+use crate::error::{Result, TokenmillError};
+use crate::rng;
+
+/// A borrowed view of a column of documents. String layouts are UTF-8 by
+/// Arrow's guarantee; binary layouts are checked row by row when read.
+pub enum TextColumn<'a> {
+    Utf8(&'a arrow_array::StringArray),
+    LargeUtf8(&'a arrow_array::LargeStringArray),
+    Utf8View(&'a arrow_array::StringViewArray),
+    Binary(&'a arrow_array::BinaryArray),
+    LargeBinary(&'a arrow_array::LargeBinaryArray),
+    BinaryView(&'a arrow_array::BinaryViewArray),
+}
+
+impl<'a> TextColumn<'a> {
+    /// # Errors
+    ///
+    /// [`TokenmillError::Schema`] when the array is not a string or binary array.
+    pub fn try_new(column: &str, array: &'a dyn Array) -> Result<Self> {
+        Ok(match array.data_type() {
+            DataType::Utf8 => Self::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::LargeUtf8(array.as_string::<i64>()),
+            DataType::Utf8View => Self::Utf8View(array.as_string_view()),
+            DataType::Binary => Self::Binary(array.as_binary::<i32>()),
+            DataType::LargeBinary => Self::LargeBinary(array.as_binary::<i64>()),
+            DataType::BinaryView => Self::BinaryView(array.as_binary_view()),
+            other => {
+                return Err(TokenmillError::schema(
+                    column,
+                    format!("expected a string column of text, found {other}"),
+                    "pass the text column with --text-column, or cast it to string",
+                ))
+            }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Utf8(a) => a.len(),
+            Self::LargeUtf8(a) => a.len(),
+            Self::Utf8View(a) => a.len(),
+            Self::Binary(a) => a.len(),
+            Self::LargeBinary(a) => a.len(),
+            Self::BinaryView(a) => a.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text of row `row`; a null reads as the empty document.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Data`] when a binary row is not valid UTF-8.
+    pub fn get(&self, row: usize) -> Result<&'a str> {
+        let bytes: &'a [u8] = match self {
+            Self::Utf8(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
+            Self::LargeUtf8(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
+            Self::Utf8View(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
+            Self::Binary(a) => {
+                if a.is_null(row) {
+                    return Ok("");
+                }
+                a.value(row)
+            }
+            Self::LargeBinary(a) => {
+                if a.is_null(row) {
+                    return Ok("");
+                }
+                a.value(row)
+            }
+            Self::BinaryView(a) => {
+                if a.is_null(row) {
+                    return Ok("");
+                }
+                a.value(row)
+            }
+        };
+        std::str::from_utf8(bytes).map_err(|err| {
+            TokenmillError::data(
+                row,
+                format!(
+                    "text is not valid UTF-8 (bad byte at offset {})",
+                    err.valid_up_to()
+                ),
+                "re-encode the source as UTF-8 before this stage",
+            )
+        })
+    }
+
+    /// Total bytes of text, for throughput accounting.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Self::Utf8(a) => a.values().len(),
+            Self::LargeUtf8(a) => a.values().len(),
+            Self::Binary(a) => a.values().len(),
+            Self::LargeBinary(a) => a.values().len(),
+            Self::Utf8View(a) => (0..a.len()).map(|i| a.value(i).len()).sum(),
+            Self::BinaryView(a) => (0..a.len()).map(|i| a.value(i).len()).sum(),
+        }
+    }
+}
+
+/// Stable row keys from a document id column.
+///
+/// # Errors
+///
+/// [`TokenmillError::Schema`] for an id column of another type, and
+/// [`TokenmillError::Data`] for a null id (a row without identity cannot get
+/// a reproducible random stream).
+pub fn row_keys_from_ids(column: &str, ids: &dyn Array) -> Result<Vec<u64>> {
+    fn ints<T>(ids: &arrow_array::PrimitiveArray<T>) -> Vec<Option<i128>>
+    where
+        T: arrow_array::ArrowPrimitiveType,
+        T::Native: Into<i128>,
+    {
+        ids.iter().map(|v| v.map(Into::into)).collect()
+    }
+    let keys: Vec<Option<u64>> = match ids.data_type() {
+        DataType::Int8 => keyed_ints(ints(ids.as_primitive::<Int8Type>())),
+        DataType::Int16 => keyed_ints(ints(ids.as_primitive::<Int16Type>())),
+        DataType::Int32 => keyed_ints(ints(ids.as_primitive::<Int32Type>())),
+        DataType::Int64 => keyed_ints(ints(ids.as_primitive::<Int64Type>())),
+        DataType::UInt8 => keyed_ints(ints(ids.as_primitive::<UInt8Type>())),
+        DataType::UInt16 => keyed_ints(ints(ids.as_primitive::<UInt16Type>())),
+        DataType::UInt32 => keyed_ints(ints(ids.as_primitive::<UInt32Type>())),
+        DataType::UInt64 => keyed_ints(ints(ids.as_primitive::<UInt64Type>())),
+        _ => {
+            let text = TextColumn::try_new(column, ids).map_err(|_| {
+                TokenmillError::schema(
+                    column,
+                    format!(
+                        "a document id column must hold strings or integers, found {}",
+                        ids.data_type()
+                    ),
+                    "name another id column with --id-column, or pass --id-column '' to key rows by position",
+                )
+            })?;
+            (0..text.len())
+                .map(|row| {
+                    if ids.is_null(row) {
+                        None
+                    } else {
+                        Some(rng::row_key_from_bytes(bytes_of(&text, row)))
+                    }
+                })
+                .collect()
+        }
+    };
+    keys.into_iter()
+        .enumerate()
+        .map(|(row, key)| {
+            key.ok_or_else(|| {
+                TokenmillError::data(
+                    row,
+                    format!("the id column '{column}' is null"),
+                    "give every row an id, or pass --id-column '' to key rows by position",
+                )
+            })
+        })
+        .collect()
+}
+
+fn keyed_ints(ids: Vec<Option<i128>>) -> Vec<Option<u64>> {
+    ids.into_iter()
+        .map(|id| id.map(rng::row_key_from_int))
+        .collect()
+}
+
+fn bytes_of<'a>(text: &TextColumn<'a>, row: usize) -> &'a [u8] {
+    match text {
+        TextColumn::Utf8(a) => a.value(row).as_bytes(),
+        TextColumn::LargeUtf8(a) => a.value(row).as_bytes(),
+        TextColumn::Utf8View(a) => a.value(row).as_bytes(),
+        TextColumn::Binary(a) => a.value(row),
+        TextColumn::LargeBinary(a) => a.value(row),
+        TextColumn::BinaryView(a) => a.value(row),
+    }
+}
+
+/// Row keys for rows without an id column: shard name and absolute row index.
+pub fn row_keys_from_position(shard: &str, first_row: u64, rows: usize) -> Vec<u64> {
+    (0..rows as u64)
+        .map(|i| rng::row_key_from_position(shard, first_row + i))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{BinaryArray, Int64Array, StringArray};
+
+    #[test]
+    fn binary_rows_must_be_utf8() {
+        let array = BinaryArray::from(vec![b"ok".as_ref(), b"\xff\xfe".as_ref()]);
+        let text = TextColumn::try_new("text", &array).unwrap();
+        assert_eq!(text.get(0).unwrap(), "ok");
+        let err = text.get(1).unwrap_err();
+        assert!(matches!(err, TokenmillError::Data { row: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn numeric_text_column_is_a_schema_error() {
+        let array = Int64Array::from(vec![1, 2]);
+        let err = TextColumn::try_new("text", &array).err().unwrap();
+        assert!(err.to_string().contains("column 'text'"), "{err}");
+    }
+
+    #[test]
+    fn integer_and_string_ids_key_differently() {
+        let ints = row_keys_from_ids("id", &Int64Array::from(vec![7])).unwrap();
+        let strings = row_keys_from_ids("id", &StringArray::from(vec!["7"])).unwrap();
+        assert_ne!(ints, strings);
+        // The same id gives the same key whatever the integer width.
+        let narrow = row_keys_from_ids("id", &arrow_array::Int32Array::from(vec![7])).unwrap();
+        assert_eq!(ints, narrow);
+    }
+
+    #[test]
+    fn null_id_is_reported_with_its_row() {
+        let ids = StringArray::from(vec![Some("a"), None]);
+        let err = row_keys_from_ids("id", &ids).unwrap_err();
+        assert!(matches!(err, TokenmillError::Data { row: 1, .. }), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! Text to token ids with a Hugging Face `tokenizer.json`, in parallel, in
+//! row order.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ListArray, UInt32Array};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field};
+use rayon::prelude::*;
+
+use crate::error::{Result, TokenmillError};
+use crate::text::TextColumn;
+
+/// A loaded tokenizer. Cheap to share between threads.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: Arc<tokenizers::Tokenizer>,
+}
+
+const TOKENIZER_FIX: &str =
+    "pass a Hugging Face tokenizer.json (save one with `tokenmill tokenizer train` or tokenizer.save())";
+
+impl Tokenizer {
+    pub fn new(inner: tokenizers::Tokenizer) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// # Errors
+    ///
+    /// [`TokenmillError::Tokenizer`] when the file is missing or does not parse.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|err| {
+            TokenmillError::tokenizer(
+                format!("cannot read {}: {err}", path.display()),
+                TOKENIZER_FIX,
+            )
+        })?;
+        Self::from_json(&bytes).map_err(|err| match err {
+            TokenmillError::Tokenizer { problem, fix } => {
+                TokenmillError::tokenizer(format!("{}: {problem}", path.display()), fix)
+            }
+            other => other,
+        })
+    }
+
+    /// # Errors
+    ///
+    /// [`TokenmillError::Tokenizer`] when the JSON is not a tokenizer.
+    pub fn from_json(json: &[u8]) -> Result<Self> {
+        tokenizers::Tokenizer::from_bytes(json)
+            .map(Self::new)
+            .map_err(|err| {
+                TokenmillError::tokenizer(format!("does not parse ({err})"), TOKENIZER_FIX)
+            })
+    }
+
+    /// # Errors
+    ///
+    /// [`TokenmillError::Tokenizer`] if serialization fails.
+    pub fn to_json(&self, pretty: bool) -> Result<String> {
+        self.inner
+            .to_string(pretty)
+            .map_err(|err| TokenmillError::tokenizer(err.to_string(), TOKENIZER_FIX))
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Vocabulary size including added and special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// # Errors
+    ///
+    /// [`TokenmillError::Data`] for an id the vocabulary does not hold.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let vocab = self.vocab_size();
+        if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
+            return Err(TokenmillError::data(
+                position,
+                format!(
+                    "token id {} is outside the vocabulary of {vocab}",
+                    ids[position]
+                ),
+                "decode with the tokenizer that produced these ids",
+            ));
+        }
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|err| TokenmillError::tokenizer(err.to_string(), TOKENIZER_FIX))
+    }
+}
+
+/// How [`tokenize`] turns each document into ids.
+#[derive(Clone, Debug, Default)]
+pub struct TokenizeOptions {
+    /// Run the tokenizer's post-processor (BERT's `[CLS] ... [SEP]`, say).
+    pub add_special_tokens: bool,
+    /// Appended to every document, so documents stay apart once packed.
+    pub eos_id: Option<u32>,
+}
+
+/// Encodes every row of `texts` into a `list<uint32>` array, row for row.
+///
+/// Rows are split into contiguous chunks encoded in parallel on the current
+/// rayon pool; the output does not depend on the number of threads.
+///
+/// # Errors
+///
+/// [`TokenmillError::Data`] naming the first bad row (non-UTF-8 bytes in a
+/// binary column, a tokenizer failure), or a batch holding more than
+/// `i32::MAX` tokens.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use tokenmill_core::tokenize::{tokenize, Tokenizer, TokenizeOptions};
+/// # use tokenmill_core::text::TextColumn;
+/// # use arrow_array::Array;
+/// let tokenizer = Tokenizer::from_file("tokenizer.json".as_ref()).unwrap();
+/// let texts = arrow_array::StringArray::from(vec!["hello world"]);
+/// let column = TextColumn::try_new("text", &texts).unwrap();
+/// let ids = tokenize(&tokenizer, &column, &TokenizeOptions::default()).unwrap();
+/// assert_eq!(ids.len(), 1);
+/// ```
+pub fn tokenize(
+    tokenizer: &Tokenizer,
+    texts: &TextColumn<'_>,
+    options: &TokenizeOptions,
+) -> Result<ListArray> {
+    let rows = texts.len();
+    let chunk_rows = chunk_size(rows);
+    let chunks: Vec<Result<(Vec<u32>, Vec<usize>)>> = (0..rows)
+        .step_by(chunk_rows.max(1))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            encode_rows(
+                tokenizer,
+                texts,
+                start..(start + chunk_rows).min(rows),
+                options,
+            )
+        })
+        .collect();
+
+    let mut values = Vec::new();
+    let mut lengths = Vec::with_capacity(rows);
+    for chunk in chunks {
+        let (ids, chunk_lengths) = chunk?;
+        if values.is_empty() {
+            values = ids;
+        } else {
+            values.extend_from_slice(&ids);
+        }
+        lengths.extend(chunk_lengths);
+    }
+    list_of_u32(values, &lengths)
+}
+
+fn chunk_size(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 8).max(1)
+}
+
+fn encode_rows(
+    tokenizer: &Tokenizer,
+    texts: &TextColumn<'_>,
+    rows: std::ops::Range<usize>,
+    options: &TokenizeOptions,
+) -> Result<(Vec<u32>, Vec<usize>)> {
+    let mut values = Vec::new();
+    let mut lengths = Vec::with_capacity(rows.len());
+    for row in rows {
+        let text = texts.get(row)?;
+        let before = values.len();
+        if !text.is_empty() {
+            let encoding = tokenizer
+                .inner
+                .encode_fast(text, options.add_special_tokens)
+                .map_err(|err| {
+                    TokenmillError::data(
+                        row,
+                        format!("the tokenizer failed: {err}"),
+                        "check that the tokenizer fits this text",
+                    )
+                })?;
+            values.extend_from_slice(encoding.get_ids());
+        }
+        if let Some(eos) = options.eos_id {
+            values.push(eos);
+        }
+        lengths.push(values.len() - before);
+    }
+    Ok((values, lengths))
+}
+
+/// The Arrow type of a token column: `list<item: uint32>`.
+pub fn token_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::UInt32, false)))
+}
+
+/// Builds a `list<uint32>` array from flat values and per-row lengths.
+///
+/// # Errors
+///
+/// [`TokenmillError::Config`] when the values overflow 32-bit list offsets.
+pub fn list_of_u32(values: Vec<u32>, lengths: &[usize]) -> Result<ListArray> {
+    if values.len() > i32::MAX as usize {
+        return Err(TokenmillError::config(
+            format!(
+                "one batch holds {} tokens, more than a list array can index",
+                values.len()
+            ),
+            "lower --batch-size",
+        ));
+    }
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths.iter().copied());
+    let values = UInt32Array::new(ScalarBuffer::from(values), None);
+    Ok(ListArray::try_new(
+        Arc::new(Field::new("item", DataType::UInt32, false)),
+        offsets,
+        Arc::new(values),
+        None,
+    )?)
+}

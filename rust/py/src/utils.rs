@@ -1,0 +1,115 @@
+//! How every binding runs real work: without the GIL, on a fork-safe pool,
+//! with panics turned into exceptions.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use arrow_array::ArrayRef;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3_arrow::PyArray;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use crate::error::{BindingError, BindingResult, InternalError};
+
+/// The pool of the process that built it. A child forked by a PyTorch
+/// DataLoader inherits the parent's pool object but none of its threads, so
+/// work sent there would wait forever; the child builds its own instead.
+struct OwnedPool {
+    pid: u32,
+    pool: ThreadPool,
+}
+
+static POOL: AtomicPtr<OwnedPool> = AtomicPtr::new(std::ptr::null_mut());
+static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+fn configured_threads() -> usize {
+    let requested = REQUESTED_THREADS.load(Ordering::Relaxed);
+    if requested > 0 {
+        return requested;
+    }
+    ["TOKENMILL_NUM_THREADS", "RAYON_NUM_THREADS"]
+        .iter()
+        .find_map(|var| {
+            std::env::var(var)
+                .ok()?
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pool() -> &'static ThreadPool {
+    let pid = std::process::id();
+    let current = POOL.load(Ordering::Acquire);
+    // SAFETY: non-null pointers in POOL come from Box::leak below and are never freed.
+    if let Some(owned) = unsafe { current.as_ref() } {
+        if owned.pid == pid {
+            return &owned.pool;
+        }
+    }
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(configured_threads())
+        .thread_name(|i| format!("tokenmill-{i}"))
+        .build()
+        .expect("the OS refused to start worker threads");
+    // Pools are built once per process (and again after set_num_threads),
+    // so leaking the replaced one costs a few idle threads at most; freeing it
+    // could race with a thread still reading it.
+    let fresh: &'static OwnedPool = Box::leak(Box::new(OwnedPool { pid, pool }));
+    match POOL.compare_exchange(
+        current,
+        (fresh as *const OwnedPool).cast_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => &fresh.pool,
+        // SAFETY: as above.
+        Err(winner) => unsafe { &(*winner).pool },
+    }
+}
+
+/// Sets the worker threads of later calls; 0 restores the default
+/// (`TOKENMILL_NUM_THREADS`, `RAYON_NUM_THREADS`, else every core).
+pub fn set_num_threads(threads: usize) {
+    REQUESTED_THREADS.store(threads, Ordering::Relaxed);
+    POOL.store(std::ptr::null_mut(), Ordering::Release);
+}
+
+pub fn num_threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Runs `work` with the GIL released on tokenmill's pool. A panic becomes
+/// `tokenmill.InternalError` instead of crossing into Python.
+pub fn detach<T, F>(py: Python<'_>, work: F) -> BindingResult<T>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, BindingError> + Send,
+{
+    py.detach(|| {
+        let pool = pool();
+        match catch_unwind(AssertUnwindSafe(|| pool.install(work))) {
+            Ok(result) => result,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Err(BindingError::Python(InternalError::new_err(format!(
+                    "internal error: {what}; please report this with the command that raised it"
+                ))))
+            }
+        }
+    })
+}
+
+/// Hands an array to pyarrow through the Arrow C data interface, without a copy.
+pub fn to_pyarrow(py: Python<'_>, array: ArrayRef) -> PyResult<Bound<'_, PyAny>> {
+    let exported = Bound::new(py, PyArray::from_array_ref(array))?;
+    py.import(intern!(py, "pyarrow"))?
+        .getattr(intern!(py, "array"))?
+        .call1((exported,))
+}
