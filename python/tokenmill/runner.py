@@ -162,7 +162,7 @@ def _output_name(shard: Shard, fmt: str) -> str:
     return shard.path.stem + (".parquet" if fmt == "parquet" else ".arrow")
 
 
-def _with_location(err: TokenmillError, shard: Shard, first_row: int = 0) -> TokenmillError:
+def locate_error(err: TokenmillError, shard: Shard, first_row: int = 0) -> TokenmillError:
     """The same exception type, its message now naming the file (and the absolute row)."""
     if isinstance(err, DataError) and err.row is not None:
         row = first_row + err.row
@@ -201,7 +201,7 @@ def process_shard(
     try:
         schema = stage.output_schema(shard.schema)
     except TokenmillError as err:
-        raise _with_location(err, shard) from None
+        raise locate_error(err, shard) from None
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     counters: dict[str, int] = {}
     rows = tokens = 0
@@ -214,7 +214,7 @@ def process_shard(
                 try:
                     result = stage.process(batch, ctx)
                 except TokenmillError as err:
-                    raise _with_location(err, shard, first_row) from None
+                    raise locate_error(err, shard, first_row) from None
                 if not result.schema.equals(schema):
                     raise InternalError(
                         f"stage {stage.name} produced {result.schema} instead of {schema}; "
@@ -291,7 +291,7 @@ def run_stage(
         try:
             stage.output_schema(shard.schema)
         except TokenmillError as err:
-            raise _with_location(err, shard) from None
+            raise locate_error(err, shard) from None
 
     fingerprint = _fingerprint(stage, fmt, row_group_rows)
     created = not out.exists()

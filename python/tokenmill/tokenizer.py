@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenmill._core import BpeTrainer, Tokenizer, TokenizerError
+from tokenmill._core import BpeTrainer, Tokenizer, TokenizerError, TokenmillError
 from tokenmill.dataset import Dataset, open_dataset, prefetch
 from tokenmill.manifest import write_atomic
 from tokenmill.progress import StageProgress, progress_enabled
+from tokenmill.runner import locate_error
 from tokenmill.stages._common import require_text
 
 
@@ -42,14 +43,22 @@ def train_tokenizer(
     """
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     for shard in dataset.shards:
-        require_text(shard.schema, text_column)
+        try:
+            require_text(shard.schema, text_column)
+        except TokenmillError as err:
+            raise locate_error(err, shard) from None
     trainer = BpeTrainer()
     with StageProgress(
         "count words", dataset.num_rows, len(dataset.shards), progress_enabled(progress)
     ) as bar:
         for shard in dataset.shards:
+            first_row = 0
             for batch in prefetch(shard.iter_batches(batch_size, columns=[text_column])):
-                trainer.add(batch.column(text_column), column=text_column)
+                try:
+                    trainer.add(batch.column(text_column), column=text_column)
+                except TokenmillError as err:
+                    raise locate_error(err, shard, first_row) from None
+                first_row += batch.num_rows
                 bar.advance(batch.num_rows, 0)
             bar.shard_done()
     return trainer.train(vocab_size, min_frequency=min_frequency)

@@ -64,7 +64,7 @@ impl WordCounts {
     /// # Errors
     ///
     /// [`TokenmillError::Data`] for a row that is not valid UTF-8.
-    pub fn add(&mut self, texts: &TextColumn<'_>) -> Result<()> {
+    pub fn add(&mut self, texts: &TextColumn) -> Result<()> {
         let rows = texts.len();
         let chunk = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
         let partials: Vec<Result<AHashMap<CompactString, u64>>> = (0..rows)

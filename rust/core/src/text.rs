@@ -10,29 +10,31 @@ use arrow_schema::DataType;
 use crate::error::{Result, TokenmillError};
 use crate::rng;
 
-/// A borrowed view of a column of documents. String layouts are UTF-8 by
-/// Arrow's guarantee; binary layouts are checked row by row when read.
-pub enum TextColumn<'a> {
-    Utf8(&'a arrow_array::StringArray),
-    LargeUtf8(&'a arrow_array::LargeStringArray),
-    Utf8View(&'a arrow_array::StringViewArray),
-    Binary(&'a arrow_array::BinaryArray),
-    LargeBinary(&'a arrow_array::LargeBinaryArray),
-    BinaryView(&'a arrow_array::BinaryViewArray),
+/// A column of documents, read as bytes and checked as UTF-8 row by row.
+///
+/// String layouts are read through their binary twins (a zero-copy cast)
+/// because arrays that cross the C data interface are not validated: a
+/// Parquet file from another writer can carry invalid UTF-8 in a string
+/// column, and handing such bytes on as `&str` would be undefined behaviour.
+/// Checking each row as it is read costs far less than tokenizing it.
+pub enum TextColumn {
+    Binary(arrow_array::BinaryArray),
+    LargeBinary(arrow_array::LargeBinaryArray),
+    BinaryView(arrow_array::BinaryViewArray),
 }
 
-impl<'a> TextColumn<'a> {
+impl TextColumn {
     /// # Errors
     ///
     /// [`TokenmillError::Schema`] when the array is not a string or binary array.
-    pub fn try_new(column: &str, array: &'a dyn Array) -> Result<Self> {
+    pub fn try_new(column: &str, array: &dyn Array) -> Result<Self> {
         Ok(match array.data_type() {
-            DataType::Utf8 => Self::Utf8(array.as_string::<i32>()),
-            DataType::LargeUtf8 => Self::LargeUtf8(array.as_string::<i64>()),
-            DataType::Utf8View => Self::Utf8View(array.as_string_view()),
-            DataType::Binary => Self::Binary(array.as_binary::<i32>()),
-            DataType::LargeBinary => Self::LargeBinary(array.as_binary::<i64>()),
-            DataType::BinaryView => Self::BinaryView(array.as_binary_view()),
+            DataType::Utf8 => Self::Binary(array.as_string::<i32>().clone().into()),
+            DataType::LargeUtf8 => Self::LargeBinary(array.as_string::<i64>().clone().into()),
+            DataType::Utf8View => Self::BinaryView(array.as_string_view().clone().to_binary_view()),
+            DataType::Binary => Self::Binary(array.as_binary::<i32>().clone()),
+            DataType::LargeBinary => Self::LargeBinary(array.as_binary::<i64>().clone()),
+            DataType::BinaryView => Self::BinaryView(array.as_binary_view().clone()),
             other => {
                 return Err(TokenmillError::schema(
                     column,
@@ -45,9 +47,6 @@ impl<'a> TextColumn<'a> {
 
     pub fn len(&self) -> usize {
         match self {
-            Self::Utf8(a) => a.len(),
-            Self::LargeUtf8(a) => a.len(),
-            Self::Utf8View(a) => a.len(),
             Self::Binary(a) => a.len(),
             Self::LargeBinary(a) => a.len(),
             Self::BinaryView(a) => a.len(),
@@ -58,36 +57,23 @@ impl<'a> TextColumn<'a> {
         self.len() == 0
     }
 
+    /// The raw bytes of row `row`; a null reads as empty.
+    pub fn bytes(&self, row: usize) -> &[u8] {
+        match self {
+            Self::Binary(a) if !a.is_null(row) => a.value(row),
+            Self::LargeBinary(a) if !a.is_null(row) => a.value(row),
+            Self::BinaryView(a) if !a.is_null(row) => a.value(row),
+            _ => b"",
+        }
+    }
+
     /// The text of row `row`; a null reads as the empty document.
     ///
     /// # Errors
     ///
-    /// [`TokenmillError::Data`] when a binary row is not valid UTF-8.
-    pub fn get(&self, row: usize) -> Result<&'a str> {
-        let bytes: &'a [u8] = match self {
-            Self::Utf8(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
-            Self::LargeUtf8(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
-            Self::Utf8View(a) => return Ok(if a.is_null(row) { "" } else { a.value(row) }),
-            Self::Binary(a) => {
-                if a.is_null(row) {
-                    return Ok("");
-                }
-                a.value(row)
-            }
-            Self::LargeBinary(a) => {
-                if a.is_null(row) {
-                    return Ok("");
-                }
-                a.value(row)
-            }
-            Self::BinaryView(a) => {
-                if a.is_null(row) {
-                    return Ok("");
-                }
-                a.value(row)
-            }
-        };
-        std::str::from_utf8(bytes).map_err(|err| {
+    /// [`TokenmillError::Data`] when the row is not valid UTF-8.
+    pub fn get(&self, row: usize) -> Result<&str> {
+        std::str::from_utf8(self.bytes(row)).map_err(|err| {
             TokenmillError::data(
                 row,
                 format!(
@@ -97,18 +83,6 @@ impl<'a> TextColumn<'a> {
                 "re-encode the source as UTF-8 before this stage",
             )
         })
-    }
-
-    /// Total bytes of text, for throughput accounting.
-    pub fn byte_len(&self) -> usize {
-        match self {
-            Self::Utf8(a) => a.values().len(),
-            Self::LargeUtf8(a) => a.values().len(),
-            Self::Binary(a) => a.values().len(),
-            Self::LargeBinary(a) => a.values().len(),
-            Self::Utf8View(a) => (0..a.len()).map(|i| a.value(i).len()).sum(),
-            Self::BinaryView(a) => (0..a.len()).map(|i| a.value(i).len()).sum(),
-        }
     }
 }
 
@@ -152,7 +126,7 @@ pub fn row_keys_from_ids(column: &str, ids: &dyn Array) -> Result<Vec<u64>> {
                     if ids.is_null(row) {
                         None
                     } else {
-                        Some(rng::row_key_from_bytes(bytes_of(&text, row)))
+                        Some(rng::row_key_from_bytes(text.bytes(row)))
                     }
                 })
                 .collect()
@@ -178,17 +152,6 @@ fn keyed_ints(ids: Vec<Option<i128>>) -> Vec<Option<u64>> {
         .collect()
 }
 
-fn bytes_of<'a>(text: &TextColumn<'a>, row: usize) -> &'a [u8] {
-    match text {
-        TextColumn::Utf8(a) => a.value(row).as_bytes(),
-        TextColumn::LargeUtf8(a) => a.value(row).as_bytes(),
-        TextColumn::Utf8View(a) => a.value(row).as_bytes(),
-        TextColumn::Binary(a) => a.value(row),
-        TextColumn::LargeBinary(a) => a.value(row),
-        TextColumn::BinaryView(a) => a.value(row),
-    }
-}
-
 /// Row keys for rows without an id column: shard name and absolute row index.
 pub fn row_keys_from_position(shard: &str, first_row: u64, rows: usize) -> Vec<u64> {
     (0..rows as u64)
@@ -208,6 +171,23 @@ mod tests {
         assert_eq!(text.get(0).unwrap(), "ok");
         let err = text.get(1).unwrap_err();
         assert!(matches!(err, TokenmillError::Data { row: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn string_arrays_with_invalid_bytes_are_caught_not_trusted() {
+        // What an unvalidated import through the C data interface can hand over.
+        let data = arrow_data::ArrayData::builder(DataType::Utf8)
+            .len(2)
+            .add_buffer(arrow_buffer::Buffer::from_slice_ref([0i32, 2, 4]))
+            .add_buffer(arrow_buffer::Buffer::from_slice_ref(b"ok\xff\xfe"));
+        // SAFETY: deliberately invalid UTF-8, never read as &str by the code under test.
+        let array = StringArray::from(unsafe { data.build_unchecked() });
+        let text = TextColumn::try_new("text", &array).unwrap();
+        assert_eq!(text.get(0).unwrap(), "ok");
+        assert!(matches!(
+            text.get(1),
+            Err(TokenmillError::Data { row: 1, .. })
+        ));
     }
 
     #[test]

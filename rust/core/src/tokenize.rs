@@ -138,7 +138,7 @@ pub struct TokenizeOptions {
 /// ```
 pub fn tokenize(
     tokenizer: &Tokenizer,
-    texts: &TextColumn<'_>,
+    texts: &TextColumn,
     options: &TokenizeOptions,
 ) -> Result<ListArray> {
     let rows = texts.len();
@@ -178,7 +178,7 @@ fn chunk_size(rows: usize) -> usize {
 
 fn encode_rows(
     tokenizer: &Tokenizer,
-    texts: &TextColumn<'_>,
+    texts: &TextColumn,
     rows: std::ops::Range<usize>,
     options: &TokenizeOptions,
 ) -> Result<(Vec<u32>, Vec<usize>)> {
@@ -187,19 +187,18 @@ fn encode_rows(
     for row in rows {
         let text = texts.get(row)?;
         let before = values.len();
-        if !text.is_empty() {
-            let encoding = tokenizer
-                .inner
-                .encode_fast(text, options.add_special_tokens)
-                .map_err(|err| {
-                    TokenmillError::data(
-                        row,
-                        format!("the tokenizer failed: {err}"),
-                        "check that the tokenizer fits this text",
-                    )
-                })?;
-            values.extend_from_slice(encoding.get_ids());
-        }
+        // Even the empty document is encoded: a post-processor may add tokens to it.
+        let encoding = tokenizer
+            .inner
+            .encode_fast(text, options.add_special_tokens)
+            .map_err(|err| {
+                TokenmillError::data(
+                    row,
+                    format!("the tokenizer failed: {err}"),
+                    "check that the tokenizer fits this text",
+                )
+            })?;
+        values.extend_from_slice(encoding.get_ids());
         if let Some(eos) = options.eos_id {
             values.push(eos);
         }

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tokenmill
+from tokenmill.tokenizer import save_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = Path(os.environ.get("TOKENMILL_CORPORA", REPO.parent / "shared" / "corpora"))
+
+
+def corpus(name: str) -> Path:
+    path = CORPORA / name
+    if not path.is_dir():
+        pytest.fail(
+            f"{path} is missing: the tests read the shared corpora "
+            "(set TOKENMILL_CORPORA to their folder)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def pydocs() -> Path:
+    return corpus("pydocs")
+
+
+@pytest.fixture(scope="session")
+def pydocs_tokenizer(pydocs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level BPE trained on the Python docs, saved as tokenizer.json."""
+    tokenizer = tokenmill.train_tokenizer(pydocs, 4096, progress=False)
+    return save_tokenizer(tokenizer, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+SMALL_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs.",
+    "",
+    "naïve café — 漢字 🙂",
+    "def f(x):\n    return x + 1\n",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    trainer = tokenmill.BpeTrainer()
+    trainer.add(pa.array(SMALL_TEXTS))
+    tokenizer = trainer.train(400, min_frequency=1)
+    return save_tokenizer(tokenizer, tmp_path_factory.mktemp("small") / "tokenizer.json")
+
+
+def write_shards(folder: Path, tables: dict[str, pa.Table]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, folder / name)
+    return folder
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """Two shards with id, text and a pass-through column."""
+    n = len(SMALL_TEXTS)
+    table = pa.table(
+        {
+            "id": [f"doc-{i}" for i in range(n)],
+            "text": SMALL_TEXTS,
+            "lang": ["en"] * n,
+        }
+    )
+    return write_shards(
+        tmp_path / "small",
+        {"a.parquet": table.slice(0, n // 2), "b.parquet": table.slice(n // 2)},
+    )
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file of a dataset folder (manifest and state included) by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }

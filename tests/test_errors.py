@@ -1,0 +1,177 @@
+"""Contract 4: bad input gets one clear error naming the file (and row) and the fix,
+and leaves no output behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import tokenmill
+from tokenmill_cli.main import cli
+
+from .conftest import write_shards
+
+
+def _cli_error(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "out"
+
+
+def test_missing_column(small_dataset: Path, small_tokenizer: Path, out: Path) -> None:
+    line = _cli_error(
+        "tokenize",
+        str(small_dataset),
+        "-o",
+        str(out),
+        "--tokenizer",
+        str(small_tokenizer),
+        "--text-column",
+        "body",
+    )
+    assert line.startswith("Error: SchemaError: ")
+    assert str(small_dataset / "a.parquet") in line
+    assert "'body' is missing" in line and "columns are: id, text, lang" in line
+    assert "--text-column" in line
+    assert not out.exists()
+
+
+def test_wrong_column_type(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    source = write_shards(tmp_path / "in", {"n.parquet": pa.table({"text": [1, 2, 3]})})
+    with pytest.raises(tokenmill.SchemaError, match=r"n\.parquet: column 'text' has type int64"):
+        tokenmill.tokenize(source, out, small_tokenizer, progress=False)
+    assert not out.exists()
+
+
+def test_truncated_parquet(small_dataset: Path, small_tokenizer: Path, out: Path) -> None:
+    shard = small_dataset / "b.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    line = _cli_error(
+        "tokenize", str(small_dataset), "-o", str(out), "--tokenizer", str(small_tokenizer)
+    )
+    assert line.startswith(f"Error: ShardError: {shard}: cannot read shard")
+    assert "truncated, corrupt or not Parquet" in line
+    assert not out.exists()
+
+
+def test_corrupt_parquet_body(small_tokenizer: Path, tmp_path: Path, out: Path) -> None:
+    # A valid footer over garbage pages: the error surfaces only when rows are read.
+    table = pa.table({"text": ["some words here"] * 2000})
+    source = write_shards(tmp_path / "in", {"c.parquet": table})
+    raw = bytearray((source / "c.parquet").read_bytes())
+    raw[8:4000] = bytes(range(256)) * 15 + bytes(152)
+    (source / "c.parquet").write_bytes(bytes(raw))
+    with pytest.raises(tokenmill.ShardError, match=r"c\.parquet: cannot read shard"):
+        tokenmill.tokenize(source, out, small_tokenizer, progress=False)
+    assert not out.exists()
+
+
+def test_not_a_shard_at_all(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "notes.parquet").write_text("this is plain text, not parquet\n")
+    with pytest.raises(tokenmill.ShardError, match=r"notes\.parquet: cannot read shard"):
+        tokenmill.tokenize(source, out, small_tokenizer, progress=False)
+
+
+def test_empty_folder_and_empty_file(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = _cli_error("tokenize", str(empty), "-o", str(out), "--tokenizer", str(small_tokenizer))
+    assert line == (
+        f"Error: ShardError: {empty}: the folder holds no shards (.parquet, .arrow, .feather, "
+        ".ipc); point at a folder of Parquet or Arrow IPC files"
+    )
+    (empty / "zero.parquet").write_bytes(b"")
+    with pytest.raises(tokenmill.ShardError, match=r"zero\.parquet: the shard is empty"):
+        tokenmill.tokenize(empty, out, small_tokenizer, progress=False)
+    with pytest.raises(tokenmill.ShardError, match="no such file or folder"):
+        tokenmill.tokenize(tmp_path / "missing", out, small_tokenizer, progress=False)
+
+
+def test_non_utf8_text_names_file_and_row(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    texts = pa.array([b"ok", b"fine", b"caf\xe9 latin-1"], type=pa.binary())
+    source = write_shards(tmp_path / "in", {"latin.parquet": pa.table({"text": texts})})
+    line = _cli_error("tokenize", str(source), "-o", str(out), "--tokenizer", str(small_tokenizer))
+    assert line == (
+        f"Error: DataError: {source / 'latin.parquet'}: row 2: text is not valid UTF-8 "
+        "(bad byte at offset 3); re-encode the source as UTF-8 before this stage"
+    )
+    assert not out.exists()
+
+
+def test_invalid_utf8_in_a_string_column(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    # Parquet files from other writers can carry invalid bytes in a UTF8 column.
+    raw = pa.Array.from_buffers(
+        pa.string(),
+        1,
+        [None, pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00"), pa.py_buffer(b"\xff\xfe")],
+    )
+    source = tmp_path / "in"
+    source.mkdir()
+    pq.write_table(pa.table({"text": raw}), source / "bad.parquet")
+    with pytest.raises(tokenmill.TokenmillError, match=r"bad\.parquet"):
+        tokenmill.tokenize(source, out, small_tokenizer, progress=False)
+    assert not out.exists()
+
+
+def test_tokenizer_that_does_not_parse(small_dataset: Path, tmp_path: Path, out: Path) -> None:
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text('{"model": {"type": "BPE", "vocab": ')
+    line = _cli_error("tokenize", str(small_dataset), "-o", str(out), "--tokenizer", str(broken))
+    assert line.startswith(f"Error: TokenizerError: tokenizer: {broken}: does not parse")
+    assert "tokenizer.json" in line
+    missing = tmp_path / "nope.json"
+    with pytest.raises(tokenmill.TokenizerError, match="cannot read"):
+        tokenmill.load_tokenizer(missing)
+    assert issubclass(tokenmill.TokenizerError, tokenmill.ConfigError)
+    assert not out.exists()
+
+
+def test_exception_tree() -> None:
+    for error in (
+        tokenmill.SchemaError,
+        tokenmill.ShardError,
+        tokenmill.DataError,
+        tokenmill.ConfigError,
+        tokenmill.TokenizerError,
+        tokenmill.InternalError,
+    ):
+        assert issubclass(error, tokenmill.TokenmillError)
+        assert error.__module__ == "tokenmill"
+    assert not issubclass(tokenmill.TokenmillError, (ValueError, RuntimeError))
+
+
+def test_output_folder_must_differ_from_input(small_dataset: Path, small_tokenizer: Path) -> None:
+    with pytest.raises(tokenmill.ConfigError, match="the output folder is the input"):
+        tokenmill.tokenize(small_dataset, small_dataset, small_tokenizer, progress=False)
+
+
+def test_sample_fraction_outside_unit_interval(small_dataset: Path, out: Path) -> None:
+    with pytest.raises(tokenmill.ConfigError, match=r"fraction 1\.5 is outside \[0, 1\]"):
+        tokenmill.sample(small_dataset, out, 1.5, progress=False)
+    with pytest.raises(tokenmill.ConfigError):
+        tokenmill._core.keep_mask(
+            tokenmill._core.row_keys_from_position("s", 0, 3), seed=0, fraction=-0.1
+        )
+
+
+def test_null_document_id_names_the_row(tmp_path: Path, out: Path) -> None:
+    table = pa.table({"id": ["a", None, "c"], "text": ["x", "y", "z"]})
+    source = write_shards(tmp_path / "in", {"ids.parquet": table})
+    with pytest.raises(
+        tokenmill.DataError, match=r"ids\.parquet: row 1: the id column 'id' is null"
+    ):
+        tokenmill.sample(source, out, 0.5, progress=False)

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tokenmill
+from tokenmill.dataset import open_dataset
+from tokenmill.manifest import Manifest
+
+from .conftest import folder_bytes, write_shards
+
+
+def test_manifest_records_stage_params_inputs_and_outputs(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    report = tokenmill.tokenize(small_dataset, tmp_path / "out", small_tokenizer, progress=False)
+    manifest = Manifest.load(tmp_path / "out" / "manifest.json")
+    assert manifest.stage == "tokenize"
+    assert manifest.tool_version == tokenmill.__version__
+    assert manifest.params["tokenizer"] == str(small_tokenizer.resolve())
+    assert manifest.params["eos_id"] == 2
+    assert [s.name for s in manifest.inputs] == ["a.parquet", "b.parquet"]
+    for shard in manifest.inputs:
+        assert shard.bytes == (small_dataset / shard.name).stat().st_size
+        assert shard.checksum == tokenmill._core.file_checksum(small_dataset / shard.name)
+    table = open_dataset(tmp_path / "out").to_table()
+    assert sum(o.rows for o in manifest.outputs) == table.num_rows == 20
+    assert (
+        manifest.totals["tokens"]
+        == report.tokens
+        == sum(len(r) for r in table.column("input_ids").to_pylist())
+    )
+    assert [o.input for o in manifest.outputs] == ["a.parquet", "b.parquet"]
+
+
+def test_rerun_skips_finished_shards_and_overwrite_redoes_them(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    first = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert first.written == ["a.parquet", "b.parquet"] and first.skipped == []
+    before = folder_bytes(out)
+    again = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert again.written == [] and again.skipped == ["a.parquet", "b.parquet"]
+    assert again.complete
+    redo = tokenmill.tokenize(small_dataset, out, small_tokenizer, overwrite=True, progress=False)
+    assert redo.written == ["a.parquet", "b.parquet"]
+    assert folder_bytes(out) == before
+
+
+def test_a_changed_input_shard_is_redone(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    pq.write_table(
+        pa.table({"id": ["x"], "text": ["changed"], "lang": ["en"]}), small_dataset / "b.parquet"
+    )
+    report = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert report.written == ["b.parquet"] and report.skipped == ["a.parquet"]
+    assert pq.read_table(out / "b.parquet").num_rows == 1
+
+
+def test_different_parameters_refuse_to_mix(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    with pytest.raises(tokenmill.ConfigError, match="--overwrite"):
+        tokenmill.tokenize(small_dataset, out, small_tokenizer, eos=False, progress=False)
+    report = tokenmill.tokenize(
+        small_dataset, out, small_tokenizer, eos=False, overwrite=True, progress=False
+    )
+    assert report.complete
+    assert Manifest.load(out / "manifest.json").params["eos_id"] is None
+
+
+def test_shard_subsets_write_the_manifest_when_the_last_one_is_done(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    part = tokenmill.tokenize(
+        small_dataset, out, small_tokenizer, shards=["b.parquet"], progress=False
+    )
+    assert not part.complete and not (out / "manifest.json").exists()
+    rest = tokenmill.tokenize(
+        small_dataset, out, small_tokenizer, shards=["a.parquet"], progress=False
+    )
+    assert rest.complete and (out / "manifest.json").exists()
+    with pytest.raises(tokenmill.ConfigError, match="no shard named"):
+        tokenmill.tokenize(
+            small_dataset, out, small_tokenizer, shards=["c.parquet"], progress=False
+        )
+
+
+def test_a_failing_shard_leaves_no_partial_file(small_tokenizer: Path, tmp_path: Path) -> None:
+    good = pa.table({"text": pa.array([b"fine"] * 10, type=pa.binary())})
+    bad = pa.table(
+        {"text": pa.array([b"fine"] * 5 + [b"\xff bad"] + [b"fine"] * 4, type=pa.binary())}
+    )
+    source = write_shards(tmp_path / "in", {"a.parquet": good, "b.parquet": bad})
+    out = tmp_path / "out"
+    with pytest.raises(tokenmill.DataError) as caught:
+        tokenmill.tokenize(source, out, small_tokenizer, batch_size=3, progress=False)
+    assert caught.value.row == 5
+    assert f"{source / 'b.parquet'}: row 5:" in str(caught.value)
+    # The finished shard stays for a resume; the failed one left nothing behind.
+    assert sorted(p.name for p in out.iterdir()) == [".tokenmill", "a.parquet"]
+
+
+def _tokenize_cli(source: Path, out: Path, tokenizer: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tokenmill_cli",
+        "tokenize",
+        str(source),
+        "-o",
+        str(out),
+        "--tokenizer",
+        str(tokenizer),
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_output(
+    pydocs: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    docs = open_dataset(pydocs).to_table()
+    half = docs.num_rows // 2
+    shards = {}
+    for i in range(8):
+        piece = docs.slice(0, half) if i % 2 == 0 else docs.slice(half)
+        ids = pa.array([f"{i}/{x}" for x in piece.column("id").to_pylist()])
+        shards[f"part-{i}.parquet"] = piece.set_column(0, "id", ids)
+    source = write_shards(tmp_path / "in", shards)
+
+    reference = tmp_path / "reference"
+    subprocess.run(_tokenize_cli(source, reference, pydocs_tokenizer), check=True)
+
+    out = tmp_path / "out"
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    victim = subprocess.Popen(_tokenize_cli(source, out, pydocs_tokenizer), env=env)
+    deadline = time.monotonic() + 120
+    while len(list((out / ".tokenmill").glob("*.json"))) < 2:
+        assert victim.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it was killed"
+
+    resumed = subprocess.run(
+        _tokenize_cli(source, out, pydocs_tokenizer), check=True, capture_output=True, text=True
+    )
+    skipped = int(resumed.stderr.split(" skipped")[0].rsplit(" ", 1)[-1])
+    assert skipped >= 2
+    assert folder_bytes(out) == folder_bytes(reference)
+    assert not list(out.glob(".*.tmp"))
+    assert json.loads((out / "manifest.json").read_text())["totals"]["shards"] == 8
