@@ -236,3 +236,83 @@ pub fn list_of_u32(values: Vec<u32>, lengths: &[usize]) -> Result<ListArray> {
         None,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpe::WordCounts;
+    use arrow_array::{Array, StringArray};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn tokenizer() -> &'static Tokenizer {
+        static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+        TOKENIZER.get_or_init(|| {
+            let corpus = StringArray::from(vec![
+                "The stage runner streams record batches shard by shard.",
+                "Every random choice is a pure function of the seed and the row key.",
+                "fn main() { println!(\"hello\"); }",
+            ]);
+            let mut counts = WordCounts::default();
+            counts
+                .add(&TextColumn::try_new("text", &corpus).unwrap())
+                .unwrap();
+            counts.train(500, 1).unwrap()
+        })
+    }
+
+    fn ids_with_threads(texts: &StringArray, threads: usize) -> ListArray {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let column = TextColumn::try_new("text", texts).unwrap();
+        let options = TokenizeOptions {
+            add_special_tokens: false,
+            eos_id: Some(2),
+        };
+        pool.install(|| tokenize(tokenizer(), &column, &options).unwrap())
+    }
+
+    #[test]
+    fn output_is_row_for_row_whatever_the_thread_count() {
+        let texts: StringArray = (0..257)
+            .map(|i| Some(format!("row {i}: the seed {}", i * 7)))
+            .collect();
+        let one = ids_with_threads(&texts, 1);
+        assert_eq!(one, ids_with_threads(&texts, 3));
+        for row in 0..texts.len() {
+            let expected = tokenizer().inner().encode(texts.value(row), false).unwrap();
+            let got = one.value(row);
+            let got = got.as_any().downcast_ref::<UInt32Array>().unwrap().values();
+            assert_eq!(&got[..got.len() - 1], expected.get_ids());
+            assert_eq!(got[got.len() - 1], 2);
+        }
+    }
+
+    #[test]
+    fn nulls_are_empty_documents() {
+        let texts = StringArray::from(vec![Some("a"), None]);
+        let ids = ids_with_threads(&texts, 1);
+        assert_eq!(
+            ids.value_length(1),
+            1,
+            "a null document holds only its end marker"
+        );
+    }
+
+    proptest! {
+        // Byte-level BPE loses nothing: decoding the ids gives back the text.
+        #[test]
+        fn any_text_round_trips(texts in proptest::collection::vec(".{0,40}", 1..8)) {
+            let array = StringArray::from(texts.clone());
+            let column = TextColumn::try_new("text", &array).unwrap();
+            let ids = tokenize(tokenizer(), &column, &TokenizeOptions::default()).unwrap();
+            for (row, text) in texts.iter().enumerate() {
+                let row_ids = ids.value(row);
+                let row_ids = row_ids.as_any().downcast_ref::<UInt32Array>().unwrap().values();
+                prop_assert_eq!(&tokenizer().decode(row_ids, false).unwrap(), text);
+            }
+        }
+    }
+}
