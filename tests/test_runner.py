@@ -169,3 +169,16 @@ def test_killed_run_resumes_to_the_uninterrupted_output(
     assert folder_bytes(out) == folder_bytes(reference)
     assert not list(out.glob(".*.tmp"))
     assert json.loads((out / "manifest.json").read_text())["totals"]["shards"] == 8
+
+
+def test_overwriting_one_shard_keeps_the_others(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    before = folder_bytes(out)
+    redo = tokenmill.tokenize(
+        small_dataset, out, small_tokenizer, shards=["b.parquet"], overwrite=True, progress=False
+    )
+    assert redo.written == ["b.parquet"] and redo.complete
+    assert folder_bytes(out) == before

@@ -295,7 +295,7 @@ def run_stage(
 
     fingerprint = _fingerprint(stage, fmt, row_group_rows)
     created = not out.exists()
-    _prepare_output(out, fingerprint, names.values(), overwrite)
+    _prepare_output(out, fingerprint, [names[shard.name] for shard in selected], overwrite)
 
     report = RunReport(output=out, complete=False, manifest=None)
     total_rows = sum(shard.num_rows for shard in selected)
@@ -361,11 +361,18 @@ def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:
     return [by_name[name] for name in shards]
 
 
-def _prepare_output(out: Path, fingerprint: str, output_names: Any, overwrite: bool) -> None:
-    """Creates the folder; refuses to mix outputs of different parameters."""
+def _prepare_output(
+    out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool
+) -> None:
+    """Creates the folder; refuses to mix outputs of different parameters.
+
+    Touches only the selected shards' files, so runs over disjoint `shards`
+    can share one output folder.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    for name in selected:  # left by a killed run
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     state = out / STATE_DIR
     records = sorted(state.glob("*.json")) if state.exists() else []
     foreign = [
@@ -383,9 +390,9 @@ def _prepare_output(out: Path, fingerprint: str, output_names: Any, overwrite: b
         )
     if overwrite:
         manifest.unlink(missing_ok=True)
-        shutil.rmtree(state, ignore_errors=True)
-        for name in output_names:
+        for name in selected:
             (out / name).unlink(missing_ok=True)
+            (state / f"{name}.json").unlink(missing_ok=True)
 
 
 def _write_manifest_if_complete(
