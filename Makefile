@@ -39,6 +39,7 @@ test: lint rust-test py-test
 
 bench: build
 	$(BIN)/python benches/bench_tokenize.py
+	$(BIN)/python benches/bench_dedup.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out

@@ -13,7 +13,16 @@ from tokenmill_cli.main import cli
 
 def test_every_command_has_help() -> None:
     runner = CliRunner()
-    for command in ([], ["tokenize"], ["sample"], ["inspect"], ["demo"], ["tokenizer", "train"]):
+    commands = (
+        [],
+        ["tokenize"],
+        ["sample"],
+        ["dedup"],
+        ["inspect"],
+        ["demo"],
+        ["tokenizer", "train"],
+    )
+    for command in commands:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage: " in result.output
@@ -57,12 +66,14 @@ def test_inspect_reads_raw_text_shards(pydocs: Path) -> None:
 def test_demo_runs_every_stage(tmp_path: Path) -> None:
     result = run_demo(tmp_path / "demo", vocab_size=2000, progress=False, echo=lambda _: None)
     stages = [line.split()[0] for line in result.lines]
-    assert stages == ["corpus", "tokenizer", "tokenize", "sample", "done"]
-    for folder in ("corpus", "tokens", "train", "valid"):
+    assert stages == ["corpus", "dedup", "tokenizer", "tokenize", "sample", "done"]
+    for folder in ("corpus", "dedup", "tokens", "train", "valid"):
         assert (tmp_path / "demo" / folder).is_dir()
     train = tokenmill.open_dataset(tmp_path / "demo" / "train").num_rows
     valid = tokenmill.open_dataset(tmp_path / "demo" / "valid").num_rows
     corpus = tokenmill.open_dataset(tmp_path / "demo" / "corpus")
-    assert train + valid == corpus.num_rows > 500
+    deduped = tokenmill.open_dataset(tmp_path / "demo" / "dedup")
+    assert train + valid == deduped.num_rows <= corpus.num_rows
+    assert deduped.num_rows > 500
     sources = set(corpus.to_table(columns=["source"]).column("source").to_pylist())
     assert sources == {"topics", "docstrings", "code"}

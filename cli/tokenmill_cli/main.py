@@ -14,6 +14,7 @@ import tokenmill
 from tokenmill.demo import run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
+from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
 from tokenmill.tokenizer import load_tokenizer, save_tokenizer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -232,6 +233,139 @@ def sample_command(
         **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
     )
     _report(report)
+
+
+@cli.command("dedup")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder: the kept rows, clusters.parquet and the manifest.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="minhash",
+    show_default=True,
+    help="exact: equal content hashes; minhash: near duplicates by Jaccard.",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Jaccard similarity from which two documents are duplicates (minhash).",
+)
+@click.option("--num-perm", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--ngram",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Shingle length, in words or characters.",
+)
+@click.option("--shingle", type=click.Choice(["word", "char"]), default="word", show_default=True)
+@click.option("--lowercase/--no-lowercase", default=True, show_default=True)
+@click.option("--collapse-whitespace/--keep-whitespace", default=True, show_default=True)
+@click.option("--strip-punctuation", is_flag=True, help="Ignore punctuation and symbols.")
+@click.option(
+    "--verify",
+    type=click.Choice(["estimate", "exact"]),
+    default="estimate",
+    show_default=True,
+    help="Confirm candidate pairs by estimated or exact Jaccard (minhash).",
+)
+@click.option(
+    "--keep",
+    type=click.Choice(["first", "longest"]),
+    default="first",
+    show_default=True,
+    help="Which document of a cluster stays.",
+)
+@click.option("--text-column", default="text", show_default=True)
+@click.option(
+    "--token-column",
+    default="input_ids",
+    show_default=True,
+    help="Hashed by exact dedup when there is no text column.",
+)
+@click.option(
+    "--id-column",
+    default="id",
+    show_default=True,
+    help="Document ids copied into clusters.parquet ('' for none).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the MinHash permutations."
+)
+@click.option(
+    "--memory-budget",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="MiB of LSH bucket records held in memory before they spill to disk.",
+)
+@click.option("--overwrite", is_flag=True, help="Redo everything, replacing earlier output.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_ROWS, show_default=True
+)
+@click.option("--progress/--no-progress", default=None)
+def dedup_command(
+    source: Path,
+    output: Path,
+    method: str,
+    threshold: float,
+    num_perm: int,
+    ngram: int,
+    shingle: str,
+    lowercase: bool,
+    collapse_whitespace: bool,
+    strip_punctuation: bool,
+    verify: str,
+    keep: str,
+    text_column: str,
+    token_column: str,
+    id_column: str,
+    seed: int,
+    memory_budget: int,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    progress: bool | None,
+) -> None:
+    """Remove exact or near-duplicate documents across every shard of SOURCE."""
+    options = DedupOptions(
+        method=method,
+        threshold=threshold,
+        num_perm=num_perm,
+        ngram=ngram,
+        shingle=shingle,
+        lowercase=lowercase,
+        collapse_whitespace=collapse_whitespace,
+        strip_punctuation=strip_punctuation,
+        verify=verify,
+        keep=keep,
+        text_column=text_column,
+        token_column=token_column,
+        id_column=id_column or None,
+        seed=seed,
+        memory_budget=memory_budget << 20,
+    )
+    report = tokenmill.dedup(
+        source,
+        output,
+        options,
+        overwrite=overwrite,
+        fmt=fmt,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    for line in dedup_report_lines(report):
+        click.echo(line, err=True)
+    _report(report.run)
 
 
 @cli.group("tokenizer")

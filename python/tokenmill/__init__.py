@@ -5,6 +5,7 @@ this package adds datasets of shards, the stage runner that every
 preprocessing stage shares, and the Python API the CLI is built on.
 """
 
+from tokenmill import minhash
 from tokenmill._core import (
     BpeTrainer,
     ConfigError,
@@ -23,6 +24,7 @@ from tokenmill._core import (
 from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
+from tokenmill.stages.dedup import DedupOptions, DedupReport, dedup
 from tokenmill.stages.sample import SampleStage, sample
 from tokenmill.stages.tokenize import TokenizeStage, tokenize
 from tokenmill.tokenizer import load_tokenizer, train_tokenizer
@@ -32,6 +34,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
+    "DedupOptions",
+    "DedupReport",
     "InternalError",
     "Manifest",
     "RunReport",
@@ -43,7 +47,9 @@ __all__ = [
     "TokenizerError",
     "TokenmillError",
     "__version__",
+    "dedup",
     "load_tokenizer",
+    "minhash",
     "num_threads",
     "open_dataset",
     "run_stage",

@@ -1,6 +1,7 @@
 # Type stubs of the Rust extension. `python -m mypy.stubtest tokenmill._core`
 # (part of `make test`) fails when these drift from the compiled module.
 from os import PathLike
+from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -18,13 +19,23 @@ __all__ = [
     "TokenizerError",
     "TokenmillError",
     "__version__",
+    "band_keys",
+    "cluster_minhash_files",
+    "connected_components",
     "file_checksum",
     "keep_mask",
+    "lsh_candidate_pairs",
+    "minhash_signatures",
     "num_threads",
+    "optimal_bands",
     "row_keys_from_ids",
     "row_keys_from_position",
     "set_num_threads",
+    "shingle_set",
+    "shingle_sets",
     "special_tokens",
+    "text_hashes",
+    "token_hashes",
     "uniform",
 ]
 
@@ -92,3 +103,66 @@ def keep_mask(
     stage: str = "sample",
     epoch: int = 0,
 ) -> npt.NDArray[np.bool_]: ...
+def minhash_signatures(
+    texts: Any,
+    *,
+    num_perm: int = 128,
+    ngram: int = 5,
+    shingle: str = "word",
+    seed: int = 0,
+    lowercase: bool = True,
+    collapse_whitespace: bool = True,
+    strip_punctuation: bool = False,
+    column: str = "text",
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]: ...
+def shingle_set(
+    text: str,
+    *,
+    ngram: int = 5,
+    shingle: str = "word",
+    lowercase: bool = True,
+    collapse_whitespace: bool = True,
+    strip_punctuation: bool = False,
+) -> npt.NDArray[np.uint64]: ...
+def shingle_sets(
+    texts: Any,
+    *,
+    ngram: int = 5,
+    shingle: str = "word",
+    lowercase: bool = True,
+    collapse_whitespace: bool = True,
+    strip_punctuation: bool = False,
+    column: str = "text",
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
+def band_keys(
+    signatures: npt.NDArray[np.uint64], bands: int, rows: int
+) -> npt.NDArray[np.uint64]: ...
+def optimal_bands(
+    threshold: float,
+    num_perm: int = 128,
+    false_positive_weight: float = 0.5,
+    false_negative_weight: float = 0.5,
+) -> tuple[int, int]: ...
+def lsh_candidate_pairs(band_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]: ...
+def connected_components(n: int, pairs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]: ...
+def cluster_minhash_files(
+    signature_files: list[Path],
+    band_files: list[Path],
+    *,
+    num_perm: int,
+    bands: int,
+    threshold: float,
+    scratch_dir: Path,
+    memory_budget: int = ...,
+    shingle_files: list[Path] | None = None,
+    offset_files: list[Path] | None = None,
+) -> tuple[npt.NDArray[np.uint64], dict[str, int]]: ...
+def text_hashes(
+    texts: Any,
+    *,
+    lowercase: bool = True,
+    collapse_whitespace: bool = True,
+    strip_punctuation: bool = False,
+    column: str = "text",
+) -> npt.NDArray[np.uint64]: ...
+def token_hashes(tokens: Any, *, column: str = "input_ids") -> npt.NDArray[np.uint64]: ...

@@ -162,8 +162,20 @@ def open_dataset(path: str | Path) -> Dataset:
     root = Path(path)
     if not root.exists():
         raise ShardError(f"{root}: no such file or folder; check the path")
+    manifest_path = root / MANIFEST_NAME
+    manifest = Manifest.load(manifest_path) if root.is_dir() and manifest_path.exists() else None
     if root.is_file():
         files = [root]
+    elif manifest is not None:
+        # A finished stage names its shards; other files beside them
+        # (dedup's clusters.parquet, say) are not rows of the dataset.
+        files = [root / shard.name for shard in manifest.outputs]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise ShardError(
+                f"{root}: the manifest lists {', '.join(missing)}, which are missing; "
+                "rerun the stage that made this folder"
+            )
     else:
         files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in SHARD_SUFFIXES)
         if not files:
@@ -175,8 +187,6 @@ def open_dataset(path: str | Path) -> Dataset:
         shard_format(file)
         if file.stat().st_size == 0:
             raise ShardError(f"{file}: the shard is empty (0 bytes); {_UNREADABLE_FIX}")
-    manifest_path = root / MANIFEST_NAME if root.is_dir() else None
-    manifest = Manifest.load(manifest_path) if manifest_path and manifest_path.exists() else None
     return Dataset(root, [Shard(file) for file in files], manifest)
 
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from tokenmill.inspection import describe
 from tokenmill.manifest import write_atomic
+from tokenmill.stages.dedup import dedup
 from tokenmill.stages.sample import sample
 from tokenmill.stages.tokenize import tokenize
 from tokenmill.tokenizer import save_tokenizer, train_tokenizer
@@ -130,6 +131,16 @@ def run_demo(
     text = next(c for c in summary.columns if c.name == "text")
     text_mb = (text.text_bytes or 0) / 1e6
     say(f"corpus     {summary.rows:,} documents, {text_mb:.1f} MB of text -> {corpus}")
+
+    deduped = dedup(corpus, out / "dedup", overwrite=True, progress=progress)
+    d = deduped.summary
+    say(
+        f"dedup      minhash at Jaccard 0.8: {d.documents_in:,} -> {d.documents_out:,} documents "
+        f"({d.clusters:,} clusters, largest {d.largest_cluster:,}) -> {deduped.run.output}"
+    )
+    corpus = deduped.run.output
+    text = next(c for c in describe(corpus, examples=0).columns if c.name == "text")
+    text_mb = (text.text_bytes or 0) / 1e6
 
     tick = time.perf_counter()
     tokenizer = train_tokenizer(corpus, vocab_size, progress=progress)

@@ -84,6 +84,10 @@ class Stage(ABC):
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         """The output rows of one input batch. Must depend on nothing but its arguments."""
 
+    def manifest_totals(self) -> dict[str, int]:
+        """Dataset-wide figures the stage adds to the manifest's totals."""
+        return {}
+
 
 @dataclass
 class RunReport:
@@ -361,9 +365,7 @@ def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:
     return [by_name[name] for name in shards]
 
 
-def _prepare_output(
-    out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool
-) -> None:
+def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool) -> None:
     """Creates the folder; refuses to mix outputs of different parameters.
 
     Touches only the selected shards' files, so runs over disjoint `shards`
@@ -415,6 +417,7 @@ def _write_manifest_if_complete(
     for made in outputs:
         for key, value in made.stats.items():
             totals[key] = totals.get(key, 0) + value
+    totals.update(stage.manifest_totals())
     manifest = Manifest(
         stage=stage.name,
         tool_version=_core.__version__,

@@ -7,7 +7,11 @@
 
 pub mod bpe;
 pub mod checksum;
+pub mod cluster;
+pub mod dedup;
 pub mod error;
+pub mod minhash;
+pub mod normalize;
 pub mod rng;
 pub mod sample;
 pub mod text;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 
+mod dedup;
 mod error;
 mod random;
 mod tokenizer;
@@ -34,6 +35,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     error::register(module)?;
+    dedup::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;
     Ok(())

@@ -1,0 +1,499 @@
+"""`dedup`: exact and MinHash-LSH near-duplicate removal across every shard.
+
+Three phases, each resumable:
+
+1. *sign*, shard by shard: per document a 128-bit content hash (exact) or a
+   MinHash signature and its LSH band keys, written as raw little-endian
+   files under ``OUT/.tokenmill/dedup``; a killed run skips signed shards.
+2. *cluster*, once over all shards: documents sharing a band bucket are
+   checked (estimated or exact Jaccard), joined by union-find, and one per
+   cluster is kept. Buckets spill to disk past ``memory_budget``; signatures
+   are memory-mapped, never loaded whole.
+3. *filter*, shard by shard through the stage runner, which writes the kept
+   rows, ``clusters.parquet`` and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenmill import _core
+from tokenmill._core import ConfigError, SchemaError, TokenmillError
+from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
+from tokenmill.manifest import write_atomic
+from tokenmill.progress import StageProgress, progress_enabled
+from tokenmill.runner import (
+    DEFAULT_BATCH_ROWS,
+    STATE_DIR,
+    BatchContext,
+    RunReport,
+    Stage,
+    locate_error,
+    run_stage,
+)
+from tokenmill.stages._common import require_text
+
+METHODS = ("exact", "minhash")
+CLUSTERS_NAME = "clusters.parquet"
+WORK_DIR = "dedup"
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    method: str = "minhash"
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+    shingle: str = "word"
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation: bool = False
+    verify: str = "estimate"
+    keep: str = "first"
+    text_column: str = "text"
+    token_column: str = "input_ids"
+    id_column: str | None = "id"
+    seed: int = 0
+    memory_budget: int = 1 << 30
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(
+                f"threshold {self.threshold} is outside (0, 1); pass --threshold between 0 "
+                "and 1, e.g. 0.8"
+            )
+        if self.num_perm < 1 or self.ngram < 1:
+            raise ConfigError("--num-perm and --ngram must be at least 1")
+        if self.shingle not in ("word", "char"):
+            raise ConfigError(f"--shingle {self.shingle!r} is not 'word' or 'char'")
+        if self.verify not in ("estimate", "exact"):
+            raise ConfigError(f"--verify {self.verify!r} is not 'estimate' or 'exact'")
+        if self.keep not in ("first", "longest"):
+            raise ConfigError(f"--keep {self.keep!r} is not 'first' or 'longest'")
+        if self.memory_budget < 4096:
+            raise ConfigError("the memory budget must be at least 4096 bytes")
+
+    def normalization(self) -> dict[str, bool]:
+        return {
+            "lowercase": self.lowercase,
+            "collapse_whitespace": self.collapse_whitespace,
+            "strip_punctuation": self.strip_punctuation,
+        }
+
+
+@dataclass
+class DedupSummary:
+    method: str
+    documents_in: int
+    documents_out: int
+    duplicates_removed: int
+    clusters: int
+    largest_cluster: int
+    too_short: int
+    bands: int = 0
+    rows_per_band: int = 0
+    pairs_checked: int = 0
+    pairs_joined: int = 0
+    spilled_partitions: int = 0
+
+
+@dataclass
+class DedupReport:
+    summary: DedupSummary
+    run: RunReport
+    clusters_path: Path
+    signed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class _Source:
+    """What phase 1 reads from a shard: text, or token ids for exact dedup."""
+
+    def __init__(self, options: DedupOptions, schema: pa.Schema) -> None:
+        self.options = options
+        if options.text_column in schema.names or options.method == "minhash":
+            require_text(schema, options.text_column)
+            self.column, self.kind = options.text_column, "text"
+        elif options.token_column in schema.names:
+            self.column, self.kind = options.token_column, "tokens"
+        else:
+            raise SchemaError(
+                f"neither a text column '{options.text_column}' nor a token column "
+                f"'{options.token_column}' (the columns are: {', '.join(schema.names)}); "
+                "name one with --text-column or --token-column"
+            )
+
+
+def _work_files(work: Path, shard: Shard) -> dict[str, Path]:
+    stem = shard.path.stem
+    return {
+        name: work / f"{stem}.{name}" for name in ("sig", "bands", "len", "shingles", "offsets")
+    }
+
+
+def _sign_fingerprint(options: DedupOptions, bands: int, rows: int) -> str:
+    identity = {
+        "version": _core.__version__,
+        "bands": bands,
+        "rows": rows,
+        **{k: v for k, v in asdict(options).items() if k not in ("keep", "memory_budget")},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _sign_shard(
+    shard: Shard,
+    options: DedupOptions,
+    files: dict[str, Path],
+    bands: int,
+    rows: int,
+    batch_size: int,
+    bar: StageProgress,
+) -> dict[str, int]:
+    source = _Source(options, shard.schema)
+    temporary = {
+        name: path.with_name(f".{path.name}.{os.getpid()}.tmp") for name, path in files.items()
+    }
+    wanted = ["sig", "bands", "len"]
+    if options.method == "minhash" and options.verify == "exact":
+        wanted += ["shingles", "offsets"]
+    handles: dict[str, BinaryIO] = {name: open(temporary[name], "wb") for name in wanted}  # noqa: SIM115
+    documents = too_short = first_row = shingles_written = 0
+    try:
+        if "offsets" in handles:
+            np.zeros(1, dtype="<u8").tofile(handles["offsets"])
+        for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
+            column = batch.column(source.column)
+            try:
+                if options.method == "exact":
+                    halves = (
+                        _core.text_hashes(column, column=source.column, **options.normalization())
+                        if source.kind == "text"
+                        else _core.token_hashes(column, column=source.column)
+                    )
+                    signatures, keys = halves, halves[:, :1]
+                    short = np.zeros(len(halves), dtype=bool)
+                else:
+                    signatures, short = _core.minhash_signatures(
+                        column,
+                        column=source.column,
+                        num_perm=options.num_perm,
+                        ngram=options.ngram,
+                        shingle=options.shingle,
+                        seed=options.seed,
+                        **options.normalization(),
+                    )
+                    keys = _core.band_keys(signatures, bands, rows)
+                    if "shingles" in handles:
+                        values, offsets = _core.shingle_sets(
+                            column,
+                            column=source.column,
+                            ngram=options.ngram,
+                            shingle=options.shingle,
+                            **options.normalization(),
+                        )
+                        values.astype("<u8").tofile(handles["shingles"])
+                        (offsets[1:] + shingles_written).astype("<u8").tofile(handles["offsets"])
+                        shingles_written += len(values)
+            except TokenmillError as err:
+                raise locate_error(err, shard, first_row) from None
+            signatures.astype("<u8").tofile(handles["sig"])
+            np.ascontiguousarray(keys).astype("<u8").tofile(handles["bands"])
+            _lengths(column, source.kind).tofile(handles["len"])
+            documents += batch.num_rows
+            too_short += int(short.sum())
+            first_row += batch.num_rows
+            bar.advance(batch.num_rows, 0)
+        for handle in handles.values():
+            handle.close()
+        for name in wanted:
+            os.replace(temporary[name], files[name])
+    finally:
+        for name in wanted:
+            handles[name].close()
+            temporary[name].unlink(missing_ok=True)
+    return {"rows": documents, "too_short": too_short}
+
+
+def _lengths(column: pa.Array, kind: str) -> npt.NDArray[np.uint64]:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(column) if kind == "tokens" else pc.binary_length(column)
+    return np.asarray(lengths.fill_null(0).to_numpy(zero_copy_only=False), dtype="<u8")
+
+
+class _FilterStage(Stage):
+    """Phase 3: keeps the rows phase 2 chose; a pure function of shard and mask."""
+
+    name = "dedup"
+
+    def __init__(
+        self,
+        options: DedupOptions,
+        keep: dict[str, npt.NDArray[np.bool_]],
+        decision: str,
+        totals: dict[str, int],
+    ) -> None:
+        self.options = options
+        self.keep = keep
+        self.decision = decision
+        self.totals = totals
+        self.seed = options.seed
+        self.id_column = options.id_column
+
+    def params(self) -> dict[str, Any]:
+        params = asdict(self.options)
+        del params["memory_budget"]  # changes where buckets live, never the output
+        params["decision"] = self.decision
+        return params
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        return schema
+
+    def manifest_totals(self) -> dict[str, int]:
+        return self.totals
+
+    def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        mask = self.keep[ctx.shard][ctx.first_row : ctx.first_row + batch.num_rows]
+        ctx.count("rows_in", batch.num_rows)
+        ctx.count("rows_kept", int(mask.sum()))
+        return batch.filter(pa.array(mask))
+
+
+def dedup(
+    source: str | Path | Dataset,
+    output: str | Path,
+    options: DedupOptions | None = None,
+    *,
+    overwrite: bool = False,
+    fmt: str = "parquet",
+    batch_size: int = DEFAULT_BATCH_ROWS,
+    progress: bool | None = None,
+) -> DedupReport:
+    """Removes exact or near duplicates across every shard of `source`.
+
+    Writes the kept rows shard for shard, ``clusters.parquet`` (one row per
+    document that has a duplicate: shard, row, id, cluster, cluster size,
+    kept) and a manifest whose totals hold the summary.
+    """
+    options = options or DedupOptions()
+    options.check()
+    dataset = source if isinstance(source, Dataset) else open_dataset(source)
+    out = Path(output)
+    if out.resolve() == dataset.root.resolve():
+        raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+    for shard in dataset.shards:
+        try:
+            _Source(options, shard.schema)
+        except TokenmillError as err:
+            raise locate_error(err, shard) from None
+
+    if options.method == "minhash":
+        bands, rows = _core.optimal_bands(options.threshold, options.num_perm)
+    else:
+        bands, rows = 1, 1
+    work = out / STATE_DIR / WORK_DIR
+    created = not out.exists()
+    if overwrite:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    fingerprint = _sign_fingerprint(options, bands, rows)
+
+    signed: list[str] = []
+    skipped: list[str] = []
+    records: dict[str, dict[str, int]] = {}
+    try:
+        with StageProgress(
+            f"dedup {options.method}: sign",
+            dataset.num_rows,
+            len(dataset.shards),
+            progress_enabled(progress),
+        ) as bar:
+            for shard in dataset.shards:
+                files = _work_files(work, shard)
+                record_path = work / f"{shard.path.stem}.json"
+                checksum = _core.file_checksum(shard.path)
+                try:
+                    record = json.loads(record_path.read_text())
+                except (OSError, ValueError):
+                    record = None
+                if (
+                    record is not None
+                    and record["fingerprint"] == fingerprint
+                    and record["input_checksum"] == checksum
+                    and all(files[n].exists() for n in ("sig", "bands", "len"))
+                ):
+                    records[shard.name] = record["counts"]
+                    skipped.append(shard.name)
+                    bar.shard_done(rows_skipped=record["counts"]["rows"])
+                    continue
+                counts = _sign_shard(shard, options, files, bands, rows, batch_size, bar)
+                write_atomic(
+                    record_path,
+                    json.dumps(
+                        {"fingerprint": fingerprint, "input_checksum": checksum, "counts": counts}
+                    ).encode(),
+                )
+                records[shard.name] = counts
+                signed.append(shard.name)
+                bar.shard_done()
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+    summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records)
+    clusters_path = out / CLUSTERS_NAME
+    _write_clusters(dataset, options, clusters, keep, clusters_path)
+    decision = hashlib.sha256(b"".join(keep[s.name].tobytes() for s in dataset.shards)).hexdigest()[
+        :32
+    ]
+    totals = {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
+    stage = _FilterStage(options, keep, decision, totals)
+    run = run_stage(
+        stage,
+        dataset,
+        out,
+        overwrite=overwrite,
+        fmt=fmt,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return DedupReport(summary, run, clusters_path, signed, skipped)
+
+
+def _cluster(
+    dataset: Dataset,
+    options: DedupOptions,
+    work: Path,
+    bands: int,
+    rows: int,
+    records: dict[str, dict[str, int]],
+) -> tuple[DedupSummary, dict[str, npt.NDArray[np.bool_]], npt.NDArray[np.uint64]]:
+    files = [_work_files(work, shard) for shard in dataset.shards]
+    exact_verify = options.method == "minhash" and options.verify == "exact"
+    width = options.num_perm if options.method == "minhash" else 2
+    cluster, stats = _core.cluster_minhash_files(
+        [f["sig"] for f in files],
+        [f["bands"] for f in files],
+        num_perm=width,
+        bands=bands,
+        # Exact hashes join only when both 64-bit halves agree.
+        threshold=options.threshold if options.method == "minhash" else 1.0,
+        scratch_dir=work / "buckets",
+        memory_budget=options.memory_budget,
+        shingle_files=[f["shingles"] for f in files] if exact_verify else None,
+        offset_files=[f["offsets"] for f in files] if exact_verify else None,
+    )
+    n = len(cluster)
+    index = np.arange(n, dtype=np.uint64)
+    sizes = np.bincount(cluster.astype(np.int64), minlength=n)
+    if options.keep == "first":
+        kept = cluster == index
+    else:
+        lengths = np.concatenate([np.fromfile(f["len"], dtype="<u8") for f in files])
+        order = np.lexsort((index, -lengths.astype(np.int64), cluster))
+        first_in_cluster = np.ones(n, dtype=bool)
+        first_in_cluster[1:] = cluster[order][1:] != cluster[order][:-1]
+        kept = np.zeros(n, dtype=bool)
+        kept[order[first_in_cluster]] = True
+    keep: dict[str, npt.NDArray[np.bool_]] = {}
+    start = 0
+    for shard in dataset.shards:
+        count = records[shard.name]["rows"]
+        keep[shard.name] = kept[start : start + count]
+        start += count
+    multi = sizes > 1
+    summary = DedupSummary(
+        method=options.method,
+        documents_in=n,
+        documents_out=int(kept.sum()),
+        duplicates_removed=int(n - kept.sum()),
+        clusters=int(multi.sum()),
+        largest_cluster=int(sizes.max()) if n else 0,
+        too_short=sum(r["too_short"] for r in records.values()),
+        bands=bands if options.method == "minhash" else 0,
+        rows_per_band=rows if options.method == "minhash" else 0,
+        pairs_checked=int(stats["pairs_checked"]),
+        pairs_joined=int(stats["pairs_joined"]),
+        spilled_partitions=int(stats["spilled_partitions"]),
+    )
+    return summary, keep, cluster
+
+
+def _write_clusters(
+    dataset: Dataset,
+    options: DedupOptions,
+    cluster: npt.NDArray[np.uint64],
+    keep: dict[str, npt.NDArray[np.bool_]],
+    path: Path,
+) -> None:
+    sizes = np.bincount(cluster.astype(np.int64), minlength=len(cluster))
+    in_cluster = sizes[cluster.astype(np.int64)] > 1
+    parts: list[pa.Table] = []
+    start = 0
+    for shard in dataset.shards:
+        count = len(keep[shard.name])
+        rows = np.flatnonzero(in_cluster[start : start + count])
+        if len(rows):
+            columns: dict[str, Any] = {
+                "shard": pa.array([shard.name] * len(rows)),
+                "row": pa.array(rows, type=pa.int64()),
+            }
+            if options.id_column and options.id_column in shard.schema.names:
+                ids = shard.read([options.id_column]).column(options.id_column)
+                columns["id"] = ids.take(pa.array(rows)).cast(pa.string())
+            else:
+                columns["id"] = pa.nulls(len(rows), type=pa.string())
+            columns["cluster"] = pa.array(cluster[start + rows], type=pa.uint64())
+            columns["cluster_size"] = pa.array(
+                sizes[cluster[start + rows].astype(np.int64)], type=pa.int64()
+            )
+            columns["kept"] = pa.array(keep[shard.name][rows])
+            parts.append(pa.table(columns))
+        start += count
+    schema = pa.schema(
+        [
+            ("shard", pa.string()),
+            ("row", pa.int64()),
+            ("id", pa.string()),
+            ("cluster", pa.uint64()),
+            ("cluster_size", pa.int64()),
+            ("kept", pa.bool_()),
+        ]
+    )
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.cast(schema), temporary, compression="zstd")
+    os.replace(temporary, path)
+
+
+def dedup_report_lines(report: DedupReport) -> Sequence[str]:
+    s = report.summary
+    lines = [
+        f"dedup {s.method}: {s.documents_in:,} documents in, {s.documents_out:,} out "
+        f"({s.duplicates_removed:,} duplicates removed); {s.clusters:,} clusters, "
+        f"largest {s.largest_cluster:,}; {s.too_short:,} too short to shingle (kept)",
+    ]
+    if s.method == "minhash":
+        lines.append(
+            f"LSH: {s.bands} bands x {s.rows_per_band} rows; {s.pairs_checked:,} candidate "
+            f"pairs checked, {s.pairs_joined:,} joined"
+        )
+    lines.append(f"clusters: {report.clusters_path}")
+    return lines

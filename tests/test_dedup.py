@@ -1,0 +1,281 @@
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasketch
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from datasketch.lsh import _optimal_param
+
+import tokenmill
+from tokenmill import minhash
+from tokenmill.dataset import open_dataset
+from tokenmill.stages.dedup import DedupOptions
+from tokenmill_cli.main import cli
+
+from .conftest import folder_bytes, write_shards
+
+THRESHOLD = 0.8
+
+
+@pytest.fixture(scope="module")
+def licenses(request: pytest.FixtureRequest) -> tuple[Path, list[str], list[np.ndarray]]:
+    from .conftest import corpus
+
+    path = corpus("licenses")
+    texts = open_dataset(path).to_table().column("text").to_pylist()
+    sets = [minhash.shingle_set(t) for t in texts]
+    return path, texts, sets
+
+
+def _brute_force_pairs(sets: list[np.ndarray], threshold: float) -> set[tuple[int, int]]:
+    """Every pair at Jaccard >= threshold, by Python set arithmetic."""
+    as_sets = [set(s.tolist()) for s in sets]
+    order = sorted(range(len(sets)), key=lambda i: len(as_sets[i]))
+    found = set()
+    for position, i in enumerate(order):
+        a = as_sets[i]
+        for j in order[position + 1 :]:
+            b = as_sets[j]
+            if len(a) < threshold * len(b):
+                break  # J <= |a| / |b| for every later, larger b
+            both = len(a & b)
+            union = len(a) + len(b) - both
+            if (union and both / union >= threshold) or not (a or b):
+                found.add((min(i, j), max(i, j)))
+    return found
+
+
+def test_precision_and_recall_against_brute_force_on_licenses(licenses) -> None:
+    _, texts, sets = licenses
+    truth = {p for p in _brute_force_pairs(sets, THRESHOLD) if len(sets[p[0]]) and len(sets[p[1]])}
+    signatures, _ = minhash.signatures(pa.array(texts))
+    bands, rows = minhash.optimal_bands(THRESHOLD, 128)
+    pairs = minhash.candidate_pairs(minhash.band_keys(signatures, bands, rows))
+    similar = pairs[minhash.estimated_jaccard(signatures, pairs) >= THRESHOLD]
+    found = {(int(a), int(b)) for a, b in similar}
+    true_positives = len(found & truth)
+    precision = true_positives / len(found)
+    recall = true_positives / len(truth)
+    print(f"pairs at J>={THRESHOLD}: {len(truth)}; precision {precision:.4f} recall {recall:.4f}")
+    assert len(truth) > 1000
+    assert precision >= 0.95
+    assert recall >= 0.95
+
+
+def test_dedup_clusters_join_every_brute_force_pair(licenses, tmp_path: Path) -> None:
+    path, _, sets = licenses
+    truth = _brute_force_pairs(sets, THRESHOLD)
+    report = tokenmill.dedup(path, tmp_path / "out", progress=False)
+    table = pq.read_table(tmp_path / "out" / "clusters.parquet")
+    cluster_of = dict(
+        zip(table.column("row").to_pylist(), table.column("cluster").to_pylist(), strict=True)
+    )
+    joined = sum(1 for a, b in truth if cluster_of.get(a, a) == cluster_of.get(b, b))
+    assert joined / len(truth) >= 0.95
+    kept = open_dataset(tmp_path / "out").num_rows
+    assert kept == report.summary.documents_out == 711 - report.summary.duplicates_removed
+    # One document per cluster stays, the first one.
+    by_cluster: dict[int, list[tuple[int, bool]]] = {}
+    for row, cluster, was_kept in zip(
+        table.column("row").to_pylist(),
+        table.column("cluster").to_pylist(),
+        table.column("kept").to_pylist(),
+        strict=True,
+    ):
+        by_cluster.setdefault(cluster, []).append((row, was_kept))
+    assert len(by_cluster) == report.summary.clusters
+    for cluster, members in by_cluster.items():
+        assert [row for row, k in members if k] == [cluster] == [min(r for r, _ in members)]
+
+
+def test_estimates_match_exact_jaccard_and_datasketch(licenses) -> None:
+    _, texts, sets = licenses
+    rng = np.random.default_rng(0)
+    signatures, _ = minhash.signatures(pa.array(texts))
+    picks = [tuple(p) for p in rng.integers(0, len(texts), size=(300, 2)) if p[0] != p[1]]
+    # Add near pairs too, where the estimate matters.
+    picks += [(i, i + 1) for i in range(0, 600, 5)]
+    ours, theirs, exact = [], [], []
+    sketches: dict[int, datasketch.MinHash] = {}
+    for i in {i for pair in picks for i in pair}:
+        sketch = datasketch.MinHash(num_perm=128, seed=1)
+        sketch.update_batch([int(h).to_bytes(8, "little") for h in sets[i]])
+        sketches[i] = sketch
+    for a, b in picks:
+        if not len(sets[a]) or not len(sets[b]):
+            continue
+        exact.append(minhash.exact_jaccard(sets[a], sets[b]))
+        ours.append(float((signatures[a] == signatures[b]).mean()))
+        theirs.append(sketches[a].jaccard(sketches[b]))
+    exact_a, ours_a, theirs_a = map(np.array, (exact, ours, theirs))
+    sigma = np.sqrt(exact_a * (1 - exact_a) / 128) + 1e-9
+    assert np.mean(np.abs(ours_a - exact_a) <= 3 * sigma + 1 / 128) >= 0.99
+    assert abs(np.mean(ours_a - exact_a)) < 0.01  # unbiased
+    assert np.mean(np.abs(ours_a - exact_a)) <= 1 / np.sqrt(128)
+    # datasketch estimates the same quantity with the same error.
+    assert np.mean(np.abs(ours_a - theirs_a) <= 3 * np.sqrt(2) * sigma + 2 / 128) >= 0.99
+    assert abs(np.mean(np.abs(ours_a - exact_a)) - np.mean(np.abs(theirs_a - exact_a))) < 0.01
+
+
+def test_band_choice_matches_datasketch() -> None:
+    for num_perm, threshold in itertools.product((64, 128, 256), (0.5, 0.7, 0.8, 0.9)):
+        assert minhash.optimal_bands(threshold, num_perm) == _optimal_param(
+            threshold, num_perm, 0.5, 0.5
+        ), (num_perm, threshold)
+
+
+def test_exact_dedup_follows_normalization(tmp_path: Path) -> None:
+    texts = ["Hello  World", "hello world", "Hello, world!", "other", "hello world"]
+    source = write_shards(
+        tmp_path / "in", {"a.parquet": pa.table({"id": list("abcde"), "text": texts})}
+    )
+    default = tokenmill.dedup(source, tmp_path / "d", DedupOptions(method="exact"), progress=False)
+    assert open_dataset(tmp_path / "d").to_table().column("id").to_pylist() == ["a", "c", "d"]
+    assert (default.summary.clusters, default.summary.largest_cluster) == (1, 3)
+    strict = DedupOptions(method="exact", strip_punctuation=True)
+    tokenmill.dedup(source, tmp_path / "s", strict, progress=False)
+    assert open_dataset(tmp_path / "s").to_table().column("id").to_pylist() == ["a", "d"]
+    verbatim = DedupOptions(method="exact", lowercase=False, collapse_whitespace=False)
+    tokenmill.dedup(source, tmp_path / "v", verbatim, progress=False)
+    assert open_dataset(tmp_path / "v").to_table().column("id").to_pylist() == list("abcd")
+
+
+def test_exact_dedup_over_token_ids(tmp_path: Path) -> None:
+    ids = pa.array([[1, 2, 3], [1, 2], [1, 2, 3], []], type=pa.list_(pa.uint32()))
+    source = write_shards(tmp_path / "in", {"t.parquet": pa.table({"input_ids": ids})})
+    report = tokenmill.dedup(source, tmp_path / "out", DedupOptions(method="exact"), progress=False)
+    assert report.summary.duplicates_removed == 1
+    kept = open_dataset(tmp_path / "out").to_table().column("input_ids").to_pylist()
+    assert kept == [[1, 2, 3], [1, 2], []]
+
+
+def test_keep_longest_and_short_documents(tmp_path: Path) -> None:
+    base = "one two three four five six seven eight nine ten eleven twelve"
+    texts = [base, base + " thirteen", "tiny", "too short", base]
+    source = write_shards(tmp_path / "in", {"a.parquet": pa.table({"text": texts})})
+    options = DedupOptions(threshold=0.7, keep="longest", ngram=3)
+    report = tokenmill.dedup(source, tmp_path / "out", options, progress=False)
+    assert open_dataset(tmp_path / "out").to_table().column("text").to_pylist() == [
+        base + " thirteen",
+        "tiny",
+        "too short",
+    ]
+    assert report.summary.too_short == 2
+    assert report.summary.largest_cluster == 3
+
+
+def test_spilling_buckets_to_disk_changes_nothing(licenses, tmp_path: Path) -> None:
+    path, _, _ = licenses
+    tokenmill.dedup(path, tmp_path / "memory", progress=False)
+    spilled = tokenmill.dedup(
+        path, tmp_path / "disk", DedupOptions(memory_budget=8192), progress=False
+    )
+    assert spilled.summary.spilled_partitions > 1
+    # Only the manifest differs: it records the memory budget's effect, the spill count.
+    memory, disk = folder_bytes(tmp_path / "memory"), folder_bytes(tmp_path / "disk")
+    for name in ("part-00000.parquet", "clusters.parquet"):
+        assert memory[name] == disk[name]
+
+
+def test_exact_verification_agrees_with_brute_force(licenses, tmp_path: Path) -> None:
+    path, _, sets = licenses
+    truth = _brute_force_pairs(sets, THRESHOLD)
+    report = tokenmill.dedup(path, tmp_path / "out", DedupOptions(verify="exact"), progress=False)
+    table = pq.read_table(tmp_path / "out" / "clusters.parquet")
+    cluster_of = dict(
+        zip(table.column("row").to_pylist(), table.column("cluster").to_pylist(), strict=True)
+    )
+    assert sum(cluster_of.get(a, a) == cluster_of.get(b, b) for a, b in truth) / len(truth) >= 0.95
+    assert report.summary.pairs_joined > 0
+
+
+def _dedup_cli(threads: int, source: Path, out: Path, *extra: str) -> None:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENMILL_PROGRESS="0")
+    subprocess.run(
+        [sys.executable, "-m", "tokenmill_cli", "dedup", str(source), "-o", str(out), *extra],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+
+
+@pytest.mark.slow
+def test_identical_bytes_with_1_and_2_threads(licenses, pydocs: Path, tmp_path: Path) -> None:
+    path, _, _ = licenses
+    licence_table = open_dataset(path).to_table()
+    docs = open_dataset(pydocs).to_table().select(["id", "text"])
+    mixed = pa.concat_tables([licence_table, docs])
+    shards = {f"s{i}.parquet": mixed.slice(i * 300, 300) for i in range(4)}
+    source = write_shards(tmp_path / "in", shards)
+    _dedup_cli(1, source, tmp_path / "one", "--batch-size", "17")
+    _dedup_cli(2, source, tmp_path / "two", "--batch-size", "500")
+    one, two = folder_bytes(tmp_path / "one"), folder_bytes(tmp_path / "two")
+    outputs = [k for k in one if not k.startswith(".tokenmill")]
+    assert sorted(outputs) == ["clusters.parquet", "manifest.json", *sorted(shards)]
+    for name in outputs:
+        assert one[name] == two[name], name
+
+
+def test_a_killed_run_resumes(licenses, tmp_path: Path) -> None:
+    path, _, _ = licenses
+    docs = open_dataset(path).to_table()
+    source = write_shards(
+        tmp_path / "in", {f"s{i}.parquet": docs.slice(i * 240, 240) for i in range(3)}
+    )
+    out = tmp_path / "out"
+    tokenmill.dedup(source, out, progress=False)
+    reference = folder_bytes(out)
+    # As if killed while filtering, after signing two of three shards:
+    (out / "manifest.json").unlink()
+    (out / "s2.parquet").unlink()
+    (out / ".tokenmill" / "dedup" / "s2.json").unlink()
+    (out / ".s1.parquet.999.tmp").write_bytes(b"half a shard")
+    resumed = tokenmill.dedup(source, out, progress=False)
+    assert resumed.skipped == ["s0.parquet", "s1.parquet"] and resumed.signed == ["s2.parquet"]
+    assert resumed.run.written == ["s2.parquet"]
+    assert folder_bytes(out) == reference
+
+
+def test_bad_input(tmp_path: Path, small_dataset: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["dedup", str(small_dataset), "-o", str(tmp_path / "o"), "--threshold", "1.2"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: ConfigError: threshold 1.2 is outside (0, 1); "
+        "pass --threshold between 0 and 1, e.g. 0.8"
+    )
+    result = runner.invoke(
+        cli, ["dedup", str(small_dataset), "-o", str(tmp_path / "o"), "--text-column", "body"]
+    )
+    assert (
+        result.exit_code == 1
+        and "SchemaError" in result.output
+        and "'body' is missing" in result.output
+    )
+    assert not (tmp_path / "o").exists()
+    no_text = write_shards(tmp_path / "n", {"n.parquet": pa.table({"x": [1]})})
+    with pytest.raises(tokenmill.SchemaError, match="neither a text column"):
+        tokenmill.dedup(no_text, tmp_path / "o", DedupOptions(method="exact"), progress=False)
+
+
+def test_candidate_pairs_and_components_api() -> None:
+    texts = pa.array(
+        ["a b c d e f g h i j", "a b c d e f g h i j", "a b c d e f g h i k", "z y x w v u t s r q"]
+    )
+    signatures, too_short = minhash.signatures(texts, ngram=2)
+    assert signatures.shape == (4, 128) and signatures.dtype == np.uint64 and not too_short.any()
+    pairs = minhash.candidate_pairs(minhash.band_keys(signatures, 32, 4))
+    assert [tuple(p) for p in pairs.tolist()][:1] == [(0, 1)]
+    assert 3 not in pairs
+    clusters = minhash.connected_components(4, pairs)
+    assert clusters.tolist() == [0, 0, 0, 3]
