@@ -279,3 +279,18 @@ def test_candidate_pairs_and_components_api() -> None:
     assert 3 not in pairs
     clusters = minhash.connected_components(4, pairs)
     assert clusters.tolist() == [0, 0, 0, 3]
+
+
+def test_other_parameters_do_not_touch_an_earlier_output(licenses, tmp_path: Path) -> None:
+    path, _, _ = licenses
+    out = tmp_path / "out"
+    tokenmill.dedup(path, out, progress=False)
+    before = folder_bytes(out)
+    with pytest.raises(tokenmill.ConfigError, match="--overwrite"):
+        tokenmill.dedup(path, out, DedupOptions(threshold=0.5), progress=False)
+    after = folder_bytes(out)
+    assert {k: v for k, v in after.items() if not k.startswith(".tokenmill")} == {
+        k: v for k, v in before.items() if not k.startswith(".tokenmill")
+    }
+    report = tokenmill.dedup(path, out, DedupOptions(threshold=0.5), overwrite=True, progress=False)
+    assert report.summary.documents_out < open_dataset(path).num_rows

@@ -365,16 +365,15 @@ def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:
     return [by_name[name] for name in shards]
 
 
-def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool) -> None:
-    """Creates the folder; refuses to mix outputs of different parameters.
+def stage_fingerprint(
+    stage: Stage, fmt: str = "parquet", row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
+) -> str:
+    """What identifies a stage's output: its name, parameters, tool version and layout."""
+    return _fingerprint(stage, fmt, row_group_rows)
 
-    Touches only the selected shards' files, so runs over disjoint `shards`
-    can share one output folder.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    for name in selected:  # left by a killed run
-        for stale in out.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+
+def refuse_foreign_output(out: Path, fingerprint: str) -> None:
+    """Raises ConfigError when `out` holds shards or a manifest of other parameters."""
     state = out / STATE_DIR
     records = sorted(state.glob("*.json")) if state.exists() else []
     foreign = [
@@ -385,11 +384,27 @@ def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwr
         with contextlib.suppress(TokenmillError):
             if Manifest.load(manifest).fingerprint != fingerprint:
                 foreign.append(manifest)
-    if foreign and not overwrite:
+    if foreign:
         raise ConfigError(
             f"{out}: the folder holds output of another run with different parameters; "
             "pass --overwrite to replace it, or choose another -o"
         )
+
+
+def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool) -> None:
+    """Creates the folder; refuses to mix outputs of different parameters.
+
+    Touches only the selected shards' files, so runs over disjoint `shards`
+    can share one output folder.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for name in selected:  # left by a killed run
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    if not overwrite:
+        refuse_foreign_output(out, fingerprint)
+    state = out / STATE_DIR
+    manifest = out / MANIFEST_NAME
     if overwrite:
         manifest.unlink(missing_ok=True)
         for name in selected:

@@ -41,7 +41,9 @@ from tokenmill.runner import (
     RunReport,
     Stage,
     locate_error,
+    refuse_foreign_output,
     run_stage,
+    stage_fingerprint,
 )
 from tokenmill.stages._common import require_text
 
@@ -357,13 +359,13 @@ def dedup(
         raise
 
     summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records)
+    decision = hashlib.sha256(b"".join(keep[s.name].tobytes() for s in dataset.shards))
+    totals = {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
+    stage = _FilterStage(options, keep, decision.hexdigest()[:32], totals)
+    if not overwrite:  # before clusters.parquet changes, not after
+        refuse_foreign_output(out, stage_fingerprint(stage, fmt))
     clusters_path = out / CLUSTERS_NAME
     _write_clusters(dataset, options, clusters, keep, clusters_path)
-    decision = hashlib.sha256(b"".join(keep[s.name].tobytes() for s in dataset.shards)).hexdigest()[
-        :32
-    ]
-    totals = {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
-    stage = _FilterStage(options, keep, decision, totals)
     run = run_stage(
         stage,
         dataset,
