@@ -70,11 +70,12 @@ def test_precision_and_recall_against_brute_force_on_licenses(licenses) -> None:
     assert recall >= 0.95
 
 
-def test_dedup_clusters_join_every_brute_force_pair(licenses, tmp_path: Path) -> None:
+def test_dedup_clusters_join_brute_force_pairs(licenses, tmp_path: Path) -> None:
     path, _, sets = licenses
     truth = _brute_force_pairs(sets, THRESHOLD)
     report = tokenmill.dedup(path, tmp_path / "out", progress=False)
     table = pq.read_table(tmp_path / "out" / "clusters.parquet")
+    assert set(table.column("shard").to_pylist()) == {"part-00000.parquet"}  # rows are global
     cluster_of = dict(
         zip(table.column("row").to_pylist(), table.column("cluster").to_pylist(), strict=True)
     )

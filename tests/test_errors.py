@@ -122,7 +122,7 @@ def test_invalid_utf8_in_a_string_column(tmp_path: Path, small_tokenizer: Path, 
     source = tmp_path / "in"
     source.mkdir()
     pq.write_table(pa.table({"text": raw}), source / "bad.parquet")
-    with pytest.raises(tokenmill.TokenmillError, match=r"bad\.parquet"):
+    with pytest.raises(tokenmill.DataError, match=r"bad\.parquet: row 0: text is not valid UTF-8"):
         tokenmill.tokenize(source, out, small_tokenizer, progress=False)
     assert not out.exists()
 
@@ -175,3 +175,18 @@ def test_null_document_id_names_the_row(tmp_path: Path, out: Path) -> None:
         tokenmill.DataError, match=r"ids\.parquet: row 1: the id column 'id' is null"
     ):
         tokenmill.sample(source, out, 0.5, progress=False)
+
+
+def test_negative_seed_is_a_usage_error(small_dataset: Path, out: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["sample", str(small_dataset), "-o", str(out), "--fraction", "0.5", "--seed", "-1"]
+    )
+    assert result.exit_code == 2 and "--seed" in result.output
+    with pytest.raises(tokenmill.ConfigError, match="non-negative"):
+        tokenmill.sample(small_dataset, out, 0.5, seed=-1, progress=False)
+
+
+def test_a_named_id_column_must_exist(small_dataset: Path, out: Path) -> None:
+    with pytest.raises(tokenmill.SchemaError, match="'doc_id' is missing"):
+        tokenmill.sample(small_dataset, out, 0.5, id_column="doc_id", progress=False)
+    assert not out.exists()

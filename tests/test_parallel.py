@@ -32,10 +32,16 @@ def test_parallel_work_survives_fork(pydocs_tokenizer: Path, big_texts: pa.Array
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     texts = big_texts.slice(0, 64).to_pylist()
-    child = context.Process(target=_tokenize_in_child, args=(str(pydocs_tokenizer), texts, queue))
+    child = context.Process(
+        target=_tokenize_in_child, args=(str(pydocs_tokenizer), texts, queue), daemon=True
+    )
     child.start()
-    got = queue.get(timeout=60)
-    child.join(timeout=60)
+    try:
+        got = queue.get(timeout=60)  # a child stuck on the parent's pool never answers
+        child.join(timeout=60)
+    finally:
+        if child.is_alive():
+            child.terminate()
     assert child.exitcode == 0
     assert got == expected
 

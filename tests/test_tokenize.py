@@ -112,3 +112,16 @@ def test_large_string_and_arrow_ipc_round_trip(small_tokenizer: Path, tmp_path: 
     tokenizer = tokenmill.load_tokenizer(small_tokenizer)
     assert tokenizer.decode(ids.to_pylist()[0][:-1]) == "hello there"
     assert values.dtype.name == "uint32"
+
+
+def test_truncation_and_padding_in_the_file_are_ignored(tmp_path: Path) -> None:
+    vocab = {"[UNK]": 0, "[PAD]": 1, "a": 2, "b": 3}
+    reference = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    reference.pre_tokenizer = pre_tokenizers.Whitespace()
+    reference.enable_truncation(max_length=2)
+    reference.enable_padding(length=6, pad_id=1, pad_token="[PAD]")
+    path = tmp_path / "truncating.json"
+    reference.save(str(path))
+    ours = tokenmill.load_tokenizer(path)
+    assert ours.tokenize(pa.array(["a b a b"])).to_pylist() == [[2, 3, 2, 3]]
+    assert ours.tokenize(pa.array(["a"])).to_pylist() == [[2]]

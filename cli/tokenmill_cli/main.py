@@ -28,8 +28,11 @@ class TokenmillGroup(click.Group):
             return super().invoke(ctx)
         except tokenmill.TokenmillError as err:
             raise click.ClickException(f"{type(err).__name__}: {err}") from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
-            raise click.ClickException(f"{err.filename}: {err.strerror}") from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            raise click.ClickException(
+                f"{type(err).__name__}: {where}{err.strerror or err}"
+            ) from None
 
 
 def run_options(command: F) -> F:
@@ -196,7 +199,7 @@ def tokenize_command(
     required=True,
     help="Probability of keeping each row.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option(
     "--invert", is_flag=True, help="Keep exactly the rows the same seed and fraction would drop."
 )
@@ -206,7 +209,7 @@ def tokenize_command(
     show_default=True,
     help="Document id column keying each row's draw ('' keys rows by position).",
 )
-@click.option("--epoch", type=int, default=0, show_default=True)
+@click.option("--epoch", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @run_options
 def sample_command(
     source: Path,
@@ -298,7 +301,11 @@ def sample_command(
     help="Document ids copied into clusters.parquet ('' for none).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the MinHash permutations."
+    "--seed",
+    type=click.IntRange(0, 2**64 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the MinHash permutations.",
 )
 @click.option(
     "--memory-budget",

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tokenmill._fs import atomic_path, write_atomic
 from tokenmill.inspection import describe
-from tokenmill.manifest import write_atomic
 from tokenmill.stages.dedup import dedup
 from tokenmill.stages.sample import sample
 from tokenmill.stages.tokenize import tokenize
@@ -98,9 +98,8 @@ def build_corpus(folder: str | Path, *, code_bytes: int = 3_000_000) -> Path:
                 "source": [name] * len(rows),
             }
         )
-        temporary = out / f".{name}.parquet.tmp"
-        pq.write_table(table, temporary, compression="zstd")
-        temporary.replace(out / f"{name}.parquet")
+        with atomic_path(out / f"{name}.parquet") as temporary:
+            pq.write_table(table, temporary, compression="zstd")
     return out
 
 

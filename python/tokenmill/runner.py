@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -30,8 +28,9 @@ import pyarrow.parquet as pq
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, InternalError, TokenmillError
+from tokenmill._fs import atomic_path, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
-from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard, write_atomic
+from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard
 from tokenmill.progress import StageProgress, progress_enabled
 
 STATE_DIR = ".tokenmill"
@@ -168,10 +167,12 @@ def _output_name(shard: Shard, fmt: str) -> str:
 
 def locate_error(err: TokenmillError, shard: Shard, first_row: int = 0) -> TokenmillError:
     """The same exception type, its message now naming the file (and the absolute row)."""
-    if isinstance(err, DataError) and err.row is not None:
-        row = first_row + err.row
-        located = DataError(f"{shard.path}: row {row}: {err.problem}; {err.fix}")
-        located.row, located.problem, located.fix = row, err.problem, err.fix
+    row_in_batch = getattr(err, "row", None)
+    if isinstance(err, DataError) and row_in_batch is not None:
+        row = first_row + row_in_batch
+        problem, fix = getattr(err, "problem", str(err)), getattr(err, "fix", "")
+        located = DataError(f"{shard.path}: row {row}: {problem}; {fix}")
+        located.row, located.problem, located.fix = row, problem, fix
         return located
     if str(err).startswith(str(shard.path)):
         return err
@@ -206,11 +207,10 @@ def process_shard(
         schema = stage.output_schema(shard.schema)
     except TokenmillError as err:
         raise locate_error(err, shard) from None
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     counters: dict[str, int] = {}
     rows = tokens = 0
     first_row = 0
-    try:
+    with atomic_path(destination) as temporary:
         writer = ShardWriter(temporary, schema, fmt, row_group_rows)
         try:
             for batch in prefetch(shard.iter_batches(batch_size)):
@@ -233,9 +233,6 @@ def process_shard(
                     progress.advance(batch.num_rows, batch_tokens)
         finally:
             writer.close()
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
     return OutputShard(
         name=destination.name,
         rows=rows,
@@ -316,7 +313,7 @@ def run_stage(
                     and record is not None
                     and record["fingerprint"] == fingerprint
                     and record["input_checksum"] == checksum
-                    and (out / name).exists()
+                    and _size(out / name) == record["output"]["bytes"]
                 ):
                     report.skipped.append(name)
                     bar.shard_done(rows_skipped=shard.num_rows)
@@ -342,14 +339,32 @@ def run_stage(
                 report.tokens += made.tokens
                 bar.shard_done()
     except BaseException:
-        if created and not report.written:
-            shutil.rmtree(out, ignore_errors=True)
+        if created:
+            remove_empty_output(out)
         raise
 
     report.manifest = _write_manifest_if_complete(stage, dataset, out, fingerprint, names)
     report.complete = report.manifest is not None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def remove_empty_output(out: Path) -> None:
+    """Removes an output folder this run created, if nothing finished in it.
+
+    Only empty folders go, so another process writing shards of the same
+    dataset into it (see `shards`) never loses its work.
+    """
+    for folder in (out / STATE_DIR, out):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenmill._core import BpeTrainer, Tokenizer, TokenizerError, TokenmillError
+from tokenmill._fs import write_atomic
 from tokenmill.dataset import Dataset, open_dataset, prefetch
-from tokenmill.manifest import write_atomic
 from tokenmill.progress import StageProgress, progress_enabled
 from tokenmill.runner import locate_error
 from tokenmill.stages._common import require_text

@@ -15,9 +15,9 @@ Three phases, each resumable:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError, TokenmillError
+from tokenmill._fs import atomic_path, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
-from tokenmill.manifest import write_atomic
 from tokenmill.progress import StageProgress, progress_enabled
 from tokenmill.runner import (
     DEFAULT_BATCH_ROWS,
@@ -42,6 +42,7 @@ from tokenmill.runner import (
     Stage,
     locate_error,
     refuse_foreign_output,
+    remove_empty_output,
     run_stage,
     stage_fingerprint,
 )
@@ -86,6 +87,8 @@ class DedupOptions:
             raise ConfigError(f"--verify {self.verify!r} is not 'estimate' or 'exact'")
         if self.keep not in ("first", "longest"):
             raise ConfigError(f"--keep {self.keep!r} is not 'first' or 'longest'")
+        if self.seed < 0:
+            raise ConfigError("--seed must be a non-negative integer")
         if self.memory_budget < 4096:
             raise ConfigError("the memory budget must be at least 4096 bytes")
 
@@ -167,68 +170,80 @@ def _sign_shard(
     bar: StageProgress,
 ) -> dict[str, int]:
     source = _Source(options, shard.schema)
-    temporary = {
-        name: path.with_name(f".{path.name}.{os.getpid()}.tmp") for name, path in files.items()
-    }
     wanted = ["sig", "bands", "len"]
     if options.method == "minhash" and options.verify == "exact":
         wanted += ["shingles", "offsets"]
-    handles: dict[str, BinaryIO] = {name: open(temporary[name], "wb") for name in wanted}  # noqa: SIM115
+    with contextlib.ExitStack() as files_in_progress:
+        handles: dict[str, BinaryIO] = {}
+        for name in wanted:
+            temporary = files_in_progress.enter_context(atomic_path(files[name]))
+            handles[name] = files_in_progress.enter_context(open(temporary, "wb"))
+        return _sign_into(shard, source, options, handles, bands, rows, batch_size, bar)
+
+
+def _sign_into(
+    shard: Shard,
+    source: _Source,
+    options: DedupOptions,
+    handles: dict[str, BinaryIO],
+    bands: int,
+    rows: int,
+    batch_size: int,
+    bar: StageProgress,
+) -> dict[str, int]:
     documents = too_short = first_row = shingles_written = 0
-    try:
-        if "offsets" in handles:
-            np.zeros(1, dtype="<u8").tofile(handles["offsets"])
-        for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
-            column = batch.column(source.column)
-            try:
-                if options.method == "exact":
-                    halves = (
-                        _core.text_hashes(column, column=source.column, **options.normalization())
-                        if source.kind == "text"
-                        else _core.token_hashes(column, column=source.column)
-                    )
-                    signatures, keys = halves, halves[:, :1]
-                    short = np.zeros(len(halves), dtype=bool)
-                else:
-                    signatures, short = _core.minhash_signatures(
+    if "offsets" in handles:
+        np.zeros(1, dtype="<u8").tofile(handles["offsets"])
+    for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
+        column = batch.column(source.column)
+        try:
+            if options.method == "exact":
+                halves = (
+                    _core.text_hashes(column, column=source.column, **options.normalization())
+                    if source.kind == "text"
+                    else _core.token_hashes(column, column=source.column)
+                )
+                signatures, keys = halves, halves[:, :1]
+                short = np.zeros(len(halves), dtype=bool)
+            else:
+                signatures, short = _core.minhash_signatures(
+                    column,
+                    column=source.column,
+                    num_perm=options.num_perm,
+                    ngram=options.ngram,
+                    shingle=options.shingle,
+                    seed=options.seed,
+                    **options.normalization(),
+                )
+                keys = _core.band_keys(signatures, bands, rows)
+                if "shingles" in handles:
+                    values, offsets = _core.shingle_sets(
                         column,
                         column=source.column,
-                        num_perm=options.num_perm,
                         ngram=options.ngram,
                         shingle=options.shingle,
-                        seed=options.seed,
                         **options.normalization(),
                     )
-                    keys = _core.band_keys(signatures, bands, rows)
-                    if "shingles" in handles:
-                        values, offsets = _core.shingle_sets(
-                            column,
-                            column=source.column,
-                            ngram=options.ngram,
-                            shingle=options.shingle,
-                            **options.normalization(),
-                        )
-                        values.astype("<u8").tofile(handles["shingles"])
-                        (offsets[1:] + shingles_written).astype("<u8").tofile(handles["offsets"])
-                        shingles_written += len(values)
-            except TokenmillError as err:
-                raise locate_error(err, shard, first_row) from None
-            signatures.astype("<u8").tofile(handles["sig"])
-            np.ascontiguousarray(keys).astype("<u8").tofile(handles["bands"])
-            _lengths(column, source.kind).tofile(handles["len"])
-            documents += batch.num_rows
-            too_short += int(short.sum())
-            first_row += batch.num_rows
-            bar.advance(batch.num_rows, 0)
-        for handle in handles.values():
-            handle.close()
-        for name in wanted:
-            os.replace(temporary[name], files[name])
-    finally:
-        for name in wanted:
-            handles[name].close()
-            temporary[name].unlink(missing_ok=True)
+                    values.astype("<u8").tofile(handles["shingles"])
+                    (offsets[1:] + shingles_written).astype("<u8").tofile(handles["offsets"])
+                    shingles_written += len(values)
+        except TokenmillError as err:
+            raise locate_error(err, shard, first_row) from None
+        signatures.astype("<u8").tofile(handles["sig"])
+        np.ascontiguousarray(keys).astype("<u8").tofile(handles["bands"])
+        _lengths(column, source.kind).tofile(handles["len"])
+        documents += batch.num_rows
+        too_short += int(short.sum())
+        first_row += batch.num_rows
+        bar.advance(batch.num_rows, 0)
     return {"rows": documents, "too_short": too_short}
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _lengths(column: pa.Array, kind: str) -> npt.NDArray[np.uint64]:
@@ -298,6 +313,12 @@ def dedup(
     out = Path(output)
     if out.resolve() == dataset.root.resolve():
         raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+    stems = [shard.path.stem for shard in dataset.shards]
+    if len(set(stems)) != len(stems):
+        raise ConfigError(
+            f"{dataset.root}: two shards share a stem and would overwrite each other's "
+            "output; rename one"
+        )
     for shard in dataset.shards:
         try:
             _Source(options, shard.schema)
@@ -314,6 +335,7 @@ def dedup(
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = _sign_fingerprint(options, bands, rows)
+    width = options.num_perm if options.method == "minhash" else 2
 
     signed: list[str] = []
     skipped: list[str] = []
@@ -337,7 +359,8 @@ def dedup(
                     record is not None
                     and record["fingerprint"] == fingerprint
                     and record["input_checksum"] == checksum
-                    and all(files[n].exists() for n in ("sig", "bands", "len"))
+                    and _size(files["sig"]) == record["counts"]["rows"] * width * 8
+                    and all(files[n].exists() for n in ("bands", "len"))
                 ):
                     records[shard.name] = record["counts"]
                     skipped.append(shard.name)
@@ -354,8 +377,9 @@ def dedup(
                 signed.append(shard.name)
                 bar.shard_done()
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created and not signed:
+            shutil.rmtree(work, ignore_errors=True)
+            remove_empty_output(out)
         raise
 
     summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records)
@@ -479,10 +503,8 @@ def _write_clusters(
         ]
     )
     table = pa.concat_tables(parts) if parts else schema.empty_table()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.cast(schema), temporary, compression="zstd")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table.cast(schema), temporary, compression="zstd")
 
 
 def dedup_report_lines(report: DedupReport) -> Sequence[str]:

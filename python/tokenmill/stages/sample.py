@@ -10,6 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import require_column
 
 
 class SampleStage(Stage):
@@ -28,6 +29,8 @@ class SampleStage(Stage):
     ) -> None:
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"fraction {fraction} is outside [0, 1]; pass --fraction in [0, 1]")
+        if seed < 0 or epoch < 0:
+            raise ConfigError("--seed and --epoch must be non-negative integers")
         self.fraction = fraction
         self.seed = seed
         self.invert = invert
@@ -45,6 +48,9 @@ class SampleStage(Stage):
         }
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        if self.id_column not in (None, "id"):
+            # A named id column must exist; only the default may fall back to positions.
+            require_column(schema, self.id_column, "--id-column ('' keys rows by position)")
         return schema
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rayon::slice::ParallelSliceMut;
 
-use crate::error::Result;
+use crate::error::{Result, TokenmillError};
 
 /// Disjoint sets over document indices; a set's root is its smallest member.
 pub struct UnionFind {
@@ -67,9 +67,9 @@ pub struct ClusterStats {
     pub spilled_partitions: u64,
 }
 
-/// Members of one bucket compared against each cluster group at most this
-/// deep, bounding the work of a pathological bucket.
-const GROUP_PROBE: usize = 64;
+/// More partition files than this would exhaust file handles; the budget
+/// must grow instead.
+const MAX_PARTITIONS: u64 = 4096;
 
 /// Clusters `n_docs` documents from bucket records.
 ///
@@ -98,6 +98,13 @@ where
     let partitions = (expected_records.saturating_mul(16))
         .div_ceil(memory_budget.max(16) as u64)
         .max(1);
+    if partitions > MAX_PARTITIONS {
+        let needed = expected_records.saturating_mul(16).div_ceil(MAX_PARTITIONS) >> 20;
+        return Err(TokenmillError::config(
+            format!("{expected_records} bucket records would need {partitions} spill files"),
+            format!("raise --memory-budget to at least {} MiB", needed + 1),
+        ));
+    }
     if partitions == 1 {
         let mut all: Vec<(u64, u64)> = records.collect::<Result<_>>()?;
         group_partition(&mut all, &mut sets, &verify, &mut stats);
@@ -181,7 +188,11 @@ fn join_bucket<V: Fn(u64, u64) -> bool>(
                 linked.push(index);
                 continue;
             }
-            for &other in group.iter().take(GROUP_PROBE) {
+            // Every member is probed until one matches: a cap would make the
+            // pairs that get checked, and so the clusters, depend on the order
+            // buckets arrive in. A bucket of m mutually dissimilar documents
+            // costs m^2/2 checks; LSH keeps such buckets rare.
+            for &other in group {
                 stats.pairs_checked += 1;
                 if verify(doc, other) {
                     if sets.union(doc, other) {
@@ -247,6 +258,24 @@ mod tests {
         let records = [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)];
         let (roots, _) = cluster(4, &records, &[(0, 1), (1, 2), (2, 3)], 1 << 20);
         assert_eq!(roots, vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn large_buckets_cluster_the_same_in_any_order() {
+        // One bucket of 300 documents where only documents 150 apart are similar:
+        // every member must be probed, however groups formed before.
+        let records: Vec<(u64, u64)> = (0..300)
+            .map(|d| (5, d))
+            .chain((0..300).map(|d| (6, 299 - d)))
+            .collect();
+        let similar: Vec<(u64, u64)> = (0..150).map(|d| (d, d + 150)).collect();
+        let (in_memory, _) = cluster(300, &records, &similar, 1 << 20);
+        let (spilled, stats) = cluster(300, &records, &similar, 256);
+        assert!(stats.spilled_partitions > 1);
+        assert_eq!(in_memory, spilled);
+        for d in 0..150 {
+            assert_eq!(in_memory[d as usize + 150], d);
+        }
     }
 
     proptest! {

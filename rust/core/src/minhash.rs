@@ -134,8 +134,6 @@ impl MinHasher {
     /// than one shingle.
     pub fn signature_into(&self, text: &str, signature: &mut [u64], scratch: &mut Scratch) -> bool {
         signature.fill(u64::MAX);
-        let shingles = std::mem::take(&mut scratch.shingles);
-        scratch.shingles = shingles;
         let count = self.shingle_hashes(text, scratch).len();
         if count == 0 {
             return false;
@@ -331,7 +329,8 @@ fn min_update_avx512(
 fn min_update(signature: &mut [u64], multipliers: &[u64], offsets: &[u64], shingles: &[u64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512dq")
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
             && std::arch::is_x86_feature_detected!("avx512vl")
         {
             // SAFETY: the CPU was just checked for every feature the function enables.

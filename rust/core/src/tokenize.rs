@@ -22,7 +22,12 @@ const TOKENIZER_FIX: &str =
     "pass a Hugging Face tokenizer.json (save one with `tokenmill tokenizer train` or tokenizer.save())";
 
 impl Tokenizer {
-    pub fn new(inner: tokenizers::Tokenizer) -> Self {
+    /// Truncation and padding saved in the file are switched off: a stage
+    /// must never cut or pad a document silently (packing does that, on purpose).
+    pub fn new(mut inner: tokenizers::Tokenizer) -> Self {
+        inner.with_padding(None);
+        // Switching truncation off cannot fail; only invalid settings can.
+        let _ = inner.with_truncation(None);
         Self {
             inner: Arc::new(inner),
         }
@@ -89,10 +94,9 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let vocab = self.vocab_size();
         if let Some(position) = ids.iter().position(|&id| id as usize >= vocab) {
-            return Err(TokenmillError::data(
-                position,
+            return Err(TokenmillError::tokenizer(
                 format!(
-                    "token id {} is outside the vocabulary of {vocab}",
+                    "token id {} (at position {position}) is outside the vocabulary of {vocab}",
                     ids[position]
                 ),
                 "decode with the tokenizer that produced these ids",

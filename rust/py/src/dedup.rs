@@ -319,6 +319,17 @@ fn cluster_minhash_files<'py>(
     shingle_files: Option<Vec<PathBuf>>,
     offset_files: Option<Vec<PathBuf>>,
 ) -> BindingResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyDict>)> {
+    if signature_files.len() != band_files.len() {
+        return Err(TokenmillError::config(
+            format!(
+                "{} signature files but {} band files",
+                signature_files.len(),
+                band_files.len()
+            ),
+            "pass one of each per shard",
+        )
+        .into());
+    }
     let shards: Vec<ShardSignatures> = signature_files
         .into_iter()
         .zip(band_files)
@@ -328,8 +339,19 @@ fn cluster_minhash_files<'py>(
         })
         .collect();
     let verification = match (shingle_files, offset_files) {
-        (Some(shingles), Some(offsets)) => Verification::Exact { shingles, offsets },
-        _ => Verification::Estimated,
+        (Some(shingles), Some(offsets))
+            if shingles.len() == shards.len() && offsets.len() == shards.len() =>
+        {
+            Verification::Exact { shingles, offsets }
+        }
+        (None, None) => Verification::Estimated,
+        _ => {
+            return Err(TokenmillError::config(
+                "exact verification needs one shingle file and one offset file per shard",
+                "pass both lists, each as long as the signature files",
+            )
+            .into())
+        }
     };
     let options = LshOptions {
         num_perm,
