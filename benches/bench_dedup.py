@@ -14,27 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "licenses"
+from _harness import CORPORA, REPO, median_seconds
+
+DEFAULT_CORPUS = CORPORA / "licenses"
 
 # One core for every contender: set before the Rust pool starts.
 os.environ["TOKENMILL_NUM_THREADS"] = "1"
 os.environ["RAYON_NUM_THREADS"] = "1"
-
-
-def _median(run: Any, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def _shingles(text: str, n: int = 5) -> list[bytes]:
@@ -71,15 +59,15 @@ def main() -> None:
             sketch.update_batch(shingles)
 
     seconds = {
-        "datasketch MinHash, shingling in Python (as used)": _median(datasketch_as_used, 1),
-        "datasketch MinHash, shingles given": _median(datasketch_hashing_only, 1),
-        "tokenmill minhash.signatures (Arrow in, numpy out)": _median(
+        "datasketch MinHash, shingling in Python (as used)": median_seconds(datasketch_as_used, 1),
+        "datasketch MinHash, shingles given": median_seconds(datasketch_hashing_only, 1),
+        "tokenmill minhash.signatures (Arrow in, numpy out)": median_seconds(
             lambda: tokenmill.minhash.signatures(texts), args.repeat
         ),
-        "tokenmill exact hash, lowercase + whitespace": _median(
+        "tokenmill exact hash, lowercase + whitespace": median_seconds(
             lambda: tokenmill._core.text_hashes(texts), args.repeat
         ),
-        "tokenmill exact hash, raw bytes": _median(
+        "tokenmill exact hash, raw bytes": median_seconds(
             lambda: tokenmill._core.text_hashes(texts, lowercase=False, collapse_whitespace=False),
             args.repeat,
         ),
@@ -87,7 +75,7 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        seconds["tokenmill dedup stage, minhash (sign, LSH, cluster, write)"] = _median(
+        seconds["tokenmill dedup stage, minhash (sign, LSH, cluster, write)"] = median_seconds(
             lambda: tokenmill.dedup(
                 args.corpus, Path(scratch) / "o", overwrite=True, progress=False
             ),

@@ -13,26 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "pydocs"
+from _harness import CORPORA, REPO, median_seconds
 
-
-def _median_seconds(run: Any, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+DEFAULT_CORPUS = CORPORA / "pydocs"
 
 
 def measure(corpus: Path, tokenizer_path: Path, repeat: int) -> dict[str, Any]:
@@ -62,7 +51,7 @@ def measure(corpus: Path, tokenizer_path: Path, repeat: int) -> dict[str, Any]:
         ),
         "tokenmill Tokenizer.tokenize (Arrow in, Arrow out)": lambda: ours.tokenize(texts),
     }
-    seconds = {name: _median_seconds(run, repeat) for name, run in runs.items()}
+    seconds = {name: median_seconds(run, repeat) for name, run in runs.items()}
 
     with tempfile.TemporaryDirectory() as scratch:
 
@@ -71,7 +60,7 @@ def measure(corpus: Path, tokenizer_path: Path, repeat: int) -> dict[str, Any]:
                 corpus, Path(scratch) / "out", tokenizer_path, overwrite=True, progress=False
             )
 
-        seconds["tokenmill tokenize stage (Parquet in, Parquet out)"] = _median_seconds(
+        seconds["tokenmill tokenize stage (Parquet in, Parquet out)"] = median_seconds(
             stage, repeat
         )
     del pa
