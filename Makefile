@@ -40,6 +40,7 @@ test: lint rust-test py-test
 bench: build
 	$(BIN)/python benches/bench_tokenize.py
 	$(BIN)/python benches/bench_dedup.py
+	$(BIN)/python benches/bench_pack.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out

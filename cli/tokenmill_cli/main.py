@@ -15,6 +15,7 @@ from tokenmill.demo import run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
 from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
+from tokenmill.stages.pack import STRATEGIES
 from tokenmill.tokenizer import load_tokenizer, save_tokenizer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -112,7 +113,8 @@ def _report(report: RunReport) -> None:
     line += f", {report.seconds:.1f}s"
     if report.manifest is not None:
         totals = ", ".join(f"{k} {v:,}" for k, v in report.manifest.totals.items())
-        line += f"\nmanifest: {totals}"
+        ratios = "".join(f", {k} {v:.4%}" for k, v in report.manifest.ratios.items())
+        line += f"\nmanifest: {totals}{ratios}"
     else:
         line += "\nother shards are not done yet; the manifest is written when they are"
     click.echo(line, err=True)
@@ -233,6 +235,57 @@ def sample_command(
         invert=invert,
         id_column=id_column or None,
         epoch=epoch,
+        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+    )
+    _report(report)
+
+
+@cli.command("pack")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--seq-len", type=int, required=True, help="Tokens per row (e.g. 2048).")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="bfd",
+    show_default=True,
+    help="bfd: best-fit decreasing, no truncation; concat: one stream cut into rows.",
+)
+@click.option(
+    "--buffer",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Documents per best-fit window (bfd).",
+)
+@click.option(
+    "--shifted",
+    is_flag=True,
+    help="Rows of seq-len + 1 tokens, for inputs and targets shifted by one (concat).",
+)
+@click.option("--token-column", default="input_ids", show_default=True)
+@run_options
+def pack_command(
+    source: Path,
+    seq_len: int,
+    strategy: str,
+    buffer: int,
+    shifted: bool,
+    token_column: str,
+    output: Path,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    shards: tuple[str, ...],
+    progress: bool | None,
+) -> None:
+    """Pack the token documents of SOURCE into rows of at most --seq-len tokens."""
+    report = tokenmill.pack(
+        source,
+        seq_len=seq_len,
+        strategy=strategy,
+        buffer=buffer,
+        shifted=shifted,
+        token_column=token_column,
         **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
     )
     _report(report)

@@ -25,6 +25,7 @@ from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
 from tokenmill.stages.dedup import DedupOptions, DedupReport, dedup
+from tokenmill.stages.pack import PackStage, pack
 from tokenmill.stages.sample import SampleStage, sample
 from tokenmill.stages.tokenize import TokenizeStage, tokenize
 from tokenmill.tokenizer import load_tokenizer, train_tokenizer
@@ -38,6 +39,7 @@ __all__ = [
     "DedupReport",
     "InternalError",
     "Manifest",
+    "PackStage",
     "RunReport",
     "SampleStage",
     "SchemaError",
@@ -52,6 +54,7 @@ __all__ = [
     "minhash",
     "num_threads",
     "open_dataset",
+    "pack",
     "run_stage",
     "sample",
     "set_num_threads",

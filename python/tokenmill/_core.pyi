@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "InternalError",
+    "Packer",
     "SchemaError",
     "ShardError",
     "Tokenizer",
@@ -20,6 +21,7 @@ __all__ = [
     "TokenmillError",
     "__version__",
     "band_keys",
+    "best_fit_decreasing",
     "cluster_minhash_files",
     "connected_components",
     "file_checksum",
@@ -166,3 +168,17 @@ def text_hashes(
     column: str = "text",
 ) -> npt.NDArray[np.uint64]: ...
 def token_hashes(tokens: Any, *, column: str = "input_ids") -> npt.NDArray[np.uint64]: ...
+
+@final
+class Packer:
+    def __new__(cls, seq_len: int, *, strategy: str = "bfd", buffer: int = 10000) -> Packer: ...
+    def push(
+        self, tokens: Any, first_doc: int, *, column: str = "input_ids"
+    ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]: ...
+    def finish(self) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+
+def best_fit_decreasing(
+    lengths: npt.NDArray[np.uint32], capacity: int
+) -> npt.NDArray[np.uint64]: ...

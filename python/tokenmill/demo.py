@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from tokenmill._fs import atomic_path, write_atomic
 from tokenmill.inspection import describe
 from tokenmill.stages.dedup import dedup
+from tokenmill.stages.pack import pack
 from tokenmill.stages.sample import sample
 from tokenmill.stages.tokenize import tokenize
 from tokenmill.tokenizer import save_tokenizer, train_tokenizer
@@ -173,6 +174,13 @@ def run_demo(
     say(
         f"sample     {train_rows:,} train / {valid_rows:,} validation documents "
         f"(5% held out by row key) -> {kept.output}, {held_out.output}"
+    )
+
+    packed = pack(out / "train", out / "packed", 1024, overwrite=True, progress=progress)
+    fill = packed.manifest.ratios["fill"] if packed.manifest else 0.0
+    say(
+        f"pack       {packed.rows:,} rows of <= 1024 tokens by best-fit decreasing, "
+        f"fill {fill:.2%} -> {packed.output}"
     )
 
     say(

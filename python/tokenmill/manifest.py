@@ -45,6 +45,7 @@ class Manifest:
     inputs: list[InputShard]
     outputs: list[OutputShard]
     totals: dict[str, int] = field(default_factory=dict)
+    ratios: dict[str, float] = field(default_factory=dict)
     version: int = MANIFEST_VERSION
 
     def to_json(self) -> str:
@@ -68,6 +69,7 @@ class Manifest:
                 inputs=[InputShard(**s) for s in raw["inputs"]],
                 outputs=[OutputShard(**s) for s in raw["outputs"]],
                 totals=raw.get("totals", {}),
+                ratios=raw.get("ratios", {}),
                 version=raw.get("version", MANIFEST_VERSION),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:

@@ -87,6 +87,18 @@ class Stage(ABC):
         """Dataset-wide figures the stage adds to the manifest's totals."""
         return {}
 
+    def ratios(self, totals: dict[str, int]) -> dict[str, float]:
+        """Figures derived from the summed totals (a fill ratio, say), for the manifest."""
+        return {}
+
+    def begin_shard(self, shard: str) -> None:
+        """Called before a shard's first batch, for stages that carry rows across batches."""
+        return None
+
+    def end_shard(self, ctx: BatchContext) -> pa.RecordBatch | None:
+        """The rows still held when a shard's batches have all been processed."""
+        return None
+
 
 @dataclass
 class RunReport:
@@ -210,25 +222,35 @@ def process_shard(
     counters: dict[str, int] = {}
     rows = tokens = 0
     first_row = 0
+    stage.begin_shard(shard.name)
     with atomic_path(destination) as temporary:
         writer = ShardWriter(temporary, schema, fmt, row_group_rows)
         try:
-            for batch in prefetch(shard.iter_batches(batch_size)):
-                ctx = BatchContext(shard.name, first_row, batch, stage.id_column, counters)
+            batches = prefetch(shard.iter_batches(batch_size))
+            while True:
+                batch = next(batches, None)
+                # A batch of None marks the shard's end: the stage gives up what it holds.
+                current = batch if batch is not None else _empty_batch(shard)
+                ctx = BatchContext(shard.name, first_row, current, stage.id_column, counters)
                 try:
-                    result = stage.process(batch, ctx)
+                    result = (
+                        stage.process(batch, ctx) if batch is not None else stage.end_shard(ctx)
+                    )
                 except TokenmillError as err:
                     raise locate_error(err, shard, first_row) from None
-                if not result.schema.equals(schema):
-                    raise InternalError(
-                        f"stage {stage.name} produced {result.schema} instead of {schema}; "
-                        "please report this"
-                    )
-                writer.write(result)
+                if result is not None:
+                    if not result.schema.equals(schema):
+                        raise InternalError(
+                            f"stage {stage.name} produced {result.schema} instead of {schema}; "
+                            "please report this"
+                        )
+                    writer.write(result)
+                    rows += result.num_rows
                 batch_tokens = _count_tokens(result, stage.token_column)
-                first_row += batch.num_rows
-                rows += result.num_rows
                 tokens += batch_tokens
+                if batch is None:
+                    break
+                first_row += batch.num_rows
                 if progress is not None:
                     progress.advance(batch.num_rows, batch_tokens)
         finally:
@@ -243,8 +265,13 @@ def process_shard(
     )
 
 
-def _count_tokens(batch: pa.RecordBatch, column: str | None) -> int:
-    if column is None or batch.num_rows == 0:
+def _empty_batch(shard: Shard) -> pa.RecordBatch:
+    schema = shard.schema
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+
+
+def _count_tokens(batch: pa.RecordBatch | None, column: str | None) -> int:
+    if batch is None or column is None or batch.num_rows == 0:
         return 0
     offsets = batch.column(column).offsets
     return int(offsets[-1].as_py() - offsets[0].as_py())
@@ -448,6 +475,7 @@ def _write_manifest_if_complete(
         for key, value in made.stats.items():
             totals[key] = totals.get(key, 0) + value
     totals.update(stage.manifest_totals())
+    ratios = stage.ratios(totals)
     manifest = Manifest(
         stage=stage.name,
         tool_version=_core.__version__,
@@ -457,6 +485,7 @@ def _write_manifest_if_complete(
         inputs=inputs,
         outputs=outputs,
         totals=totals,
+        ratios=ratios,
     )
     manifest.save(out)
     return manifest

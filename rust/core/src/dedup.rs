@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use arrow_array::{Array, ListArray, UInt32Array};
+use arrow_array::Array;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
@@ -15,6 +15,7 @@ use crate::error::{Result, TokenmillError};
 use crate::minhash::{estimate_jaccard, exact_jaccard};
 use crate::normalize::Normalization;
 use crate::text::TextColumn;
+use crate::tokenize::token_lists;
 
 /// XXH3-128 of each row's normalized text.
 ///
@@ -46,28 +47,8 @@ pub fn text_hashes(texts: &TextColumn, normalization: Normalization) -> Result<V
 ///
 /// [`TokenmillError::Schema`] when the column is not a list of uint32.
 pub fn token_hashes(column: &str, tokens: &dyn Array) -> Result<Vec<u128>> {
-    let schema_error = || {
-        TokenmillError::schema(
-            column,
-            format!(
-                "expected list<uint32> token ids, found {}",
-                tokens.data_type()
-            ),
-            "name the token column with --token-column, or dedup the text instead",
-        )
-    };
-    let list = tokens
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .ok_or_else(schema_error)?;
-    let values = list
-        .values()
-        .as_any()
-        .downcast_ref::<UInt32Array>()
-        .ok_or_else(schema_error)?;
-    let offsets = list.value_offsets();
-    let ids = values.values();
-    Ok((0..list.len())
+    let (ids, offsets) = token_lists(column, tokens)?;
+    Ok((0..offsets.len() - 1)
         .into_par_iter()
         .map(|row| {
             let row_ids = &ids[offsets[row] as usize..offsets[row + 1] as usize];

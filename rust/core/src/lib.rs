@@ -12,6 +12,7 @@ pub mod dedup;
 pub mod error;
 pub mod minhash;
 pub mod normalize;
+pub mod pack;
 pub mod rng;
 pub mod sample;
 pub mod text;

@@ -241,6 +241,39 @@ pub fn list_of_u32(values: Vec<u32>, lengths: &[usize]) -> Result<ListArray> {
     )?)
 }
 
+/// The flat ids and row offsets of a `list<uint32>` token column.
+///
+/// # Errors
+///
+/// [`TokenmillError::Schema`] for any other type.
+pub fn token_lists<'a>(
+    column: &str,
+    tokens: &'a dyn arrow_array::Array,
+) -> Result<(&'a [u32], &'a [i32])> {
+    let schema_error = || {
+        TokenmillError::schema(
+            column,
+            format!(
+                "expected list<uint32> token ids, found {}",
+                tokens.data_type()
+            ),
+            "run `tokenmill tokenize` first, or name the token column with --token-column",
+        )
+    };
+    let list = tokens
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(schema_error)?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .ok_or_else(schema_error)?;
+    let offsets = list.value_offsets();
+    // Offsets index the values buffer, which a sliced array shares with its parent.
+    Ok((values.values(), offsets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

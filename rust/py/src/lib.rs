@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod dedup;
 mod error;
+mod pack;
 mod random;
 mod tokenizer;
 mod utils;
@@ -36,6 +37,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     error::register(module)?;
     dedup::register(module)?;
+    pack::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;
     Ok(())

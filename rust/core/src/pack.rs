@@ -1,0 +1,501 @@
+//! Packing documents into fixed-length rows for causal-LM training.
+//!
+//! Two strategies, both streaming over a shard's documents in order:
+//! - best-fit decreasing (`Bfd`) over a bounded window of documents: each
+//!   document goes to the open row with the least room that still fits it;
+//!   a document longer than the row is cut into row-sized pieces, and
+//!   nothing else is cut;
+//! - concatenate-and-chunk (`Concat`), as Megatron and Hugging Face's
+//!   `group_texts` do: one stream, cut every `seq_len` tokens, the last
+//!   partial row dropped.
+//!
+//! Every row records its segments (source document, offset in it, length),
+//! so rows can be unpacked back into the documents and models can keep
+//! documents apart.
+
+use crate::error::{Result, TokenmillError};
+
+/// One stretch of one document inside a packed row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// The document's row index in its shard.
+    pub doc: u64,
+    /// Where in the document the stretch starts.
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Best-fit decreasing: bins (in creation order) of item indices (in
+/// insertion order). Items sort by length, longest first, ties by index, so
+/// the result is a pure function of `lengths`.
+///
+/// Finding the best open bin is a scan for the first set bit at or above the
+/// item's length in a bitset over remaining capacities: O(capacity / 64).
+///
+/// # Panics
+///
+/// Panics if an item is longer than `capacity`.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::pack::best_fit_decreasing;
+/// // 7 opens a row, 5 fits nowhere and opens another, 5 fills it, 3 fills the first.
+/// assert_eq!(best_fit_decreasing(&[3, 7, 5, 5], 10), vec![vec![1, 0], vec![2, 3]]);
+/// ```
+pub fn best_fit_decreasing(lengths: &[u32], capacity: u32) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+    let slots = capacity as usize + 1;
+    let mut open_with_room: Vec<Vec<usize>> = vec![Vec::new(); slots];
+    let mut has_room = vec![0u64; slots.div_ceil(64)];
+    let mut bins: Vec<Vec<usize>> = Vec::new();
+    for item in order {
+        let len = lengths[item];
+        assert!(
+            len <= capacity,
+            "item of {len} exceeds bin capacity {capacity}"
+        );
+        let (bin, room) = match first_set_at_or_above(&has_room, len as usize) {
+            Some(room) => {
+                let bin = open_with_room[room]
+                    .pop()
+                    .expect("bit set means a bin is there");
+                if open_with_room[room].is_empty() {
+                    has_room[room / 64] &= !(1 << (room % 64));
+                }
+                (bin, room as u32)
+            }
+            None => {
+                bins.push(Vec::new());
+                (bins.len() - 1, capacity)
+            }
+        };
+        bins[bin].push(item);
+        let left = (room - len) as usize;
+        if left > 0 {
+            open_with_room[left].push(bin);
+            has_room[left / 64] |= 1 << (left % 64);
+        }
+    }
+    bins
+}
+
+fn first_set_at_or_above(bits: &[u64], from: usize) -> Option<usize> {
+    let mut word = from / 64;
+    if word >= bits.len() {
+        return None;
+    }
+    let mut current = bits[word] & (u64::MAX << (from % 64));
+    loop {
+        if current != 0 {
+            return Some(word * 64 + current.trailing_zeros() as usize);
+        }
+        word += 1;
+        if word == bits.len() {
+            return None;
+        }
+        current = bits[word];
+    }
+}
+
+/// How rows are formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackStrategy {
+    /// Best-fit decreasing over windows of `buffer` documents.
+    Bfd { buffer: usize },
+    /// One stream cut into rows of `seq_len` tokens.
+    Concat,
+}
+
+/// What packing did, for the manifest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackStats {
+    pub documents: u64,
+    pub empty_documents: u64,
+    pub documents_split: u64,
+    pub rows: u64,
+    pub tokens: u64,
+    pub tokens_truncated: u64,
+}
+
+/// Rows of packed tokens, flat: `tokens` with `row_offsets`, and the segments
+/// of each row with `segment_offsets` (both `rows + 1` long).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PackedRows {
+    pub tokens: Vec<u32>,
+    pub row_offsets: Vec<usize>,
+    pub segments: Vec<Segment>,
+    pub segment_offsets: Vec<usize>,
+}
+
+impl PackedRows {
+    fn new() -> Self {
+        Self {
+            row_offsets: vec![0],
+            segment_offsets: vec![0],
+            ..Self::default()
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.row_offsets.len() - 1
+    }
+
+    fn push_row(
+        &mut self,
+        segments: impl IntoIterator<Item = (Segment, std::ops::Range<usize>)>,
+        source: &[u32],
+    ) {
+        for (segment, range) in segments {
+            self.tokens.extend_from_slice(&source[range]);
+            self.segments.push(segment);
+        }
+        self.row_offsets.push(self.tokens.len());
+        self.segment_offsets.push(self.segments.len());
+    }
+}
+
+/// Packs the documents of one shard, fed in order, batch by batch. The rows
+/// depend only on the documents, never on how they were batched.
+pub struct Packer {
+    seq_len: u32,
+    strategy: PackStrategy,
+    /// Documents not yet packed: their tokens, flat, and where each starts.
+    pending: Vec<u32>,
+    pending_starts: Vec<usize>,
+    pending_first_doc: u64,
+    /// Concat only: the segments of the row being filled.
+    partial: Vec<(Segment, std::ops::Range<usize>)>,
+    stats: PackStats,
+}
+
+impl Packer {
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] for a zero `seq_len` or buffer.
+    pub fn new(seq_len: u32, strategy: PackStrategy) -> Result<Self> {
+        if seq_len == 0 {
+            return Err(TokenmillError::config(
+                "--seq-len must be positive",
+                "pass e.g. --seq-len 2048",
+            ));
+        }
+        if let PackStrategy::Bfd { buffer: 0 } = strategy {
+            return Err(TokenmillError::config(
+                "--buffer must be positive",
+                "pass e.g. --buffer 10000",
+            ));
+        }
+        Ok(Self {
+            seq_len,
+            strategy,
+            pending: Vec::new(),
+            pending_starts: Vec::new(),
+            pending_first_doc: 0,
+            partial: Vec::new(),
+            stats: PackStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> PackStats {
+        self.stats
+    }
+
+    /// Adds documents `first_doc, first_doc + 1, ...` (their token ids, flat,
+    /// with `offsets` of length `documents + 1`) and returns the rows completed.
+    pub fn push(&mut self, values: &[u32], offsets: &[usize], first_doc: u64) -> PackedRows {
+        if self.pending_starts.is_empty() {
+            self.pending_first_doc = first_doc;
+        }
+        for window in offsets.windows(2) {
+            self.pending_starts.push(self.pending.len());
+            self.pending
+                .extend_from_slice(&values[window[0]..window[1]]);
+        }
+        self.stats.documents += (offsets.len() - 1) as u64;
+        match self.strategy {
+            PackStrategy::Bfd { buffer } => {
+                let mut rows = PackedRows::new();
+                while self.pending_starts.len() >= buffer {
+                    self.pack_bfd(buffer, &mut rows);
+                }
+                rows
+            }
+            PackStrategy::Concat => self.pack_concat(false),
+        }
+    }
+
+    /// Packs what is left at the end of the shard.
+    pub fn finish(&mut self) -> PackedRows {
+        match self.strategy {
+            PackStrategy::Bfd { .. } => {
+                let mut rows = PackedRows::new();
+                let left = self.pending_starts.len();
+                if left > 0 {
+                    self.pack_bfd(left, &mut rows);
+                }
+                rows
+            }
+            PackStrategy::Concat => self.pack_concat(true),
+        }
+    }
+
+    fn document(&self, index: usize) -> std::ops::Range<usize> {
+        let start = self.pending_starts[index];
+        let end = self
+            .pending_starts
+            .get(index + 1)
+            .copied()
+            .unwrap_or(self.pending.len());
+        start..end
+    }
+
+    fn pack_bfd(&mut self, documents: usize, rows: &mut PackedRows) {
+        let capacity = self.seq_len as usize;
+        let mut pieces: Vec<(Segment, std::ops::Range<usize>)> = Vec::new();
+        for index in 0..documents {
+            let range = self.document(index);
+            let doc = self.pending_first_doc + index as u64;
+            if range.is_empty() {
+                self.stats.empty_documents += 1;
+                continue;
+            }
+            if range.len() > capacity {
+                self.stats.documents_split += 1;
+            }
+            let mut offset = 0;
+            while offset < range.len() {
+                let len = capacity.min(range.len() - offset);
+                let segment = Segment {
+                    doc,
+                    offset: offset as u32,
+                    len: len as u32,
+                };
+                let span = range.start + offset..range.start + offset + len;
+                if len == capacity {
+                    // A full piece is a row by itself; no need to search for it.
+                    rows.push_row([(segment, span)], &self.pending);
+                    self.stats.rows += 1;
+                } else {
+                    pieces.push((segment, span));
+                }
+                offset += len;
+            }
+        }
+        let lengths: Vec<u32> = pieces.iter().map(|(s, _)| s.len).collect();
+        for bin in best_fit_decreasing(&lengths, self.seq_len) {
+            rows.push_row(bin.iter().map(|&i| pieces[i].clone()), &self.pending);
+            self.stats.rows += 1;
+        }
+        self.stats.tokens += (self.document(documents - 1).end - self.pending_starts[0]) as u64;
+        let consumed = self.document(documents - 1).end;
+        self.pending.drain(..consumed);
+        self.pending_starts.drain(..documents);
+        for start in &mut self.pending_starts {
+            *start -= consumed;
+        }
+        self.pending_first_doc += documents as u64;
+    }
+
+    fn pack_concat(&mut self, finishing: bool) -> PackedRows {
+        let capacity = self.seq_len as usize;
+        let mut rows = PackedRows::new();
+        let mut filled: usize = self.partial.iter().map(|(s, _)| s.len as usize).sum();
+        for index in 0..self.pending_starts.len() {
+            let range = self.document(index);
+            let doc = self.pending_first_doc + index as u64;
+            if range.is_empty() {
+                self.stats.empty_documents += 1;
+                continue;
+            }
+            let mut offset = 0;
+            while offset < range.len() {
+                let len = (capacity - filled).min(range.len() - offset);
+                let segment = Segment {
+                    doc,
+                    offset: offset as u32,
+                    len: len as u32,
+                };
+                self.partial
+                    .push((segment, range.start + offset..range.start + offset + len));
+                filled += len;
+                offset += len;
+                if filled == capacity {
+                    rows.push_row(self.partial.drain(..), &self.pending);
+                    self.stats.rows += 1;
+                    self.stats.tokens += capacity as u64;
+                    filled = 0;
+                }
+            }
+        }
+        // Keep only the tokens the partial row still needs.
+        let keep_from = self
+            .partial
+            .first()
+            .map_or(self.pending.len(), |(_, r)| r.start);
+        self.pending.drain(..keep_from);
+        for (_, range) in &mut self.partial {
+            *range = range.start - keep_from..range.end - keep_from;
+        }
+        self.pending_first_doc += self.pending_starts.len() as u64;
+        self.pending_starts.clear();
+        if finishing {
+            self.stats.tokens_truncated += filled as u64;
+            self.partial.clear();
+            self.pending.clear();
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack_all(
+        docs: &[Vec<u32>],
+        seq_len: u32,
+        strategy: PackStrategy,
+        batch: usize,
+    ) -> (PackedRows, PackStats) {
+        let mut packer = Packer::new(seq_len, strategy).unwrap();
+        let mut all = PackedRows::new();
+        let append = |rows: PackedRows, all: &mut PackedRows| {
+            for r in 0..rows.rows() {
+                let segments =
+                    rows.segments[rows.segment_offsets[r]..rows.segment_offsets[r + 1]].to_vec();
+                let tokens = &rows.tokens[rows.row_offsets[r]..rows.row_offsets[r + 1]];
+                let mut at = 0;
+                let parts: Vec<_> = segments
+                    .iter()
+                    .map(|s| {
+                        let span = at..at + s.len as usize;
+                        at += s.len as usize;
+                        (*s, span)
+                    })
+                    .collect();
+                all.push_row(parts, tokens);
+            }
+        };
+        for (chunk_index, chunk) in docs.chunks(batch.max(1)).enumerate() {
+            let values: Vec<u32> = chunk.iter().flatten().copied().collect();
+            let mut offsets = vec![0];
+            for d in chunk {
+                offsets.push(offsets.last().unwrap() + d.len());
+            }
+            let rows = packer.push(&values, &offsets, (chunk_index * batch.max(1)) as u64);
+            append(rows, &mut all);
+        }
+        let rows = packer.finish();
+        append(rows, &mut all);
+        (all, packer.stats())
+    }
+
+    fn unpack(rows: &PackedRows, documents: usize) -> Vec<Vec<u32>> {
+        let mut pieces: Vec<(u64, u32, Vec<u32>)> = Vec::new();
+        for r in 0..rows.rows() {
+            let mut at = rows.row_offsets[r];
+            for s in &rows.segments[rows.segment_offsets[r]..rows.segment_offsets[r + 1]] {
+                pieces.push((
+                    s.doc,
+                    s.offset,
+                    rows.tokens[at..at + s.len as usize].to_vec(),
+                ));
+                at += s.len as usize;
+            }
+        }
+        pieces.sort();
+        let mut docs = vec![Vec::new(); documents];
+        for (doc, offset, tokens) in pieces {
+            assert_eq!(docs[doc as usize].len(), offset as usize);
+            docs[doc as usize].extend(tokens);
+        }
+        docs
+    }
+
+    #[test]
+    fn bfd_small_case() {
+        let docs = vec![
+            vec![1; 3],
+            vec![2; 7],
+            vec![3; 5],
+            vec![4; 5],
+            vec![],
+            vec![6; 12],
+        ];
+        let (rows, stats) = pack_all(&docs, 10, PackStrategy::Bfd { buffer: 100 }, 2);
+        // The 12-token document fills a row alone; then 7 + 3 and 5 + 5 fill two
+        // more, and the 2-token tail opens the last.
+        let lengths: Vec<usize> = (0..rows.rows())
+            .map(|r| rows.row_offsets[r + 1] - rows.row_offsets[r])
+            .collect();
+        assert_eq!(lengths, vec![10, 10, 10, 2]);
+        assert_eq!(stats.documents_split, 1);
+        assert_eq!(stats.empty_documents, 1);
+        assert_eq!(stats.tokens, 32);
+        assert_eq!(unpack(&rows, docs.len()), docs);
+    }
+
+    #[test]
+    fn concat_cuts_one_stream_and_drops_the_tail() {
+        let docs = vec![vec![1, 2, 3], vec![4, 5, 6, 7, 8], vec![9]];
+        let (rows, stats) = pack_all(&docs, 4, PackStrategy::Concat, 1);
+        assert_eq!(rows.tokens, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(rows.rows(), 2);
+        assert_eq!(stats.tokens_truncated, 1);
+        let second: Vec<Segment> = rows.segments[rows.segment_offsets[1]..].to_vec();
+        assert_eq!(
+            second,
+            vec![Segment {
+                doc: 1,
+                offset: 1,
+                len: 4
+            }]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn bfd_unpacks_to_the_documents_whatever_the_batching(
+            docs in proptest::collection::vec(proptest::collection::vec(0u32..1000, 0..40), 0..60),
+            seq_len in 1u32..32, buffer in 1usize..20, batch in 1usize..10,
+        ) {
+            let (rows, stats) = pack_all(&docs, seq_len, PackStrategy::Bfd { buffer }, batch);
+            prop_assert_eq!(unpack(&rows, docs.len()), docs.clone());
+            let (again, _) = pack_all(&docs, seq_len, PackStrategy::Bfd { buffer }, batch + 3);
+            prop_assert_eq!(&rows, &again);
+            for r in 0..rows.rows() {
+                prop_assert!(rows.row_offsets[r + 1] - rows.row_offsets[r] <= seq_len as usize);
+            }
+            prop_assert_eq!(stats.tokens, docs.iter().map(|d| d.len() as u64).sum::<u64>());
+        }
+
+        #[test]
+        fn concat_rows_are_full_and_in_order(
+            docs in proptest::collection::vec(proptest::collection::vec(0u32..1000, 0..40), 0..60),
+            seq_len in 1u32..32, batch in 1usize..10,
+        ) {
+            let (rows, stats) = pack_all(&docs, seq_len, PackStrategy::Concat, batch);
+            let stream: Vec<u32> = docs.iter().flatten().copied().collect();
+            let kept = stream.len() / seq_len as usize * seq_len as usize;
+            prop_assert_eq!(&rows.tokens[..], &stream[..kept]);
+            prop_assert_eq!(stats.tokens_truncated as usize, stream.len() - kept);
+        }
+
+        #[test]
+        fn best_fit_never_overfills_and_places_everything(
+            lengths in proptest::collection::vec(1u32..50, 0..200), extra in 0u32..20,
+        ) {
+            let capacity = 50 + extra;
+            let bins = best_fit_decreasing(&lengths, capacity);
+            let mut seen: Vec<usize> = bins.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+            for bin in &bins {
+                prop_assert!(bin.iter().map(|&i| lengths[i]).sum::<u32>() <= capacity);
+            }
+        }
+    }
+}

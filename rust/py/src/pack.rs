@@ -1,0 +1,157 @@
+//! The packing stage's kernel: a stateful packer fed one batch at a time.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, ListArray};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3_arrow::PyArray;
+use tokenmill_core::pack::{self, PackStrategy, PackedRows, Packer};
+use tokenmill_core::tokenize::token_lists;
+use tokenmill_core::TokenmillError;
+
+use crate::error::BindingResult;
+use crate::utils::{detach, to_pyarrow};
+
+/// Packs one shard's documents into rows; see `tokenmill.stages.pack`.
+#[pyclass(name = "Packer", module = "tokenmill._core")]
+pub struct PyPacker {
+    inner: Packer,
+}
+
+fn list_of<T: arrow_array::ArrowPrimitiveType>(
+    values: Vec<T::Native>,
+    offsets: &[usize],
+    item: DataType,
+) -> ArrayRef {
+    let field = Arc::new(Field::new("item", item, false));
+    let values = arrow_array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), None);
+    let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
+    Arc::new(ListArray::new(field, offsets, Arc::new(values), None))
+}
+
+/// `(input_ids, seq_lens, doc_index, doc_offset, position_ids)` as pyarrow arrays.
+fn to_columns<'py>(py: Python<'py>, rows: PackedRows) -> PyResult<Bound<'py, PyTuple>> {
+    use arrow_array::types::{UInt32Type, UInt64Type};
+    let mut positions = Vec::with_capacity(rows.tokens.len());
+    for segment in &rows.segments {
+        positions.extend(0..segment.len);
+    }
+    let seq_lens: Vec<u32> = rows.segments.iter().map(|s| s.len).collect();
+    let docs: Vec<u64> = rows.segments.iter().map(|s| s.doc).collect();
+    let starts: Vec<u32> = rows.segments.iter().map(|s| s.offset).collect();
+    let columns = [
+        list_of::<UInt32Type>(rows.tokens, &rows.row_offsets, DataType::UInt32),
+        list_of::<UInt32Type>(seq_lens, &rows.segment_offsets, DataType::UInt32),
+        list_of::<UInt64Type>(docs, &rows.segment_offsets, DataType::UInt64),
+        list_of::<UInt32Type>(starts, &rows.segment_offsets, DataType::UInt32),
+        list_of::<UInt32Type>(positions, &rows.row_offsets, DataType::UInt32),
+    ];
+    let converted = columns
+        .into_iter()
+        .map(|c| to_pyarrow(py, c))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, converted)
+}
+
+#[pymethods]
+impl PyPacker {
+    #[new]
+    #[pyo3(signature = (seq_len, *, strategy = "bfd", buffer = 10_000))]
+    fn new(seq_len: u32, strategy: &str, buffer: usize) -> BindingResult<Self> {
+        let strategy = match strategy {
+            "bfd" => PackStrategy::Bfd { buffer },
+            "concat" => PackStrategy::Concat,
+            other => {
+                return Err(TokenmillError::config(
+                    format!("strategy '{other}' is not 'bfd' or 'concat'"),
+                    "pass --strategy bfd or --strategy concat",
+                )
+                .into())
+            }
+        };
+        Ok(Self {
+            inner: Packer::new(seq_len, strategy)?,
+        })
+    }
+
+    /// Adds the documents of a `list<uint32>` array, numbered from
+    /// `first_doc`; returns the rows they completed.
+    #[pyo3(signature = (tokens, first_doc, *, column = "input_ids"))]
+    fn push<'py>(
+        &mut self,
+        py: Python<'py>,
+        tokens: PyArray,
+        first_doc: u64,
+        column: &str,
+    ) -> BindingResult<Bound<'py, PyTuple>> {
+        let array = tokens.array().clone();
+        let packer = &mut self.inner;
+        let rows = detach(py, || {
+            let (values, offsets) = token_lists(column, array.as_ref())?;
+            let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
+            Ok(packer.push(values, &offsets, first_doc))
+        })?;
+        Ok(to_columns(py, rows)?)
+    }
+
+    /// The rows left at the end of the shard.
+    fn finish<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyTuple>> {
+        let packer = &mut self.inner;
+        let rows = detach(py, || Ok(packer.finish()))?;
+        Ok(to_columns(py, rows)?)
+    }
+
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.inner.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("documents", stats.documents)?;
+        dict.set_item("empty_documents", stats.empty_documents)?;
+        dict.set_item("documents_split", stats.documents_split)?;
+        dict.set_item("rows", stats.rows)?;
+        dict.set_item("tokens", stats.tokens)?;
+        dict.set_item("tokens_truncated", stats.tokens_truncated)?;
+        Ok(dict)
+    }
+}
+
+/// The bin of each item under best-fit decreasing: the packing decision
+/// alone, on lengths, for benchmarks and planning.
+#[pyfunction]
+fn best_fit_decreasing<'py>(
+    py: Python<'py>,
+    lengths: PyReadonlyArray1<'py, u32>,
+    capacity: u32,
+) -> BindingResult<Bound<'py, PyArray1<u64>>> {
+    let lengths = lengths.as_array().to_vec();
+    if let Some(&too_long) = lengths.iter().find(|&&l| l > capacity) {
+        return Err(TokenmillError::config(
+            format!("an item of {too_long} does not fit bins of {capacity}"),
+            "split long items first, or raise the capacity",
+        )
+        .into());
+    }
+    let bins = detach(py, || {
+        let mut bin_of = vec![0u64; lengths.len()];
+        for (bin, items) in pack::best_fit_decreasing(&lengths, capacity)
+            .into_iter()
+            .enumerate()
+        {
+            for item in items {
+                bin_of[item] = bin as u64;
+            }
+        }
+        Ok(bin_of)
+    })?;
+    Ok(bins.into_pyarray(py))
+}
+
+pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<PyPacker>()?;
+    module.add_function(wrap_pyfunction!(best_fit_decreasing, module)?)?;
+    Ok(())
+}
