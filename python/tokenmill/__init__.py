@@ -21,6 +21,7 @@ from tokenmill._core import (
     set_num_threads,
     special_tokens,
 )
+from tokenmill.collate import CausalLMCollator
 from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
@@ -32,6 +33,7 @@ from tokenmill.tokenizer import load_tokenizer, train_tokenizer
 
 __all__ = [
     "BpeTrainer",
+    "CausalLMCollator",
     "ConfigError",
     "DataError",
     "Dataset",

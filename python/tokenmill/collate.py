@@ -1,0 +1,212 @@
+"""Collators: from token rows to the tensors a model's forward pass takes.
+
+Each collator takes a batch in whatever form a loader hands it (a list of
+dicts, a list of arrays, a 2-D array or tensor, an Arrow list array or record
+batch) and returns contiguous tensors under the names Hugging Face and
+PyTorch users know. All the work is vectorized numpy over the flat token
+buffer: nothing loops over tokens in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from tokenmill._core import ConfigError, DataError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class FlatRows:
+    """A batch as one flat buffer: tokens, row lengths, and the document
+    segments inside each row (one per row when the rows are not packed)."""
+
+    tokens: npt.NDArray[np.int64]
+    row_lengths: npt.NDArray[np.int64]
+    segment_lengths: npt.NDArray[np.int64]
+    segments_per_row: npt.NDArray[np.int64]
+
+
+def _as_int64(values: Any) -> npt.NDArray[np.int64]:
+    if hasattr(values, "detach"):  # a torch tensor
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def _from_arrow(batch: pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray) -> FlatRows:
+    if isinstance(batch, (pa.RecordBatch, pa.Table)):
+        ids = batch.column("input_ids")
+        seq_lens = batch.column("seq_lens") if "seq_lens" in batch.schema.names else None
+    else:
+        ids, seq_lens = batch, None
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(seq_lens, pa.ChunkedArray):
+        seq_lens = seq_lens.combine_chunks()
+    lengths = np.diff(ids.offsets.to_numpy()).astype(np.int64)
+    tokens = ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    if seq_lens is None:
+        return FlatRows(tokens, lengths, lengths.copy(), np.ones(len(lengths), dtype=np.int64))
+    per_row = np.diff(seq_lens.offsets.to_numpy()).astype(np.int64)
+    segments = seq_lens.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    return FlatRows(tokens, lengths, segments, per_row)
+
+
+def flatten_batch(batch: Any) -> FlatRows:
+    """Any supported batch form as :class:`FlatRows`."""
+    if isinstance(batch, (pa.RecordBatch, pa.Table, pa.Array, pa.ChunkedArray)):
+        return _from_arrow(batch)
+    if hasattr(batch, "ndim") and batch.ndim == 2:  # numpy array or torch tensor
+        array = _as_int64(batch).reshape(batch.shape[0], -1)
+        count, width = array.shape
+        lengths = np.full(count, width, dtype=np.int64)
+        return FlatRows(array.reshape(-1), lengths, lengths.copy(), np.ones(count, dtype=np.int64))
+    if not isinstance(batch, Sequence) or len(batch) == 0:
+        raise ConfigError(
+            "a collator needs a non-empty list of rows, a 2-D array or an Arrow array; "
+            f"got {type(batch).__name__}"
+        )
+    if isinstance(batch[0], Mapping):
+        rows = [_as_int64(row["input_ids"]) for row in batch]
+        has_segments = "seq_lens" in batch[0]
+        segments = (
+            [_as_int64(row["seq_lens"]) for row in batch]
+            if has_segments
+            else [np.array([len(r)], dtype=np.int64) for r in rows]
+        )
+    else:
+        rows = [_as_int64(row) for row in batch]
+        segments = [np.array([len(r)], dtype=np.int64) for r in rows]
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    per_row = np.array([len(s) for s in segments], dtype=np.int64)
+    return FlatRows(
+        np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+        lengths,
+        np.concatenate(segments),
+        per_row,
+    )
+
+
+class CausalLMCollator:
+    """Padded `[batch, length]` tensors for decoder-only training on packed rows.
+
+    Returns `input_ids`, `attention_mask` (1 on real tokens), `labels` (the
+    inputs, -100 on padding and, with `mask_document_starts`, on each
+    document's first token so no loss is taken across a document boundary),
+    `position_ids` restarting at each document, `document_ids` (each
+    document segment's index in the batch, -1 on padding; FlexAttention's
+    document mask compares these), and for variable-length flash attention
+    over the flattened batch `cu_seq_lens_q`/`cu_seq_lens_k` (int32, every
+    row's padding a segment of its own) and `max_length_q`/`max_length_k`.
+    With `document_mask=True` it adds `document_mask` `[batch, 1, length,
+    length]`, True where a query may attend a key (same document, not later),
+    for `scaled_dot_product_attention`.
+    """
+
+    def __init__(
+        self,
+        *,
+        pad_id: int = 0,
+        seq_len: int | None = None,
+        mask_document_starts: bool = False,
+        document_mask: bool = False,
+        vocab_size: int | None = None,
+        return_tensors: str = "pt",
+    ) -> None:
+        if return_tensors not in ("pt", "np"):
+            raise ConfigError(f"return_tensors={return_tensors!r} is not 'pt' or 'np'")
+        if seq_len is not None and seq_len <= 0:
+            raise ConfigError(f"seq_len {seq_len} is not positive")
+        self.pad_id = pad_id
+        self.seq_len = seq_len
+        self.mask_document_starts = mask_document_starts
+        self.document_mask = document_mask
+        self.vocab_size = vocab_size
+        self.return_tensors = return_tensors
+
+    def __call__(self, batch: Any) -> dict[str, Any]:
+        flat = flatten_batch(batch)
+        rows = len(flat.row_lengths)
+        row_of_segment = np.repeat(np.arange(rows), flat.segments_per_row)
+        covered = np.bincount(row_of_segment, weights=flat.segment_lengths, minlength=rows)
+        if not np.array_equal(covered.astype(np.int64), flat.row_lengths):
+            raise DataError("seq_lens do not add up to the row lengths; pass rows from `pack`")
+        if (
+            self.vocab_size is not None
+            and len(flat.tokens)
+            and (flat.tokens.min() < 0 or flat.tokens.max() >= self.vocab_size)
+        ):
+            bad = int(flat.tokens[(flat.tokens < 0) | (flat.tokens >= self.vocab_size)][0])
+            raise DataError(f"token id {bad} is outside the vocabulary of {self.vocab_size}")
+        longest = int(flat.row_lengths.max()) if rows else 0
+        width = self.seq_len if self.seq_len is not None else longest
+        if longest > width:
+            raise DataError(f"a row of {longest} tokens does not fit seq_len {width}")
+
+        row_of_token = np.repeat(np.arange(rows), flat.row_lengths)
+        column_of_token = np.arange(len(flat.tokens)) - np.repeat(
+            _starts(flat.row_lengths), flat.row_lengths
+        )
+        segment_starts = _starts(flat.segment_lengths)
+        position = np.arange(len(flat.tokens)) - np.repeat(segment_starts, flat.segment_lengths)
+        segment_of_token = np.repeat(np.arange(len(flat.segment_lengths)), flat.segment_lengths)
+
+        input_ids = np.full((rows, width), self.pad_id, dtype=np.int64)
+        input_ids[row_of_token, column_of_token] = flat.tokens
+        attention_mask = np.zeros((rows, width), dtype=np.int64)
+        attention_mask[row_of_token, column_of_token] = 1
+        position_ids = np.zeros((rows, width), dtype=np.int64)
+        position_ids[row_of_token, column_of_token] = position
+        document_ids = np.full((rows, width), -1, dtype=np.int64)
+        document_ids[row_of_token, column_of_token] = segment_of_token
+        labels = np.where(attention_mask == 1, input_ids, IGNORE_INDEX)
+        if self.mask_document_starts:
+            labels[(position_ids == 0) & (attention_mask == 1)] = IGNORE_INDEX
+
+        padding = width - flat.row_lengths
+        last_segment_of_row = np.cumsum(flat.segments_per_row)
+        pieces = np.insert(flat.segment_lengths, last_segment_of_row, padding)
+        pieces = pieces[pieces > 0]
+        cu_seq_lens = np.concatenate([[0], np.cumsum(pieces)]).astype(np.int32)
+        max_length = int(pieces.max()) if len(pieces) else 0
+
+        out: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "position_ids": position_ids,
+            "document_ids": document_ids,
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": max_length,
+            "max_length_k": max_length,
+        }
+        if self.document_mask:
+            same = document_ids[:, :, None] == document_ids[:, None, :]
+            causal = np.tril(np.ones((width, width), dtype=bool))
+            real = attention_mask.astype(bool)
+            out["document_mask"] = (same & causal & real[:, None, :] & real[:, :, None])[:, None]
+        return _to_tensors(out) if self.return_tensors == "pt" else out
+
+
+def _starts(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each of consecutive pieces of these lengths starts."""
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def _to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {
+        name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        for name, value in arrays.items()
+    }
