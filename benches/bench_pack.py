@@ -23,50 +23,6 @@ from _harness import REPO, median_seconds
 os.environ["TOKENMILL_NUM_THREADS"] = "1"
 
 
-def python_bfd(lengths: list[int], capacity: int) -> list[int]:
-    """Best-fit decreasing with a max segment tree over rooms 0..capacity."""
-    size = 1
-    while size < capacity + 1:
-        size *= 2
-    tree = [0] * (2 * size)  # tree[size + room] = room if a row has that room, else 0
-    rows_with_room: list[list[int]] = [[] for _ in range(capacity + 1)]
-
-    def set_room(room: int, present: bool) -> None:
-        i = size + room
-        tree[i] = room if present else 0
-        i //= 2
-        while i:
-            tree[i] = max(tree[2 * i], tree[2 * i + 1])
-            i //= 2
-
-    def smallest_room_at_least(need: int) -> int:
-        if tree[1] < need:
-            return -1
-        i = 1
-        while i < size:  # descend left whenever the left half holds a big enough room
-            i = 2 * i if tree[2 * i] >= need else 2 * i + 1
-        return i - size
-
-    bin_of = [0] * len(lengths)
-    rows = 0
-    for item in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
-        need = lengths[item]
-        room = smallest_room_at_least(need)
-        if room < 0:
-            row, room = rows, capacity
-            rows += 1
-        else:
-            row = rows_with_room[room].pop()
-            if not rows_with_room[room]:
-                set_room(room, False)
-        bin_of[item] = row
-        left = room - need
-        if left:
-            rows_with_room[left].append(row)
-            set_room(left, True)
-    return bin_of
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=200_000)
@@ -77,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import tokenmill
+    from tokenmill.bench import python_best_fit_decreasing
 
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(500), 1.0, args.documents), 16, 32_000).astype(np.uint32)
@@ -93,7 +50,7 @@ def main() -> None:
         )
 
     def theirs() -> int:
-        return sum(max(python_bfd(w, args.seq_len)) + 1 for w in as_lists)
+        return sum(max(python_best_fit_decreasing(w, args.seq_len)) + 1 for w in as_lists)
 
     rows_ours, rows_theirs = ours(), theirs()
     fill_ours = pieces.sum() / (rows_ours * args.seq_len)

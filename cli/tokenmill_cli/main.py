@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 import tokenmill
+from tokenmill.bench import SUITES, format_table, run_bench
 from tokenmill.demo import run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
@@ -426,6 +427,39 @@ def dedup_command(
     for line in dedup_report_lines(report):
         click.echo(line, err=True)
     _report(report.run)
+
+
+@cli.command("bench")
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A text dataset to measure on (default: the demo corpus, built on the fly).",
+)
+@click.option(
+    "--suite",
+    "suites",
+    multiple=True,
+    type=click.Choice(SUITES),
+    help="Run only these suites (repeatable; default: all).",
+)
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("bench-out"),
+    show_default=True,
+    help="Where bench.json, bench.md and bench.png go.",
+)
+@click.option("--png/--no-png", default=True, show_default=True, help="Save a chart.")
+def bench_command(
+    corpus: Path | None, suites: tuple[str, ...], repeat: int, output: Path, png: bool
+) -> None:
+    """Measure throughput of each stage beside the tools it replaces."""
+    results = run_bench(corpus, suites=suites or SUITES, repeat=repeat, output=output, png=png)
+    click.echo(format_table(results))
+    click.echo(f"saved to {output}", err=True)
 
 
 @cli.group("tokenizer")

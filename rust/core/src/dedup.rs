@@ -24,8 +24,9 @@ use crate::tokenize::token_lists;
 /// [`TokenmillError::Data`] for the first row that is not valid UTF-8.
 pub fn text_hashes(texts: &TextColumn, normalization: Normalization) -> Result<Vec<u128>> {
     let rows: Vec<usize> = (0..texts.len()).collect();
+    let chunk = rows.len().div_ceil(rayon::current_num_threads() * 8).max(1);
     let hashes: Vec<Result<u128>> = rows
-        .par_chunks(1024)
+        .par_chunks(chunk)
         .flat_map_iter(|chunk| {
             let mut buffer = String::new();
             chunk

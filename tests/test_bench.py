@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from tokenmill import _core
+from tokenmill.bench import python_best_fit_decreasing, run_bench
+from tokenmill_cli.main import cli
+
+
+def test_python_reference_packs_like_the_kernel() -> None:
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 300, size=2000).astype(np.uint32)
+    ours = _core.best_fit_decreasing(lengths, 512)
+    theirs = np.array(python_best_fit_decreasing(lengths.tolist(), 512))
+    # Same algorithm, same tie-breaking: the same rows.
+    assert np.array_equal(ours, theirs)
+
+
+def test_bench_writes_table_json_and_chart(small_dataset: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--corpus", str(small_dataset), "--repeat", "1", "-o", str(tmp_path / "b")],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert {r["suite"] for r in rows} == {"tokenize", "dedup", "pack"}
+    assert all(r["throughput"] > 0 for r in rows)
+    compared = [r for r in rows if r["baseline"] is not None]
+    assert compared and all(r["speedup"] > 0 for r in compared)
+    assert (tmp_path / "b" / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| pack | tokenmill best-fit decreasing | 1 |" in result.output
+
+
+def test_unknown_suite_is_refused() -> None:
+    result = CliRunner().invoke(cli, ["bench", "--suite", "nope"])
+    assert result.exit_code == 2
+
+
+def test_run_bench_without_output_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    results = run_bench(suites=["pack"], repeat=1)
+    assert [m.implementation for m in results][-1] == "tokenmill best-fit decreasing"
+    assert list(tmp_path.iterdir()) == []
