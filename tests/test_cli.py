@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -29,7 +30,9 @@ def test_every_command_has_help() -> None:
 
 
 def test_installed_command_reports_its_version() -> None:
-    result = subprocess.run(["tokenmill", "--version"], check=True, capture_output=True, text=True)
+    # The script sits beside the interpreter, whether or not its folder is on PATH.
+    command = Path(sys.executable).parent / "tokenmill"
+    result = subprocess.run([command, "--version"], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == f"tokenmill, version {tokenmill.__version__}"
 
 

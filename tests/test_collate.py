@@ -49,7 +49,19 @@ def test_dense_document_mask() -> None:
         dtype=bool,
     )
     assert (mask[0, 0] == expected_row0).all()
-    assert not mask[1, 0, :, 2:].any()  # nothing attends padding
+    assert not mask[1, 0, :2, 2:].any()  # no real token attends padding
+    assert mask[1, 0, 2:, 2:].diagonal().all()  # padding attends itself, so no softmax is NaN
+    assert mask[0, 0].any(axis=-1).all() and mask[1, 0].any(axis=-1).all()
+
+
+def test_flattened_batches_carry_no_attention_mask() -> None:
+    out = CausalLMCollator(flatten=True, mask_document_starts=True, return_tensors="np")(ROWS)
+    assert "attention_mask" not in out
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, 1, 2]]
+    assert out["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, 2]]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5, 7]
+    assert out["max_length_q"] == 3
 
 
 def test_every_input_form_gives_the_same_tensors() -> None:
@@ -103,3 +115,7 @@ def test_bad_batches() -> None:
         CausalLMCollator(vocab_size=5)([[1, 7]])
     with pytest.raises(tokenmill.ConfigError, match="non-empty list"):
         collator([])
+    with pytest.raises(tokenmill.ConfigError, match="'input_ids'"):
+        collator([{"tokens": [1]}])
+    with pytest.raises(tokenmill.ConfigError, match="mix no packed rows"):
+        collator([{"input_ids": [1], "seq_lens": [1]}, {"input_ids": [2]}])

@@ -55,7 +55,9 @@ def test_ranks_and_workers_read_disjoint_slices_covering_the_epoch(
         rows = [i for b in batches for i in b]
         assert len(rows) == len(dataset)
         seen += rows
-    assert sorted(seen) == list(range(37))
+    # 37 rows over 2 ranks: the first row of the permutation is read twice so
+    # both ranks take 19 steps; every other row exactly once.
+    assert set(seen) == set(range(37)) and len(seen) == 38
 
 
 def test_worker_count_does_not_change_the_batches(token_shards: Path) -> None:
@@ -85,16 +87,62 @@ def test_epochs_and_seeds_permute_deterministically(token_shards: Path) -> None:
     assert unshuffled.order().tolist() == list(range(37))
 
 
-def test_arrow_rows_are_zero_copy_views(token_shards: Path) -> None:
-    dataset = TokenDataset(token_shards, batch_size=4, shuffle=False)
-    row = next(iter(dataset))["input_ids"]
-    assert row.dtype == np.uint32 and not row.flags.owndata
+def test_arrow_rows_are_zero_copy_views(tmp_path: Path) -> None:
+    ids = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, 2_000_001, 1000), type=pa.int32()),
+        pa.array(np.arange(2_000_000, dtype=np.uint32)),
+    )
+    table = pa.table({"input_ids": ids})
+    (tmp_path / "big").mkdir()
+    with (
+        pa.OSFile(str(tmp_path / "big" / "s.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)
+    del table, ids
+    dataset = TokenDataset(tmp_path / "big", batch_size=4, shuffle=False)
+    before = pa.total_allocated_bytes()
+    rows = iter(dataset)
+    first = next(rows)["input_ids"]
+    # 8 MB of tokens were mapped, not read: Arrow allocated next to nothing.
+    assert pa.total_allocated_bytes() - before < 1_000_000
+    assert first.dtype == np.uint32 and first.tolist() == list(range(1000))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_every_rank_takes_as_many_batches(token_shards: Path, drop_last: bool) -> None:
+    counts, seen = [], []
+    for rank in range(3):  # 37 rows do not divide by 3
+        dataset = TokenDataset(
+            token_shards, batch_size=1, seed=2, rank=rank, world_size=3, drop_last=drop_last
+        )
+        batches = _batches(dataset, 0)
+        counts.append(len(batches))
+        seen += [i for b in batches for i in b]
+    assert counts == [12, 12, 12] if drop_last else counts == [13, 13, 13]
+    assert (len(set(seen)) == 36) if drop_last else (set(seen) == set(range(37)))
+
+
+def test_a_loaded_position_survives_set_epoch(token_shards: Path) -> None:
+    dataset = TokenDataset(token_shards, batch_size=3, seed=5)
+    dataset.set_epoch(1)
+    uninterrupted = _batches(dataset, 0)
+    resumed = TokenDataset(token_shards, batch_size=3, seed=5)
+    resumed.load_state_dict(dataset.state_dict(batches_seen=4))
+    resumed.set_epoch(1)  # the training loop's usual call
+    assert _batches(resumed, 0) == uninterrupted[4:]
+    resumed.set_epoch(2)
+    assert len(_batches(resumed, 0)) == len(uninterrupted)
 
 
 def test_state_from_other_settings_is_refused(token_shards: Path) -> None:
     state = TokenDataset(token_shards, batch_size=4).state_dict(batches_seen=2)
     with pytest.raises(tokenmill.ConfigError, match="batch_size=4"):
         TokenDataset(token_shards, batch_size=8).load_state_dict(state)
+    with pytest.raises(tokenmill.ConfigError, match="lacks batch_size, batches_seen"):
+        TokenDataset(token_shards, batch_size=4).load_state_dict({"epoch": 0})
+    with pytest.raises(tokenmill.ConfigError, match="rank and world_size together"):
+        TokenDataset(token_shards, batch_size=4, rank=1)
 
 
 def test_shards_without_tokens(tmp_path: Path) -> None:

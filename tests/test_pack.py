@@ -92,7 +92,9 @@ def test_concat_cuts_the_stream_like_group_texts(pydocs_tokens: Path, tmp_path: 
         rows = tmp_path / "c" / shard.name
         packed = open_dataset(rows).to_table().column("input_ids").to_pylist()
         assert all(len(r) == 257 for r in packed)
-        assert [t for r in packed for t in r] == stream[: len(packed) * 257]
+        # Windows of 257 at stride 256: each row opens with the last token of the one before.
+        for k, row in enumerate(packed):
+            assert row == stream[k * 256 : k * 256 + 257]
     assert report.manifest.ratios["fill"] == 1.0
     assert report.manifest.totals["tokens_truncated"] > 0
 
@@ -149,9 +151,9 @@ def test_bad_input(tmp_path: Path, small_dataset: Path) -> None:
     assert result.exit_code == 1
     assert "SchemaError" in result.output and "'input_ids' is missing" in result.output
     assert not (tmp_path / "o").exists()
-    texts = write_shards(tmp_path / "ints", {"i.parquet": pa.table({"input_ids": [[1, 2], [3]]})})
+    floats = write_shards(tmp_path / "f", {"f.parquet": pa.table({"input_ids": [[1.5], [3.0]]})})
     with pytest.raises(tokenmill.SchemaError, match="not list<uint32>"):
-        tokenmill.pack(texts, tmp_path / "o", 8, progress=False)
+        tokenmill.pack(floats, tmp_path / "o", 8, progress=False)
 
 
 def test_empty_documents_are_skipped_and_counted(tmp_path: Path) -> None:
@@ -170,3 +172,22 @@ def test_best_fit_decision_api() -> None:
     assert bins.tolist() == [0, 0, 1, 1]  # 7 + 3 and 5 + 5
     with pytest.raises(tokenmill.ConfigError, match="does not fit"):
         tokenmill._core.best_fit_decreasing(np.array([11], dtype=np.uint32), 10)
+
+
+def test_int32_tokens_are_accepted_and_nulls_refused(tmp_path: Path) -> None:
+    ids = pa.array([[1, 2], [3]], type=pa.list_(pa.int32()))
+    source = write_shards(tmp_path / "i", {"i.parquet": pa.table({"input_ids": ids})})
+    tokenmill.pack(source, tmp_path / "o", 4, progress=False)
+    assert open_dataset(tmp_path / "o").to_table().column("input_ids").to_pylist() == [[1, 2, 3]]
+    negative = write_shards(
+        tmp_path / "n",
+        {"n.parquet": pa.table({"input_ids": pa.array([[1, -2]], pa.list_(pa.int32()))})},
+    )
+    with pytest.raises(tokenmill.DataError, match="negative token id -2"):
+        tokenmill.pack(negative, tmp_path / "o2", 4, progress=False)
+    nulls = write_shards(
+        tmp_path / "z",
+        {"z.parquet": pa.table({"input_ids": pa.array([[1], None], pa.list_(pa.uint32()))})},
+    )
+    with pytest.raises(tokenmill.DataError, match=r"z\.parquet: row 1: the token list is null"):
+        tokenmill.pack(nulls, tmp_path / "o3", 4, progress=False)

@@ -171,7 +171,9 @@ def token_hashes(tokens: Any, *, column: str = "input_ids") -> npt.NDArray[np.ui
 
 @final
 class Packer:
-    def __new__(cls, seq_len: int, *, strategy: str = "bfd", buffer: int = 10000) -> Packer: ...
+    def __new__(
+        cls, seq_len: int, *, strategy: str = "bfd", buffer: int = 10000, overlap: bool = False
+    ) -> Packer: ...
     def push(
         self, tokens: Any, first_doc: int, *, column: str = "input_ids"
     ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]: ...

@@ -73,8 +73,12 @@ def flatten_batch(batch: Any) -> FlatRows:
             f"got {type(batch).__name__}"
         )
     if isinstance(batch[0], Mapping):
-        rows = [_as_int64(row["input_ids"]) for row in batch]
+        if any("input_ids" not in row for row in batch):
+            raise ConfigError("every row needs an 'input_ids' entry")
         has_segments = "seq_lens" in batch[0]
+        if any(("seq_lens" in row) != has_segments for row in batch):
+            raise ConfigError("some rows have 'seq_lens' and some do not; mix no packed rows")
+        rows = [_as_int64(row["input_ids"]) for row in batch]
         segments = (
             [_as_int64(row["seq_lens"]) for row in batch]
             if has_segments
@@ -107,6 +111,12 @@ class CausalLMCollator:
     With `document_mask=True` it adds `document_mask` `[batch, 1, length,
     length]`, True where a query may attend a key (same document, not later),
     for `scaled_dot_product_attention`.
+
+    A Hugging Face model given `attention_mask` takes it for the only mask and
+    lets documents of one row attend each other; pass it the document mask,
+    or use `flatten=True`, which returns the batch as one unpadded row with
+    `cu_seq_lens_*` and no `attention_mask`, the layout Hugging Face's
+    `DataCollatorWithFlattening` makes for flash attention.
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class CausalLMCollator:
         seq_len: int | None = None,
         mask_document_starts: bool = False,
         document_mask: bool = False,
+        flatten: bool = False,
         vocab_size: int | None = None,
         return_tensors: str = "pt",
     ) -> None:
@@ -123,6 +134,9 @@ class CausalLMCollator:
             raise ConfigError(f"return_tensors={return_tensors!r} is not 'pt' or 'np'")
         if seq_len is not None and seq_len <= 0:
             raise ConfigError(f"seq_len {seq_len} is not positive")
+        if flatten and (seq_len is not None or document_mask):
+            raise ConfigError("flatten=True pads nothing: leave seq_len and document_mask unset")
+        self.flatten = flatten
         self.pad_id = pad_id
         self.seq_len = seq_len
         self.mask_document_starts = mask_document_starts
@@ -144,6 +158,8 @@ class CausalLMCollator:
         ):
             bad = int(flat.tokens[(flat.tokens < 0) | (flat.tokens >= self.vocab_size)][0])
             raise DataError(f"token id {bad} is outside the vocabulary of {self.vocab_size}")
+        if self.flatten:
+            return self._flattened(flat)
         longest = int(flat.row_lengths.max()) if rows else 0
         width = self.seq_len if self.seq_len is not None else longest
         if longest > width:
@@ -191,7 +207,40 @@ class CausalLMCollator:
             same = document_ids[:, :, None] == document_ids[:, None, :]
             causal = np.tril(np.ones((width, width), dtype=bool))
             real = attention_mask.astype(bool)
-            out["document_mask"] = (same & causal & real[:, None, :] & real[:, :, None])[:, None]
+            mask = same & causal & real[:, None, :] & real[:, :, None]
+            # A padding query attends itself: a row of all False makes the
+            # softmax NaN, and NaN spreads into real tokens in later layers.
+            padding_rows, padding_columns = np.nonzero(~real)
+            mask[padding_rows, padding_columns, padding_columns] = True
+            out["document_mask"] = mask[:, None]
+        return _to_tensors(out) if self.return_tensors == "pt" else out
+
+    def _flattened(self, flat: FlatRows) -> dict[str, Any]:
+        """The whole batch as one row with no padding, as Hugging Face's
+        `DataCollatorWithFlattening` lays it out: models with flash attention
+        read `cu_seq_lens_*` and keep documents apart; there is no
+        `attention_mask` to override them."""
+        position = np.arange(len(flat.tokens)) - np.repeat(
+            _starts(flat.segment_lengths), flat.segment_lengths
+        )
+        labels = flat.tokens.copy()
+        if self.mask_document_starts:
+            labels[position == 0] = IGNORE_INDEX
+        pieces = flat.segment_lengths[flat.segment_lengths > 0]
+        cu_seq_lens = np.concatenate([[0], np.cumsum(pieces)]).astype(np.int32)
+        max_length = int(pieces.max()) if len(pieces) else 0
+        out: dict[str, Any] = {
+            "input_ids": flat.tokens[None, :],
+            "labels": labels[None, :],
+            "position_ids": position[None, :],
+            "document_ids": np.repeat(np.arange(len(flat.segment_lengths)), flat.segment_lengths)[
+                None, :
+            ],
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": max_length,
+            "max_length_k": max_length,
+        }
         return _to_tensors(out) if self.return_tensors == "pt" else out
 
 

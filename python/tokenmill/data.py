@@ -16,7 +16,13 @@ resumed run yields the batches an uninterrupted one would have.
     dataset.load_state_dict(state)                      # on resume, before iterating
 
 Shards written as Arrow IPC (`--format arrow`) are memory-mapped: rows reach
-the collator as zero-copy views. Parquet shards are read into memory.
+the collator as zero-copy views. Parquet shards are decoded into memory one
+at a time, which a shuffled epoch makes slow: write training shards as Arrow.
+
+The DataLoader's `batch_size` must equal the dataset's, and its workers must
+not be persistent (`persistent_workers=False`, the default): a persistent
+worker keeps the copy of the dataset it started with, so it would miss
+`set_epoch` and `load_state_dict`.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         columns: Sequence[str] = ("input_ids", "seq_lens"),
         rank: int | None = None,
         world_size: int | None = None,
+        drop_last: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size {batch_size} is not positive")
@@ -85,30 +92,42 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         self.seed = seed
         self.shuffle = shuffle
         self.rank, self.world_size = _distributed(rank, world_size)
+        self.drop_last = drop_last
         self.epoch = 0
+        self._order: tuple[int, npt.NDArray[np.int64]] | None = None
         self._resume_batches = 0
         self._rows = [shard.num_rows for shard in self.dataset.shards]
         self._shard_starts = np.cumsum([0, *self._rows])
         self._loaded: dict[int, dict[str, _Columns]] = {}
 
     def __len__(self) -> int:
-        """Rows this rank reads per epoch."""
+        """Rows this rank reads per epoch: the same on every rank."""
         total = int(self._shard_starts[-1])
-        return len(range(self.rank, total, self.world_size))
+        if self.drop_last:
+            return total // self.world_size
+        return -(-total // self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Starts epoch `epoch` from its beginning (a new permutation)."""
-        self.epoch = epoch
-        self._resume_batches = 0
+        """Moves to epoch `epoch` (a new permutation). Setting the epoch a
+        loaded state is in keeps its position, so a resume survives the usual
+        `for epoch in ...: dataset.set_epoch(epoch)` loop."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._resume_batches = 0
 
     def order(self) -> npt.NDArray[np.int64]:
         """This epoch's permutation of all rows (identity without shuffle)."""
+        if self._order is not None and self._order[0] == self.epoch:
+            return self._order[1]
         total = int(self._shard_starts[-1])
         if not self.shuffle:
-            return np.arange(total, dtype=np.int64)
-        keys = np.arange(total, dtype=np.uint64)
-        draws = _core.uniform(keys, seed=self.seed, stage="token-dataset", epoch=self.epoch)
-        return np.argsort(draws, kind="stable").astype(np.int64)
+            order = np.arange(total, dtype=np.int64)
+        else:
+            keys = np.arange(total, dtype=np.uint64)
+            draws = _core.uniform(keys, seed=self.seed, stage="token-dataset", epoch=self.epoch)
+            order = np.argsort(draws, kind="stable").astype(np.int64)
+        self._order = (self.epoch, order)
+        return order
 
     def state_dict(self, batches_seen: int) -> dict[str, int]:
         """Where this rank stands after its loader handed out `batches_seen` batches."""
@@ -122,6 +141,12 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Makes the next iteration continue exactly where `state` was taken."""
+        missing = {"epoch", "batches_seen", "seed", "batch_size", "world_size"} - set(state)
+        if missing:
+            raise ConfigError(
+                f"the saved data position lacks {', '.join(sorted(missing))}; "
+                "pass what TokenDataset.state_dict returned"
+            )
         for key in ("seed", "batch_size", "world_size"):
             if state[key] != getattr(self, key):
                 raise ConfigError(
@@ -132,7 +157,15 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         self._resume_batches = state["batches_seen"]
 
     def _rank_rows(self) -> npt.NDArray[np.int64]:
-        return self.order()[self.rank :: self.world_size]
+        order = self.order()
+        total, ranks = len(order), self.world_size
+        if total % ranks:
+            # Every rank must take as many steps, or DDP waits forever at the
+            # end of the epoch: drop the tail, or repeat the head as
+            # DistributedSampler does.
+            even = total // ranks * ranks if self.drop_last else -(-total // ranks) * ranks
+            order = np.resize(order, even)
+        return order[self.rank :: ranks]
 
     def _blocks(self, workers: int, worker: int) -> Iterator[npt.NDArray[np.int64]]:
         rows = self._rank_rows()
@@ -156,7 +189,11 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         shard = int(np.searchsorted(self._shard_starts, index, side="right")) - 1
         columns = self._loaded.get(shard)
         if columns is None:
-            table = self.dataset.shards[shard].read(self.columns)
+            source = self.dataset.shards[shard]
+            if source.format == "parquet":
+                # Parquet is decoded into memory: hold one shard, not all.
+                self._loaded.clear()
+            table = source.read(self.columns)
             columns = {name: _Columns(table.column(name)) for name in self.columns}
             self._loaded[shard] = columns
         local = index - int(self._shard_starts[shard])
@@ -166,6 +203,8 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if (rank is None) != (world_size is None):
+        raise ConfigError("pass rank and world_size together, or neither")
     if rank is not None and world_size is not None:
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is not in [0, {world_size})")

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenmill._core import ShardError
+from tokenmill._core import SchemaError, ShardError
 from tokenmill.manifest import MANIFEST_NAME, Manifest
 
 PARQUET_SUFFIXES = (".parquet",)
@@ -110,6 +110,12 @@ class Shard:
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole shard as a table (memory-mapped for Arrow IPC)."""
+        missing = [c for c in columns or () if c not in self.schema.names]
+        if missing:
+            raise SchemaError(
+                f"{self.path}: no column {', '.join(missing)} (the columns are: "
+                f"{', '.join(self.schema.names)})"
+            )
         try:
             if self.format == "parquet":
                 return pq.read_table(self.path, columns=list(columns) if columns else None)

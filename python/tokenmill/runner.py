@@ -248,11 +248,11 @@ def process_shard(
                     rows += result.num_rows
                 batch_tokens = _count_tokens(result, stage.token_column)
                 tokens += batch_tokens
+                if progress is not None:
+                    progress.advance(batch.num_rows if batch is not None else 0, batch_tokens)
                 if batch is None:
                     break
                 first_row += batch.num_rows
-                if progress is not None:
-                    progress.advance(batch.num_rows, batch_tokens)
         finally:
             writer.close()
     return OutputShard(

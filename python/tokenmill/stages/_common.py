@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tokenmill._core import SchemaError
+from tokenmill._core import DataError, SchemaError
 
 
 def require_column(schema: pa.Schema, column: str, option: str) -> pa.Field:
@@ -33,3 +33,26 @@ def require_text(schema: pa.Schema, column: str, option: str = "--text-column") 
             f"name a string column with {option}, or cast this one to string"
         )
     return field
+
+
+def is_token_list(t: pa.DataType) -> bool:
+    """`list<uint32>`, or `list<int32>` (accepted when its ids are non-negative)."""
+    return bool(
+        pa.types.is_list(t)
+        and (pa.types.is_uint32(t.value_type) or pa.types.is_int32(t.value_type))
+    )
+
+
+def as_uint32_tokens(column: pa.Array, name: str) -> pa.Array:
+    """A token column as `list<uint32>`, checking that `list<int32>` ids are not negative."""
+    if pa.types.is_uint32(column.type.value_type):
+        return column
+    import pyarrow.compute as pc
+
+    low = pc.min(column.flatten()).as_py()
+    if low is not None and low < 0:
+        raise DataError(
+            f"column '{name}' holds the negative token id {low}; token ids are vocabulary "
+            "indices, never negative"
+        )
+    return column.cast(pa.list_(pa.field("item", pa.uint32(), nullable=False)))

@@ -18,7 +18,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import require_column
+from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
 
 STRATEGIES = ("bfd", "concat")
 
@@ -69,7 +69,9 @@ class PackStage(Stage):
 
     @property
     def row_len(self) -> int:
-        """Tokens per full row: `seq_len`, plus one for shifted targets."""
+        """Tokens per full row: `seq_len`, plus one for shifted targets (each
+        row then starts with the previous row's last token, so the windows
+        `row[:-1]` -> `row[1:]` lose no input-target pair)."""
         return self.seq_len + 1 if self.shifted else self.seq_len
 
     def params(self) -> dict[str, Any]:
@@ -84,7 +86,7 @@ class PackStage(Stage):
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         field = require_column(schema, self.input_column, "--token-column")
         t = field.type
-        if not (pa.types.is_list(t) and pa.types.is_uint32(t.value_type)):
+        if not is_token_list(t):
             raise SchemaError(
                 f"column '{self.input_column}' has type {t}, not list<uint32> token ids; "
                 "run `tokenmill tokenize` first, or name the token column with --token-column"
@@ -92,14 +94,16 @@ class PackStage(Stage):
         return PACKED_SCHEMA
 
     def begin_shard(self, shard: str) -> None:
-        self._packer = _core.Packer(self.row_len, strategy=self.strategy, buffer=self.buffer)
+        self._packer = _core.Packer(
+            self.row_len, strategy=self.strategy, buffer=self.buffer, overlap=self.shifted
+        )
 
     def _rows(self, columns: tuple[pa.Array, ...]) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays(list(columns), schema=PACKED_SCHEMA)
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         assert self._packer is not None, "begin_shard was not called"
-        column = batch.column(self.input_column)
+        column = as_uint32_tokens(batch.column(self.input_column), self.input_column)
         return self._rows(self._packer.push(column, ctx.first_row, column=self.input_column))
 
     def end_shard(self, ctx: BatchContext) -> pa.RecordBatch | None:

@@ -104,8 +104,10 @@ fn first_set_at_or_above(bits: &[u64], from: usize) -> Option<usize> {
 pub enum PackStrategy {
     /// Best-fit decreasing over windows of `buffer` documents.
     Bfd { buffer: usize },
-    /// One stream cut into rows of `seq_len` tokens.
-    Concat,
+    /// One stream cut into rows of `seq_len` tokens; with `overlap`, each row
+    /// starts with the previous row's last token (Megatron's windows of
+    /// L + 1 tokens at stride L, so no input-target pair is lost).
+    Concat { overlap: bool },
 }
 
 /// What packing did, for the manifest.
@@ -167,6 +169,8 @@ pub struct Packer {
     pending_first_doc: u64,
     /// Concat only: the segments of the row being filled.
     partial: Vec<(Segment, std::ops::Range<usize>)>,
+    /// Concat with overlap: whether the partial row opens with a carried token.
+    carried: bool,
     stats: PackStats,
 }
 
@@ -194,6 +198,7 @@ impl Packer {
             pending_starts: Vec::new(),
             pending_first_doc: 0,
             partial: Vec::new(),
+            carried: false,
             stats: PackStats::default(),
         })
     }
@@ -217,12 +222,17 @@ impl Packer {
         match self.strategy {
             PackStrategy::Bfd { buffer } => {
                 let mut rows = PackedRows::new();
-                while self.pending_starts.len() >= buffer {
-                    self.pack_bfd(buffer, &mut rows);
+                // Pack every full window, then drop them all at once: draining
+                // per window would move the rest of the buffer each time.
+                let mut packed = 0;
+                while self.pending_starts.len() - packed >= buffer {
+                    self.pack_bfd(packed, buffer, &mut rows);
+                    packed += buffer;
                 }
+                self.drop_packed(packed);
                 rows
             }
-            PackStrategy::Concat => self.pack_concat(false),
+            PackStrategy::Concat { .. } => self.pack_concat(false),
         }
     }
 
@@ -233,11 +243,12 @@ impl Packer {
                 let mut rows = PackedRows::new();
                 let left = self.pending_starts.len();
                 if left > 0 {
-                    self.pack_bfd(left, &mut rows);
+                    self.pack_bfd(0, left, &mut rows);
+                    self.drop_packed(left);
                 }
                 rows
             }
-            PackStrategy::Concat => self.pack_concat(true),
+            PackStrategy::Concat { .. } => self.pack_concat(true),
         }
     }
 
@@ -251,10 +262,11 @@ impl Packer {
         start..end
     }
 
-    fn pack_bfd(&mut self, documents: usize, rows: &mut PackedRows) {
+    /// Packs pending documents `first .. first + documents` into `rows`.
+    fn pack_bfd(&mut self, first: usize, documents: usize, rows: &mut PackedRows) {
         let capacity = self.seq_len as usize;
         let mut pieces: Vec<(Segment, std::ops::Range<usize>)> = Vec::new();
-        for index in 0..documents {
+        for index in first..first + documents {
             let range = self.document(index);
             let doc = self.pending_first_doc + index as u64;
             if range.is_empty() {
@@ -288,7 +300,15 @@ impl Packer {
             rows.push_row(bin.iter().map(|&i| pieces[i].clone()), &self.pending);
             self.stats.rows += 1;
         }
-        self.stats.tokens += (self.document(documents - 1).end - self.pending_starts[0]) as u64;
+        let last = first + documents - 1;
+        self.stats.tokens += (self.document(last).end - self.pending_starts[first]) as u64;
+    }
+
+    /// Forgets the first `documents` pending documents, once packed.
+    fn drop_packed(&mut self, documents: usize) {
+        if documents == 0 {
+            return;
+        }
         let consumed = self.document(documents - 1).end;
         self.pending.drain(..consumed);
         self.pending_starts.drain(..documents);
@@ -322,10 +342,22 @@ impl Packer {
                 filled += len;
                 offset += len;
                 if filled == capacity {
+                    let (last, last_range) = self.partial.last().cloned().expect("a full row");
                     rows.push_row(self.partial.drain(..), &self.pending);
                     self.stats.rows += 1;
                     self.stats.tokens += capacity as u64;
                     filled = 0;
+                    if let PackStrategy::Concat { overlap: true } = self.strategy {
+                        let carried = Segment {
+                            doc: last.doc,
+                            offset: last.offset + last.len - 1,
+                            len: 1,
+                        };
+                        self.partial
+                            .push((carried, last_range.end - 1..last_range.end));
+                        filled = 1;
+                        self.carried = true;
+                    }
                 }
             }
         }
@@ -341,7 +373,9 @@ impl Packer {
         self.pending_first_doc += self.pending_starts.len() as u64;
         self.pending_starts.clear();
         if finishing {
-            self.stats.tokens_truncated += filled as u64;
+            // A carried token was already counted in the row it ended.
+            let carried = usize::from(self.carried && filled > 0);
+            self.stats.tokens_truncated += (filled - carried) as u64;
             self.partial.clear();
             self.pending.clear();
         }
@@ -441,7 +475,7 @@ mod tests {
     #[test]
     fn concat_cuts_one_stream_and_drops_the_tail() {
         let docs = vec![vec![1, 2, 3], vec![4, 5, 6, 7, 8], vec![9]];
-        let (rows, stats) = pack_all(&docs, 4, PackStrategy::Concat, 1);
+        let (rows, stats) = pack_all(&docs, 4, PackStrategy::Concat { overlap: false }, 1);
         assert_eq!(rows.tokens, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(rows.rows(), 2);
         assert_eq!(stats.tokens_truncated, 1);
@@ -453,6 +487,24 @@ mod tests {
                 offset: 1,
                 len: 4
             }]
+        );
+    }
+
+    #[test]
+    fn overlapping_windows_lose_no_input_target_pair() {
+        let docs = vec![vec![1, 2, 3], vec![4, 5, 6, 7, 8], vec![9]];
+        let (rows, stats) = pack_all(&docs, 4, PackStrategy::Concat { overlap: true }, 2);
+        // Windows of 4 at stride 3: 1234, 4567, 789 (dropped, 2 new tokens).
+        assert_eq!(rows.tokens, vec![1, 2, 3, 4, 4, 5, 6, 7]);
+        assert_eq!(stats.tokens_truncated, 2);
+        let second = &rows.segments[rows.segment_offsets[1]..rows.segment_offsets[2]];
+        assert_eq!(
+            second[0],
+            Segment {
+                doc: 1,
+                offset: 0,
+                len: 1
+            }
         );
     }
 
@@ -477,7 +529,7 @@ mod tests {
             docs in proptest::collection::vec(proptest::collection::vec(0u32..1000, 0..40), 0..60),
             seq_len in 1u32..32, batch in 1usize..10,
         ) {
-            let (rows, stats) = pack_all(&docs, seq_len, PackStrategy::Concat, batch);
+            let (rows, stats) = pack_all(&docs, seq_len, PackStrategy::Concat { overlap: false }, batch);
             let stream: Vec<u32> = docs.iter().flatten().copied().collect();
             let kept = stream.len() / seq_len as usize * seq_len as usize;
             prop_assert_eq!(&rows.tokens[..], &stream[..kept]);

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ListArray, UInt32Array};
+use arrow_array::{Array, ListArray, UInt32Array};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field};
 use rayon::prelude::*;
@@ -270,7 +270,24 @@ pub fn token_lists<'a>(
         .downcast_ref::<UInt32Array>()
         .ok_or_else(schema_error)?;
     let offsets = list.value_offsets();
+    if list.null_count() > 0 {
+        let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0);
+        return Err(TokenmillError::data(
+            row,
+            "the token list is null",
+            "drop or fill null rows before this stage",
+        ));
+    }
     // Offsets index the values buffer, which a sliced array shares with its parent.
+    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+    if let Some(at) = (first..last).find(|&i| values.is_null(i)) {
+        let row = offsets.partition_point(|&o| o as usize <= at) - 1;
+        return Err(TokenmillError::data(
+            row,
+            "a token id is null",
+            "re-tokenize this shard; token ids are never null",
+        ));
+    }
     Ok((values.values(), offsets))
 }
 

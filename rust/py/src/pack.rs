@@ -60,11 +60,11 @@ fn to_columns<'py>(py: Python<'py>, rows: PackedRows) -> PyResult<Bound<'py, PyT
 #[pymethods]
 impl PyPacker {
     #[new]
-    #[pyo3(signature = (seq_len, *, strategy = "bfd", buffer = 10_000))]
-    fn new(seq_len: u32, strategy: &str, buffer: usize) -> BindingResult<Self> {
+    #[pyo3(signature = (seq_len, *, strategy = "bfd", buffer = 10_000, overlap = false))]
+    fn new(seq_len: u32, strategy: &str, buffer: usize, overlap: bool) -> BindingResult<Self> {
         let strategy = match strategy {
             "bfd" => PackStrategy::Bfd { buffer },
-            "concat" => PackStrategy::Concat,
+            "concat" => PackStrategy::Concat { overlap },
             other => {
                 return Err(TokenmillError::config(
                     format!("strategy '{other}' is not 'bfd' or 'concat'"),
