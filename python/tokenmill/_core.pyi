@@ -9,6 +9,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 __all__ = [
+    "Bm25Index",
     "BpeTrainer",
     "ConfigError",
     "DataError",
@@ -184,3 +185,15 @@ class Packer:
 def best_fit_decreasing(
     lengths: npt.NDArray[np.uint32], capacity: int
 ) -> npt.NDArray[np.uint64]: ...
+
+@final
+class Bm25Index:
+    def __new__(
+        cls, documents: Any, *, k1: float = 1.5, b: float = 0.75, column: str = "text"
+    ) -> Bm25Index: ...
+    @property
+    def documents(self) -> int: ...
+    def search(
+        self, queries: Any, k: int, *, column: str = "text"
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    def score(self, queries: Any, documents: list[int], *, column: str = "text") -> list[float]: ...

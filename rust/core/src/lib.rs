@@ -5,6 +5,7 @@
 //! comes from [`rng`], keyed per row, so the output never depends on how rows
 //! are batched or how many threads run.
 
+pub mod bm25;
 pub mod bpe;
 pub mod checksum;
 pub mod cluster;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 
+mod bm25;
 mod dedup;
 mod error;
 mod pack;
@@ -37,6 +38,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(num_threads, module)?)?;
     error::register(module)?;
     dedup::register(module)?;
+    bm25::register(module)?;
     pack::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;
