@@ -41,6 +41,7 @@ bench: build
 	$(BIN)/python benches/bench_tokenize.py
 	$(BIN)/python benches/bench_dedup.py
 	$(BIN)/python benches/bench_pack.py
+	$(BIN)/python benches/bench_bm25.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out
