@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -18,8 +19,6 @@ from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
 from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
 from tokenmill.stages.pack import STRATEGIES
 from tokenmill.tokenizer import load_tokenizer, save_tokenizer
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class TokenmillGroup(click.Group):
@@ -37,8 +36,12 @@ class TokenmillGroup(click.Group):
             ) from None
 
 
-def run_options(command: F) -> F:
-    """The options every shard stage shares."""
+RUN_OPTION_NAMES = ("output", "overwrite", "fmt", "batch_size", "shards", "progress")
+
+
+def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every shard stage shares, handed to the command as one
+    `run` dict of :func:`tokenmill.run_stage` keyword arguments."""
     options = [
         click.option(
             "-o",
@@ -80,27 +83,16 @@ def run_options(command: F) -> F:
             help="Force the progress bar on or off (default: on at a terminal, off in CI).",
         ),
     ]
+
+    @functools.wraps(command)
+    def with_run(**kwargs: Any) -> Any:
+        run = {name: kwargs.pop(name) for name in RUN_OPTION_NAMES}
+        run["shards"] = list(run["shards"]) or None
+        return command(run=run, **kwargs)
+
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _run_kwargs(
-    output: Path,
-    overwrite: bool,
-    fmt: str,
-    batch_size: int,
-    shards: tuple[str, ...],
-    progress: bool | None,
-) -> dict[str, Any]:
-    return {
-        "output": output,
-        "overwrite": overwrite,
-        "fmt": fmt,
-        "batch_size": batch_size,
-        "shards": list(shards) or None,
-        "progress": progress,
-    }
+        with_run = option(with_run)
+    return with_run
 
 
 def _report(report: RunReport) -> None:
@@ -172,12 +164,7 @@ def tokenize_command(
     eos_token: str | None,
     add_special_tokens: bool,
     keep_text: bool,
-    output: Path,
-    overwrite: bool,
-    fmt: str,
-    batch_size: int,
-    shards: tuple[str, ...],
-    progress: bool | None,
+    run: dict[str, Any],
 ) -> None:
     """Tokenize the text column of SOURCE into a list<uint32> column."""
     report = tokenmill.tokenize(
@@ -189,7 +176,7 @@ def tokenize_command(
         eos_token=eos_token,
         add_special_tokens=add_special_tokens,
         keep_text=keep_text,
-        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+        **run,
     )
     _report(report)
 
@@ -221,12 +208,7 @@ def sample_command(
     invert: bool,
     id_column: str,
     epoch: int,
-    output: Path,
-    overwrite: bool,
-    fmt: str,
-    batch_size: int,
-    shards: tuple[str, ...],
-    progress: bool | None,
+    run: dict[str, Any],
 ) -> None:
     """Keep a deterministic random fraction of the rows of SOURCE."""
     report = tokenmill.sample(
@@ -236,7 +218,7 @@ def sample_command(
         invert=invert,
         id_column=id_column or None,
         epoch=epoch,
-        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+        **run,
     )
     _report(report)
 
@@ -272,12 +254,7 @@ def pack_command(
     buffer: int,
     shifted: bool,
     token_column: str,
-    output: Path,
-    overwrite: bool,
-    fmt: str,
-    batch_size: int,
-    shards: tuple[str, ...],
-    progress: bool | None,
+    run: dict[str, Any],
 ) -> None:
     """Pack the token documents of SOURCE into rows of at most --seq-len tokens."""
     report = tokenmill.pack(
@@ -287,7 +264,7 @@ def pack_command(
         buffer=buffer,
         shifted=shifted,
         token_column=token_column,
-        **_run_kwargs(output, overwrite, fmt, batch_size, shards, progress),
+        **run,
     )
     _report(report)
 
