@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import click
 
 import tokenmill
 from tokenmill.bench import SUITES, format_table, run_bench
+from tokenmill.corruption import MODES as CORRUPT_MODES
 from tokenmill.demo import run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
@@ -39,16 +40,31 @@ class TokenmillGroup(click.Group):
 RUN_OPTION_NAMES = ("output", "overwrite", "fmt", "batch_size", "shards", "progress")
 
 
-def run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+Command = Callable[..., Any]
+
+
+@overload
+def run_options(command: Command) -> Command: ...
+@overload
+def run_options(*, output_required: bool = True) -> Callable[[Command], Command]: ...
+
+
+def run_options(
+    command: Command | None = None, *, output_required: bool = True
+) -> Command | Callable[[Command], Command]:
     """The options every shard stage shares, handed to the command as one
-    `run` dict of :func:`tokenmill.run_stage` keyword arguments."""
+    `run` dict of :func:`tokenmill.run_stage` keyword arguments. With
+    `output_required=False`, `-o` may be left out and `run["output"]` is None."""
+    if command is None:
+        return functools.partial(run_options, output_required=output_required)
     options = [
         click.option(
             "-o",
             "--output",
             type=click.Path(path_type=Path),
-            required=True,
-            help="Output folder (created if missing).",
+            required=output_required,
+            help="Output folder (created if missing)."
+            + ("" if output_required else " Default: next to SOURCE, named SOURCE-MODE."),
         ),
         click.option(
             "--overwrite",
@@ -218,6 +234,128 @@ def sample_command(
         invert=invert,
         id_column=id_column or None,
         epoch=epoch,
+        **run,
+    )
+    _report(report)
+
+
+@cli.command("corrupt")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--mode",
+    type=click.Choice(CORRUPT_MODES),
+    required=True,
+    help="mlm (BERT), span (T5), bart (fairseq noise), prefix (prefix LM), ul2 (mixture).",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="tokenizer.json the tokens came from: special ids, mask, sentinels, EOS.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@click.option("--epoch", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@click.option("--token-column", default="input_ids", show_default=True)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="Tokenized on the fly when the shards have no token column.",
+)
+@click.option(
+    "--id-column",
+    default="id",
+    show_default=True,
+    help="Document id column keying each row's draws ('' keys rows by position).",
+)
+@click.option(
+    "--input-length",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Concatenate documents into rows that corrupt into exactly this many inputs "
+    "(span: T5's length helper; other modes: rows of this length).",
+)
+@click.option("--probability", type=float, help="mlm: share of tokens chosen [0.15].")
+@click.option("--mask-rate", type=float, help="mlm: share of chosen tokens masked [0.8].")
+@click.option("--random-rate", type=float, help="mlm: share of chosen tokens made random [0.1].")
+@click.option("--whole-word", is_flag=True, default=None, help="mlm: choose whole words.")
+@click.option("--span", is_flag=True, default=None, help="mlm: choose SpanBERT spans.")
+@click.option("--span-p", type=float, help="mlm --span: geometric p of span lengths [0.2].")
+@click.option("--span-max", type=int, help="mlm --span: longest span, in words [10].")
+@click.option("--mask-token", help="mlm, bart: the mask token [<mask>].")
+@click.option("--noise-density", type=float, help="span: share of tokens in spans [0.15].")
+@click.option("--mean-span", type=float, help="span: mean span length [3].")
+@click.option(
+    "--sentinels-from-top",
+    type=int,
+    help="span, ul2: count N sentinels down from the vocabulary's top instead of <extra_id_*>.",
+)
+@click.option("--eos/--no-eos", default=None, help="span, ul2, prefix: end with EOS [on].")
+@click.option("--eos-token", help="span, ul2, prefix: the EOS token [</s>].")
+@click.option("--mask-ratio", type=float, help="bart: share of words masked [0.3].")
+@click.option("--random-ratio", type=float, help="bart: share of masks made random [0.1].")
+@click.option("--insert-ratio", type=float, help="bart: inserted noise tokens [0].")
+@click.option("--rotate-ratio", type=float, help="bart: probability of rotation [0].")
+@click.option(
+    "--permute-sentence-ratio", type=float, help="bart: share of sentences permuted [1.0]."
+)
+@click.option("--delete-ratio", type=float, help="bart: share of tokens deleted [0].")
+@click.option("--poisson-lambda", type=float, help="bart: mean infilling span [3.5].")
+@click.option(
+    "--mask-length",
+    type=click.Choice(["subword", "word", "span-poisson"]),
+    help="bart: what one mask covers [span-poisson].",
+)
+@click.option(
+    "--replace-length",
+    type=click.IntRange(-1, 1),
+    help="bart: -1 a mask per token, 0 delete spans, 1 a mask per span [1].",
+)
+@click.option(
+    "--sentence-end",
+    "sentence_ends",
+    multiple=True,
+    help="bart: a token ending a sentence (repeatable) [. ! ?].",
+)
+@click.option("--ratio", type=float, help="prefix: prefix share (default: uniform split).")
+@click.option(
+    "--layout",
+    type=click.Choice(["decoder", "encoder-decoder"]),
+    help="prefix: one sequence with prefix_lens, or inputs and targets [decoder].",
+)
+@run_options(output_required=False)
+def corrupt_command(
+    source: Path,
+    mode: str,
+    tokenizer: Path,
+    seed: int,
+    epoch: int,
+    token_column: str,
+    text_column: str,
+    id_column: str,
+    input_length: int | None,
+    run: dict[str, Any],
+    **options: Any,
+) -> None:
+    """Corrupt the token rows of SOURCE into inputs and labels for one objective.
+
+    Mode options left out keep their defaults (in brackets); an option of
+    another mode is an error.
+    """
+    given = {name: value for name, value in options.items() if value not in (None, ())}
+    if run["output"] is None:
+        run["output"] = source.parent / f"{source.name}-{mode}"
+    report = tokenmill.corrupt(
+        source,
+        mode=mode,
+        tokenizer=tokenizer,
+        seed=seed,
+        epoch=epoch,
+        token_column=token_column,
+        text_column=text_column,
+        id_column=id_column or None,
+        input_length=input_length,
+        options=given,
         **run,
     )
     _report(report)

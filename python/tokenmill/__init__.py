@@ -21,10 +21,18 @@ from tokenmill._core import (
     set_num_threads,
     special_tokens,
 )
-from tokenmill.collate import CausalLMCollator
+from tokenmill.collate import (
+    CausalLMCollator,
+    DenoisingCollator,
+    MLMCollator,
+    PrefixLMCollator,
+    SpanCorruptionCollator,
+    UL2Collator,
+)
 from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
+from tokenmill.stages.corrupt import CorruptStage, corrupt
 from tokenmill.stages.dedup import DedupOptions, DedupReport, dedup
 from tokenmill.stages.pack import PackStage, pack
 from tokenmill.stages.sample import SampleStage, sample
@@ -35,22 +43,29 @@ __all__ = [
     "BpeTrainer",
     "CausalLMCollator",
     "ConfigError",
+    "CorruptStage",
     "DataError",
     "Dataset",
     "DedupOptions",
     "DedupReport",
+    "DenoisingCollator",
     "InternalError",
+    "MLMCollator",
     "Manifest",
     "PackStage",
+    "PrefixLMCollator",
     "RunReport",
     "SampleStage",
     "SchemaError",
     "ShardError",
+    "SpanCorruptionCollator",
     "TokenizeStage",
     "Tokenizer",
     "TokenizerError",
     "TokenmillError",
+    "UL2Collator",
     "__version__",
+    "corrupt",
     "dedup",
     "load_tokenizer",
     "minhash",

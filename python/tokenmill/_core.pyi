@@ -12,6 +12,7 @@ __all__ = [
     "Bm25Index",
     "BpeTrainer",
     "ConfigError",
+    "Corruptor",
     "DataError",
     "InternalError",
     "Packer",
@@ -20,6 +21,7 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "TokenmillError",
+    "Vocab",
     "__version__",
     "band_keys",
     "best_fit_decreasing",
@@ -37,6 +39,7 @@ __all__ = [
     "shingle_set",
     "shingle_sets",
     "special_tokens",
+    "t5_input_and_target_lengths",
     "text_hashes",
     "token_hashes",
     "uniform",
@@ -197,3 +200,106 @@ class Bm25Index:
         self, queries: Any, k: int, *, column: str = "text"
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
     def score(self, queries: Any, documents: list[int], *, column: str = "text") -> list[float]: ...
+
+@final
+class Vocab:
+    def __new__(
+        cls, size: int, special_ids: list[int], *, word_starts: list[bool] | None = None
+    ) -> Vocab: ...
+    @staticmethod
+    def from_tokenizer(tokenizer: Tokenizer) -> Vocab: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def has_word_starts(self) -> bool: ...
+    def is_special(self, id: int) -> bool: ...
+
+@final
+class Corruptor:
+    @staticmethod
+    def mlm(
+        vocab: Vocab,
+        mask_id: int,
+        *,
+        probability: float = 0.15,
+        mask_rate: float = 0.8,
+        random_rate: float = 0.1,
+        whole_word: bool = False,
+        span_p: float | None = None,
+        span_max: int = 10,
+    ) -> Corruptor: ...
+    @staticmethod
+    def span(
+        vocab: Vocab,
+        sentinels: list[int],
+        *,
+        noise_density: float = 0.15,
+        mean_span: float = 3.0,
+        eos_id: int | None = None,
+    ) -> Corruptor: ...
+    @staticmethod
+    def bart(
+        vocab: Vocab,
+        mask_id: int,
+        *,
+        sentence_ends: list[int] = ...,
+        mask_ratio: float = 0.3,
+        random_ratio: float = 0.1,
+        insert_ratio: float = 0.0,
+        rotate_ratio: float = 0.0,
+        permute_sentence_ratio: float = 1.0,
+        delete_ratio: float = 0.0,
+        poisson_lambda: float = 3.5,
+        mask_length: str = "span-poisson",
+        replace_length: int = 1,
+    ) -> Corruptor: ...
+    @staticmethod
+    def prefix(
+        vocab: Vocab,
+        *,
+        ratio: float | None = None,
+        layout: str = "decoder",
+        eos_id: int | None = None,
+    ) -> Corruptor: ...
+    @staticmethod
+    def ul2(
+        vocab: Vocab,
+        sentinels: list[int],
+        *,
+        mode_ids: tuple[int, int, int] | None = None,
+        denoisers: list[tuple[str, float, float, int, float]] | None = None,
+        eos_id: int | None = None,
+    ) -> Corruptor: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def vocab(self) -> Vocab: ...
+    def corrupt(
+        self,
+        tokens: Any,
+        keys: npt.NDArray[np.uint64] | None = None,
+        *,
+        seed: int,
+        epoch: int = 0,
+        lengths: list[int] | None = None,
+        seq_lens: Any = None,
+        column: str = "input_ids",
+    ) -> dict[str, pa.Array]: ...
+    def corrupt_padded(
+        self,
+        tokens: Any,
+        keys: npt.NDArray[np.uint64] | None = None,
+        *,
+        seed: int,
+        epoch: int = 0,
+        lengths: list[int] | None = None,
+        seq_lens: Any = None,
+        column: str = "input_ids",
+        pad_id: int = 0,
+        pad_to_multiple_of: int = 1,
+        decoder_start_id: int | None = None,
+    ) -> dict[str, npt.NDArray[np.int64]]: ...
+
+def t5_input_and_target_lengths(
+    inputs_length: int, *, noise_density: float = 0.15, mean_span: float = 3.0
+) -> tuple[int, int]: ...

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from tokenmill import _core
 from tokenmill._core import ConfigError, DataError
 
 IGNORE_INDEX = -100
@@ -259,3 +260,237 @@ def _to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
         name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
         for name, value in arrays.items()
     }
+
+
+# --- Corruption collators -------------------------------------------------
+
+TOKEN_LIST = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+
+
+@dataclass
+class CorruptionInput:
+    """A batch as the corruption engine takes it: the tokens (an Arrow list
+    array, or a 2-D integer array), the row keys (None: hashed from each row's
+    tokens), and the document lengths of packed rows."""
+
+    tokens: Any
+    keys: npt.NDArray[np.uint64] | None
+    seq_lens: pa.Array | None
+
+
+def _token_list_array(rows: Sequence[Any]) -> pa.Array:
+    first = rows[0]
+    if isinstance(first, np.ndarray) or hasattr(first, "detach"):
+        arrays = [_as_int64(r) for r in rows]
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+        if len(flat) and flat.min() < 0:
+            raise DataError(f"token id {int(flat.min())} is negative; token ids are never negative")
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(flat.astype(np.uint32)), type=TOKEN_LIST
+        )
+    try:
+        return pa.array(rows, type=TOKEN_LIST)
+    except (pa.ArrowInvalid, OverflowError, TypeError) as err:
+        raise DataError(f"the rows are not lists of non-negative token ids: {err}") from None
+
+
+def corruption_input(
+    batch: Any, *, column: str = "input_ids", key_column: str = "id"
+) -> CorruptionInput:
+    """Any supported batch form as a :class:`CorruptionInput`. Rows carrying
+    `key_column` (an Arrow column or a dict entry) are keyed by it, as the
+    `corrupt` stage keys them, so stage and collator make the same rows."""
+    from tokenmill.stages._common import as_uint32_tokens, is_token_list
+
+    if isinstance(batch, (pa.RecordBatch, pa.Table)):
+        if column not in batch.schema.names:
+            raise ConfigError(f"the batch has no '{column}' column")
+        tokens = batch.column(column)
+        tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+        keys = None
+        if key_column in batch.schema.names:
+            ids = batch.column(key_column)
+            ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+            keys = _core.row_keys_from_ids(ids, column=key_column)
+        seq_lens = batch.column("seq_lens") if "seq_lens" in batch.schema.names else None
+        if isinstance(seq_lens, pa.ChunkedArray):
+            seq_lens = seq_lens.combine_chunks()
+        if not is_token_list(tokens.type):
+            raise ConfigError(f"column '{column}' has type {tokens.type}, not a list of token ids")
+        return CorruptionInput(as_uint32_tokens(tokens, column), keys, seq_lens)
+    if isinstance(batch, (pa.Array, pa.ChunkedArray)):
+        tokens = batch.combine_chunks() if isinstance(batch, pa.ChunkedArray) else batch
+        if not is_token_list(tokens.type):
+            raise ConfigError(f"the array has type {tokens.type}, not a list of token ids")
+        return CorruptionInput(as_uint32_tokens(tokens, column), None, None)
+    if hasattr(batch, "ndim") and batch.ndim == 2:
+        array = batch.detach().cpu().numpy() if hasattr(batch, "detach") else np.asarray(batch)
+        return CorruptionInput(np.ascontiguousarray(array), None, None)
+    if not isinstance(batch, Sequence) or len(batch) == 0:
+        raise ConfigError(
+            "a collator needs a non-empty list of rows, a 2-D array or an Arrow array; "
+            f"got {type(batch).__name__}"
+        )
+    if isinstance(batch[0], Mapping):
+        if any(column not in row for row in batch):
+            raise ConfigError(f"every row needs a '{column}' entry")
+        tokens = _token_list_array([row[column] for row in batch])
+        keys = None
+        if all(key_column in row for row in batch):
+            keys = _core.row_keys_from_ids(
+                pa.array([row[key_column] for row in batch]), column=key_column
+            )
+        seq_lens = None
+        if all("seq_lens" in row for row in batch):
+            seq_lens = _token_list_array([row["seq_lens"] for row in batch])
+        return CorruptionInput(tokens, keys, seq_lens)
+    return CorruptionInput(_token_list_array(list(batch)), None, None)
+
+
+class _CorruptionCollator:
+    """Shared by the corruption collators: build the mode's corruptor from a
+    tokenizer, normalize the batch, run the engine (GIL released, one call per
+    batch) and hand back padded tensors.
+
+    Rows are keyed by `key_column` when the batch carries it, else by a hash
+    of their tokens; each row's corruption is then a pure function of (seed,
+    epoch, key), so worker processes, resumed loaders and the `corrupt` stage
+    all produce the same rows. Call :meth:`set_epoch` at each epoch for fresh
+    noise.
+    """
+
+    mode = ""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        pad_to_multiple_of: int = 1,
+        key_column: str = "id",
+        return_tensors: str = "pt",
+        **options: Any,
+    ) -> None:
+        from tokenmill.corruption import build_corruptor
+        from tokenmill.tokenizer import load_tokenizer
+
+        if return_tensors not in ("pt", "np"):
+            raise ConfigError(f"return_tensors={return_tensors!r} is not 'pt' or 'np'")
+        if seed < 0 or epoch < 0:
+            raise ConfigError("seed and epoch must be non-negative integers")
+        if pad_to_multiple_of < 1:
+            raise ConfigError(f"pad_to_multiple_of {pad_to_multiple_of} is below 1")
+        tok = tokenizer if isinstance(tokenizer, _core.Tokenizer) else load_tokenizer(tokenizer)
+        self.tokenizer = tok
+        self.corruptor, self.options = build_corruptor(self.mode, tok, **options)
+        pad = tok.token_to_id("<pad>")
+        self.pad_id = 0 if pad is None else pad
+        self.seed = seed
+        self.epoch = epoch
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.key_column = key_column
+        self.return_tensors = return_tensors
+        self.decoder_start_id: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, batch: Any) -> dict[str, Any]:
+        given = corruption_input(batch, key_column=self.key_column)
+        out: dict[str, Any] = self.corruptor.corrupt_padded(
+            given.tokens,
+            given.keys,
+            seed=self.seed,
+            epoch=self.epoch,
+            seq_lens=given.seq_lens,
+            pad_id=self.pad_id,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            decoder_start_id=self.decoder_start_id,
+        )
+        out = self._finish(out)
+        return _to_tensors(out) if self.return_tensors == "pt" else out
+
+    def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
+        out.pop("prefix_lens", None)
+        return out
+
+
+class MLMCollator(_CorruptionCollator):
+    """BERT-style masked LM: `input_ids`, `attention_mask`, `labels` (the
+    original id at chosen positions, -100 elsewhere). Options: `probability`
+    (0.15), `mask_rate` (0.8), `random_rate` (0.1), `whole_word`, `span`
+    (SpanBERT spans; `span_p` 0.2, `span_max` 10), `mask_token`."""
+
+    mode = "mlm"
+
+
+class SpanCorruptionCollator(_CorruptionCollator):
+    """T5 span corruption: `input_ids` (sentinels in place of the spans, EOS
+    last), `attention_mask`, `labels` (sentinel-delimited spans, EOS last,
+    -100 padding) and `decoder_input_ids` (labels shifted right after the
+    pad id, T5's decoder start). Options: `noise_density` (0.15),
+    `mean_span` (3), `sentinels_from_top`, `eos`, `eos_token`."""
+
+    mode = "span"
+
+    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, **kwargs)
+        self.decoder_start_id = self.pad_id
+
+
+class DenoisingCollator(_CorruptionCollator):
+    """BART denoising: noised `input_ids`, `attention_mask`, the clean row as
+    `labels`, and `decoder_input_ids` starting with EOS as BART's decoder
+    does. Options: those of `--mode bart` (`mask_ratio` 0.3, `random_ratio`
+    0.1, `poisson_lambda` 3.5, `permute_sentence_ratio` 1.0, ...)."""
+
+    mode = "bart"
+
+    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, **kwargs)
+        from tokenmill.corruption import EOS_CANDIDATES
+
+        tok = self.tokenizer
+        eos = next((i for t in EOS_CANDIDATES if (i := tok.token_to_id(t)) is not None), None)
+        self.decoder_start_id = self.pad_id if eos is None else eos
+
+
+class PrefixLMCollator(_CorruptionCollator):
+    """Prefix LM. The decoder layout (default) returns `input_ids`,
+    `attention_mask`, `labels` (-100 on the prefix) and `prefix_len` (one per
+    row; `prefix_lens` `[batch, documents]` for packed rows); the
+    encoder-decoder layout returns the prefix as `input_ids` and the rest as
+    `labels`, with `decoder_input_ids`. Options: `ratio` (None: uniform
+    split), `layout`."""
+
+    mode = "prefix"
+
+    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, **kwargs)
+        if self.options["layout"] == "encoder-decoder":
+            self.decoder_start_id = self.pad_id
+
+    def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
+        prefix = out.pop("prefix_lens")
+        if self.options["layout"] == "decoder":
+            if prefix.shape[1] == 1:
+                out["prefix_len"] = prefix[:, 0].copy()
+            else:
+                out["prefix_lens"] = prefix
+        return out
+
+
+class UL2Collator(_CorruptionCollator):
+    """UL2's mixture of denoisers: each row gets one R, X or S denoiser (a
+    pure function of its key), its mode token first in `input_ids`; returns
+    `input_ids`, `attention_mask`, `labels`, `decoder_input_ids` and
+    `denoiser` (the index of each row's denoiser)."""
+
+    mode = "ul2"
+
+    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, **kwargs)
+        self.decoder_start_id = self.pad_id

@@ -9,6 +9,7 @@ pub mod bm25;
 pub mod bpe;
 pub mod checksum;
 pub mod cluster;
+pub mod corrupt;
 pub mod dedup;
 pub mod error;
 pub mod minhash;

@@ -88,6 +88,48 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// Ids of the tokens the tokenizer marks special (`<s>`, `<mask>`,
+    /// sentinels...), which corruption never chooses, moves or draws.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether each id begins a word, read from the vocabulary's own marks:
+    /// a WordPiece model's continuation prefix (`##`) marks a continuation;
+    /// otherwise byte-level BPE's `Ġ` (and `Ċ`, a newline) and
+    /// SentencePiece's `▁` mark a start. Special tokens count as starts.
+    pub fn word_starts(&self) -> Vec<bool> {
+        let continuation = match self.inner.get_model() {
+            tokenizers::models::ModelWrapper::WordPiece(model) => {
+                Some(model.continuing_subword_prefix.clone())
+            }
+            _ => None,
+        };
+        let special = self.special_ids();
+        (0..self.vocab_size() as u32)
+            .map(|id| {
+                let Some(token) = self.id_to_token(id) else {
+                    return true;
+                };
+                if special.binary_search(&id).is_ok() {
+                    return true;
+                }
+                match &continuation {
+                    Some(prefix) => !token.starts_with(prefix.as_str()),
+                    None => token.starts_with(['\u{120}', '\u{10A}', '\u{2581}']),
+                }
+            })
+            .collect()
+    }
+
     /// # Errors
     ///
     /// [`TokenmillError::Data`] for an id the vocabulary does not hold.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 mod bm25;
+mod corrupt;
 mod dedup;
 mod error;
 mod pack;
@@ -39,6 +40,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     error::register(module)?;
     dedup::register(module)?;
     bm25::register(module)?;
+    corrupt::register(module)?;
     pack::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;

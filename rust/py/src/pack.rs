@@ -1,10 +1,6 @@
 //! The packing stage's kernel: a stateful packer fed one batch at a time.
 
-use std::sync::Arc;
-
-use arrow_array::{ArrayRef, ListArray};
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field};
+use arrow_schema::DataType;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -14,23 +10,12 @@ use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::{detach, to_pyarrow};
+use crate::utils::{detach, list_of, to_pyarrow};
 
 /// Packs one shard's documents into rows; see `tokenmill.stages.pack`.
 #[pyclass(name = "Packer", module = "tokenmill._core")]
 pub struct PyPacker {
     inner: Packer,
-}
-
-fn list_of<T: arrow_array::ArrowPrimitiveType>(
-    values: Vec<T::Native>,
-    offsets: &[usize],
-    item: DataType,
-) -> ArrayRef {
-    let field = Arc::new(Field::new("item", item, false));
-    let values = arrow_array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), None);
-    let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
-    Arc::new(ListArray::new(field, offsets, Arc::new(values), None))
 }
 
 /// `(input_ids, seq_lens, doc_index, doc_offset, position_ids)` as pyarrow arrays.

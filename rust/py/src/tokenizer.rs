@@ -17,6 +17,12 @@ pub struct PyTokenizer {
     inner: Tokenizer,
 }
 
+impl PyTokenizer {
+    pub fn core(&self) -> &Tokenizer {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyTokenizer {
     #[staticmethod]

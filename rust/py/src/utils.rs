@@ -4,7 +4,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use arrow_array::ArrayRef;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, ListArray};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3_arrow::PyArray;
@@ -112,4 +116,16 @@ pub fn to_pyarrow(py: Python<'_>, array: ArrayRef) -> PyResult<Bound<'_, PyAny>>
     py.import(intern!(py, "pyarrow"))?
         .getattr(intern!(py, "array"))?
         .call1((exported,))
+}
+
+/// A non-null `list<item>` array of `values` cut at `offsets`.
+pub fn list_of<T: arrow_array::ArrowPrimitiveType>(
+    values: Vec<T::Native>,
+    offsets: &[usize],
+    item: DataType,
+) -> ArrayRef {
+    let field = Arc::new(Field::new("item", item, false));
+    let values = arrow_array::PrimitiveArray::<T>::new(ScalarBuffer::from(values), None);
+    let offsets = OffsetBuffer::<i32>::from_lengths(offsets.windows(2).map(|w| w[1] - w[0]));
+    Arc::new(ListArray::new(field, offsets, Arc::new(values), None))
 }

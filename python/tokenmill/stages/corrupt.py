@@ -1,0 +1,254 @@
+"""`corrupt`: token rows become model inputs and labels for one pretraining
+objective: `mlm`, `span` (T5), `bart`, `prefix` or `ul2`.
+
+The token column is replaced by `input_ids` (the corrupted inputs) and
+`labels` (int32: original ids and -100 for `mlm` and the decoder `prefix`
+layout, the target sequence for the others); `prefix` adds `prefix_lens`
+(one per document) and `ul2` adds `denoiser` (the index of the row's
+denoiser). Other columns pass through, except the per-token columns of
+packed rows (`seq_lens`, `position_ids`, `doc_offset`) when the mode changes
+row lengths, since they would no longer describe the row. Packed rows keep
+their documents apart: no span, masked word or permutation crosses one.
+
+With `input_length`, documents are first concatenated and cut into raw rows
+of the length that span-corrupts into exactly `input_length` inputs (T5's
+helper: 568 raw tokens for 512 inputs and 114 targets at density 0.15, mean
+span 3), so every output row has the same shape. The tail of each shard that
+fills no whole row is dropped, as T5 does.
+
+Given text shards (no token column) and a tokenizer, rows are tokenized on
+the fly, as `tokenmill tokenize` would with its defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from tokenmill import _core
+from tokenmill._core import ConfigError, SchemaError
+from tokenmill.corruption import MODES, build_corruptor
+from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import as_uint32_tokens, is_token_list
+from tokenmill.stages.tokenize import TokenizeStage
+from tokenmill.tokenizer import load_tokenizer
+
+#: Columns that describe token positions of packed rows.
+POSITIONAL_COLUMNS = ("seq_lens", "position_ids", "doc_offset")
+
+
+def _list_of(item: pa.DataType) -> pa.DataType:
+    return pa.list_(pa.field("item", item, nullable=False))
+
+
+INPUTS = pa.field("input_ids", _list_of(pa.uint32()), nullable=False)
+LABELS = pa.field("labels", _list_of(pa.int32()), nullable=False)
+PREFIX_LENS = pa.field("prefix_lens", _list_of(pa.uint32()), nullable=False)
+DENOISER = pa.field("denoiser", pa.uint8(), nullable=False)
+
+
+class CorruptStage(Stage):
+    name = "corrupt"
+    seed: int
+
+    def __init__(
+        self,
+        mode: str,
+        tokenizer: str | Path,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        token_column: str = "input_ids",
+        text_column: str = "text",
+        id_column: str | None = "id",
+        input_length: int | None = None,
+        **options: Any,
+    ) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+        if seed < 0 or epoch < 0:
+            raise ConfigError("--seed and --epoch must be non-negative integers")
+        if input_length is not None and input_length < 2:
+            raise ConfigError(f"--input-length {input_length} is below 2")
+        self.mode = mode
+        self.tokenizer_path = Path(tokenizer).resolve()
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
+        self.corruptor, self.options = build_corruptor(mode, self.tokenizer, **options)
+        self.seed = seed
+        self.epoch = epoch
+        self.input_column = token_column
+        self.text_column = text_column
+        self.id_column = id_column or None
+        self.token_column = "input_ids"
+        self.input_length = input_length
+        self.raw_length = self._raw_length(input_length)
+        self._tokenize: TokenizeStage | None = None
+        self._packer: _core.Packer | None = None
+        self._shard = ""
+        self._rows_out = 0
+
+    def _raw_length(self, input_length: int | None) -> int | None:
+        if input_length is None:
+            return None
+        if self.mode == "span":
+            raw, _ = _core.t5_input_and_target_lengths(
+                input_length,
+                noise_density=self.options["noise_density"],
+                mean_span=self.options["mean_span"],
+            )
+            return int(raw)
+        # The other modes keep or vary the length; rows are cut at it as given.
+        return input_length
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "options": self.options,
+            "tokenizer": str(self.tokenizer_path),
+            "tokenizer_checksum": self.tokenizer_checksum,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "token_column": self.input_column,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "input_length": self.input_length,
+            "raw_length": self.raw_length,
+        }
+
+    def _keeps_length(self) -> bool:
+        return self.mode == "mlm" or (self.mode == "prefix" and self.options["layout"] == "decoder")
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        self._tokenize = None
+        if self.input_column not in schema.names:
+            if self.text_column in schema.names:
+                self._tokenize = TokenizeStage(
+                    self.tokenizer_path,
+                    text_column=self.text_column,
+                    output_column=self.input_column,
+                )
+                schema = self._tokenize.output_schema(schema)
+            else:
+                raise SchemaError(
+                    f"the shard has neither a token column '{self.input_column}' nor a text "
+                    f"column '{self.text_column}'; name one with --token-column or --text-column"
+                )
+        return self._schema_for_tokens(schema)
+
+    def _extra_fields(self) -> list[pa.Field]:
+        if self.mode == "prefix" and self.options["layout"] == "decoder":
+            return [PREFIX_LENS]
+        return [DENOISER] if self.mode == "ul2" else []
+
+    def _schema_for_tokens(self, schema: pa.Schema) -> pa.Schema:
+        """The output schema for a schema that holds the token column."""
+        t = schema.field(self.input_column).type
+        if not is_token_list(t):
+            raise SchemaError(
+                f"column '{self.input_column}' has type {t}, not list<uint32> token ids; "
+                "run `tokenmill tokenize` first, or name the token column with --token-column"
+            )
+        if self.raw_length is not None:
+            return pa.schema([INPUTS, LABELS, *self._extra_fields()])
+        fields = []
+        for field in schema:
+            if field.name in (self.input_column, "input_ids", "labels", "prefix_lens", "denoiser"):
+                continue
+            if field.name in POSITIONAL_COLUMNS and not self._keeps_length():
+                continue
+            fields.append(field)
+        return pa.schema([INPUTS, LABELS, *self._extra_fields(), *fields])
+
+    def begin_shard(self, shard: str) -> None:
+        self._shard = shard
+        self._rows_out = 0
+        if self.raw_length is not None:
+            self._packer = _core.Packer(self.raw_length, strategy="concat")
+
+    def _tokens(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        if self._tokenize is not None:
+            batch = self._tokenize.process(batch, ctx)
+        return batch
+
+    def _corrupt(
+        self, tokens: pa.Array, keys: Any, seq_lens: pa.Array | None
+    ) -> dict[str, pa.Array]:
+        result: dict[str, pa.Array] = self.corruptor.corrupt(
+            tokens,
+            keys,
+            seed=self.seed,
+            epoch=self.epoch,
+            seq_lens=seq_lens,
+            column=self.input_column,
+        )
+        return result
+
+    def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        batch = self._tokens(batch, ctx)
+        tokens = as_uint32_tokens(batch.column(self.input_column), self.input_column)
+        if self._packer is not None:
+            return self._corrupt_rows(
+                self._packer.push(tokens, ctx.first_row, column=self.input_column)
+            )
+        names = batch.schema.names
+        seq_lens = batch.column("seq_lens") if "seq_lens" in names else None
+        out = self._corrupt(tokens, ctx.row_keys(), seq_lens)
+        schema = self._schema_for_tokens(batch.schema)
+        columns = [out[f.name] if f.name in out else batch.column(f.name) for f in schema]
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    def _corrupt_rows(self, packed: tuple[pa.Array, ...]) -> pa.RecordBatch:
+        tokens, seq_lens = packed[0], packed[1]
+        # Concatenated rows have no id of their own: they are keyed by their
+        # place among the shard's output rows, a pure function of the shard.
+        keys = _core.row_keys_from_position(self._shard + "#corrupt", self._rows_out, len(tokens))
+        self._rows_out += len(tokens)
+        out = self._corrupt(tokens, keys, seq_lens)
+        schema = pa.schema([INPUTS, LABELS, *self._extra_fields()])
+        return pa.RecordBatch.from_arrays([out[f.name] for f in schema], schema=schema)
+
+    def end_shard(self, ctx: BatchContext) -> pa.RecordBatch | None:
+        if self._packer is None:
+            return None
+        rows = self._corrupt_rows(self._packer.finish())
+        for name in ("documents", "documents_split", "tokens_truncated"):
+            ctx.count(name, self._packer.stats[name])
+        self._packer = None
+        return rows
+
+    def ratios(self, totals: dict[str, int]) -> dict[str, float]:
+        return {}
+
+
+def corrupt(
+    source: str | Path,
+    output: str | Path,
+    mode: str,
+    tokenizer: str | Path,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    token_column: str = "input_ids",
+    text_column: str = "text",
+    id_column: str | None = "id",
+    input_length: int | None = None,
+    options: dict[str, Any] | None = None,
+    **run_options: Any,
+) -> RunReport:
+    """Corrupts every shard of `source` into `output` for `mode`; see the
+    module docstring, and :data:`tokenmill.corruption.MODE_OPTIONS` for `options`."""
+    stage = CorruptStage(
+        mode,
+        tokenizer,
+        seed=seed,
+        epoch=epoch,
+        token_column=token_column,
+        text_column=text_column,
+        id_column=id_column,
+        input_length=input_length,
+        **(options or {}),
+    )
+    return run_stage(stage, source, output, **run_options)

@@ -1,0 +1,346 @@
+//! Masked LM: BERT's 80/10/10 over tokens or whole words, or SpanBERT spans.
+
+use super::{
+    check_id, check_rate, random_subset_sorted, threshold, Corrupted, Vocab, IGNORE_INDEX,
+};
+use crate::error::{Result, TokenmillError};
+use crate::rng::RowRng;
+
+/// SpanBERT's span lengths: geometric with parameter `p`, truncated at `max`
+/// and renormalized (mean 3.8 words at the paper's p = 0.2, max = 10).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanLengths {
+    pub p: f64,
+    pub max: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlmOptions {
+    pub mask_id: u32,
+    /// Share of (non-special) tokens chosen for prediction.
+    pub probability: f64,
+    /// Of the chosen tokens, the share replaced by the mask token...
+    pub mask_rate: f64,
+    /// ...and the share replaced by a random non-special token; the rest stay.
+    pub random_rate: f64,
+    /// Choose whole words: a word's tokens are chosen together.
+    pub whole_word: bool,
+    /// Choose SpanBERT spans (in words when `whole_word`, else tokens).
+    pub span: Option<SpanLengths>,
+}
+
+impl MlmOptions {
+    /// BERT's recipe: 15% of tokens, 80% mask / 10% random / 10% kept.
+    pub fn new(mask_id: u32) -> Self {
+        Self {
+            mask_id,
+            probability: 0.15,
+            mask_rate: 0.8,
+            random_rate: 0.1,
+            whole_word: false,
+            span: None,
+        }
+    }
+
+    pub(super) fn validate(&self, vocab: &Vocab) -> Result<()> {
+        check_rate("the masking probability", self.probability)?;
+        check_rate("the mask rate", self.mask_rate)?;
+        check_rate("the random rate", self.random_rate)?;
+        check_id("mask token", self.mask_id, vocab)?;
+        if self.mask_rate + self.random_rate > 1.0 + 1e-12 {
+            return Err(TokenmillError::config(
+                format!(
+                    "the mask rate {} and random rate {} add up to more than 1",
+                    self.mask_rate, self.random_rate
+                ),
+                "the share kept unchanged is 1 - mask rate - random rate; lower one of them",
+            ));
+        }
+        if self.whole_word && !vocab.has_word_starts() {
+            return Err(TokenmillError::config(
+                "whole-word masking needs to know which tokens start a word",
+                "pass the tokenizer (its byte-level Ġ, SentencePiece ▁ or WordPiece ## marks them)",
+            ));
+        }
+        if let Some(span) = &self.span {
+            if !(span.p > 0.0 && span.p <= 1.0) || span.max == 0 {
+                return Err(TokenmillError::config(
+                    format!(
+                        "span length p={} max={} is not a distribution",
+                        span.p, span.max
+                    ),
+                    "pass 0 < p <= 1 and max >= 1, e.g. SpanBERT's p=0.2 max=10",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn replacement_thresholds(&self) -> (u64, u64) {
+        let mask = threshold(self.mask_rate);
+        (mask, threshold(self.mask_rate + self.random_rate).max(mask))
+    }
+}
+
+/// Replaces a chosen token 80/10/10 and records its label.
+#[inline]
+fn replace(
+    token: u32,
+    thresholds: (u64, u64),
+    options: &MlmOptions,
+    vocab: &Vocab,
+    rng: &mut RowRng,
+) -> u32 {
+    let draw = u64::from(rng.next_u32());
+    if draw < thresholds.0 {
+        options.mask_id
+    } else if draw < thresholds.1 {
+        vocab.random_ordinary(rng)
+    } else {
+        token
+    }
+}
+
+pub(super) fn corrupt(
+    options: &MlmOptions,
+    vocab: &Vocab,
+    row: &[u32],
+    segments: &[u32],
+    rng: &mut RowRng,
+    out: &mut Corrupted,
+) -> Result<()> {
+    let thresholds = options.replacement_thresholds();
+    if options.span.is_none() && !options.whole_word {
+        // The hot path: one draw decides each token, a second its replacement.
+        let choose = threshold(options.probability);
+        out.inputs.values.reserve(row.len());
+        out.labels.values.reserve(row.len());
+        for &token in row {
+            if !vocab.is_special(token) && u64::from(rng.next_u32()) < choose {
+                out.inputs
+                    .values
+                    .push(replace(token, thresholds, options, vocab, rng));
+                out.labels.values.push(token as i32);
+            } else {
+                out.inputs.values.push(token);
+                out.labels.values.push(IGNORE_INDEX);
+            }
+        }
+        return Ok(());
+    }
+    // Word-level choice: find each document's words, choose some, then apply
+    // 80/10/10 per token of the chosen words, as BERT's whole-word masking does.
+    let mut chosen = vec![false; row.len()];
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0usize;
+    for &length in segments {
+        let document = start..start + length as usize;
+        words.clear();
+        collect_words(options, vocab, row, document.clone(), &mut words);
+        match &options.span {
+            None => {
+                let choose = threshold(options.probability);
+                for &(a, b) in &words {
+                    if u64::from(rng.next_u32()) < choose {
+                        chosen[a..b].fill(true);
+                    }
+                }
+            }
+            Some(lengths) => choose_spans(options.probability, lengths, &words, rng, &mut chosen),
+        }
+        start = document.end;
+    }
+    for (&token, &pick) in row.iter().zip(&chosen) {
+        if pick {
+            out.inputs
+                .values
+                .push(replace(token, thresholds, options, vocab, rng));
+            out.labels.values.push(token as i32);
+        } else {
+            out.inputs.values.push(token);
+            out.labels.values.push(IGNORE_INDEX);
+        }
+    }
+    Ok(())
+}
+
+/// The words of one document as token ranges, special tokens excluded. A word
+/// starts at a word-start token, after a special token and at the document's
+/// start; `whole_word == false` makes every token a word.
+fn collect_words(
+    options: &MlmOptions,
+    vocab: &Vocab,
+    row: &[u32],
+    document: std::ops::Range<usize>,
+    words: &mut Vec<(usize, usize)>,
+) {
+    let mut open: Option<usize> = None;
+    for i in document.clone() {
+        let token = row[i];
+        if vocab.is_special(token) {
+            if let Some(a) = open.take() {
+                words.push((a, i));
+            }
+            continue;
+        }
+        let starts = !options.whole_word || open.is_none() || vocab.starts_word(token);
+        if starts {
+            if let Some(a) = open.replace(i) {
+                words.push((a, i));
+            }
+        }
+    }
+    if let Some(a) = open {
+        words.push((a, document.end));
+    }
+}
+
+/// Draws one SpanBERT span length.
+fn span_length(lengths: &SpanLengths, rng: &mut RowRng) -> usize {
+    // Inverse CDF of the truncated geometric: P(l) ∝ p (1 - p)^(l - 1), l <= max.
+    let q = 1.0 - lengths.p;
+    let total = 1.0 - q.powi(lengths.max as i32);
+    let u = rng.next_f64() * total;
+    let mut cumulative = 0.0;
+    let mut mass = lengths.p;
+    for l in 1..=lengths.max as usize {
+        cumulative += mass;
+        if u < cumulative {
+            return l;
+        }
+        mass *= q;
+    }
+    lengths.max as usize
+}
+
+/// Chooses spans of words covering `round(words * probability)` words: span
+/// lengths are drawn until the budget is spent (the last one cut to fit, as
+/// SpanBERT does), then placed left to right in drawn order with uniformly
+/// random gaps of at least one word, so spans never touch or overlap.
+fn choose_spans(
+    probability: f64,
+    lengths: &SpanLengths,
+    words: &[(usize, usize)],
+    rng: &mut RowRng,
+    chosen: &mut [bool],
+) {
+    let n = words.len();
+    let budget = (n as f64 * probability).round_ties_even() as usize;
+    if budget == 0 {
+        return;
+    }
+    let mut spans = Vec::new();
+    let mut covered = 0usize;
+    while covered < budget {
+        let l = span_length(lengths, rng).min(budget - covered);
+        // Spans need a free word between them; stop when no room is left.
+        if covered + l + spans.len() > n {
+            break;
+        }
+        spans.push(l);
+        covered += l;
+    }
+    let k = spans.len();
+    if k == 0 {
+        return;
+    }
+    // Gaps g_0..g_k with g_1..g_{k-1} >= 1: put the k - 1 forced words aside
+    // and split the rest into k + 1 parts, each >= 0, uniformly.
+    let free = n - covered - (k - 1);
+    let bars = random_subset_sorted(free + k, k, rng);
+    let mut word = 0usize;
+    let mut previous: Option<usize> = None;
+    for (&length, &bar) in spans.iter().zip(&bars) {
+        // The free words before this span, plus the forced separator after
+        // the previous one.
+        word += match previous {
+            None => bar,
+            Some(p) => bar - p,
+        };
+        previous = Some(bar);
+        let (first, _) = words[word];
+        let (_, last) = words[word + length - 1];
+        chosen[first..last].fill(true);
+        word += length;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Corruptor, Mode, TokenRows};
+    use super::*;
+
+    fn run(options: MlmOptions, vocab: Vocab, rows: &[Vec<u32>], seed: u64) -> Corrupted {
+        let values: Vec<u32> = rows.concat();
+        let mut offsets = vec![0];
+        for r in rows {
+            offsets.push(offsets.last().unwrap() + r.len());
+        }
+        let keys: Vec<u64> = (0..rows.len() as u64).collect();
+        let corruptor = Corruptor::new(Mode::Mlm(options), vocab).unwrap();
+        let batch = TokenRows {
+            values: &values,
+            offsets: &offsets,
+            segments: None,
+        };
+        corruptor.corrupt(&batch, &keys, seed, 0).unwrap()
+    }
+
+    #[test]
+    fn probability_one_chooses_every_ordinary_token_and_no_special() {
+        let vocab = Vocab::new(50, &[0, 1, 2]).unwrap();
+        let mut options = MlmOptions::new(2);
+        options.probability = 1.0;
+        options.mask_rate = 1.0;
+        options.random_rate = 0.0;
+        let out = run(options, vocab, &[vec![0, 10, 11, 1, 12]], 3);
+        assert_eq!(out.inputs.row(0), &[0, 2, 2, 1, 2]);
+        assert_eq!(out.labels.row(0), &[-100, 10, 11, -100, 12]);
+    }
+
+    #[test]
+    fn rates_match_bert_over_a_million_tokens() {
+        let vocab = Vocab::new(1000, &[0, 1, 2, 3]).unwrap();
+        let rows: Vec<Vec<u32>> = (0..2000)
+            .map(|r| {
+                (0..512)
+                    .map(|i| 4 + ((r * 31 + i * 7) % 996) as u32)
+                    .collect()
+            })
+            .collect();
+        let out = run(MlmOptions::new(3), vocab, &rows, 11);
+        let (mut chosen, mut masked, mut random, mut kept) = (0, 0, 0, 0);
+        for (&input, &label) in out.inputs.values.iter().zip(&out.labels.values) {
+            if label == IGNORE_INDEX {
+                continue;
+            }
+            chosen += 1;
+            if input == 3 {
+                masked += 1;
+            } else if input as i32 == label {
+                kept += 1;
+            } else {
+                random += 1;
+            }
+        }
+        let total = out.inputs.values.len() as f64;
+        assert!((chosen as f64 / total - 0.15).abs() < 0.005);
+        assert!((masked as f64 / chosen as f64 - 0.8).abs() < 0.005);
+        // A random draw equal to the original counts as kept, 1/996 of them.
+        assert!((random as f64 / chosen as f64 - 0.1).abs() < 0.005);
+        assert!((kept as f64 / chosen as f64 - 0.1).abs() < 0.005);
+    }
+
+    #[test]
+    fn span_lengths_follow_spanbert() {
+        let lengths = SpanLengths { p: 0.2, max: 10 };
+        let stream = crate::rng::StreamKey::new(0, "t", 0);
+        let mut rng = stream.row(1);
+        let draws = 200_000;
+        let mean = (0..draws)
+            .map(|_| span_length(&lengths, &mut rng))
+            .sum::<usize>() as f64
+            / draws as f64;
+        assert!((mean - 3.8).abs() < 0.03, "mean span {mean}");
+    }
+}

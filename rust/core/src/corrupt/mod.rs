@@ -1,0 +1,656 @@
+//! The corruption engine: masked LM, T5 span corruption, BART noise, prefix
+//! LM and UL2's mixture of denoisers over token rows.
+//!
+//! Every mode is a pure function of (seed, mode, epoch, row key, row): the row
+//! key picks a [`RowRng`] stream, so rows come out the same whatever the batch
+//! size, thread count, or whether the CLI stage or a collator ran them. A row
+//! may hold several documents (a packed row); its document lengths travel as
+//! `segments`, and no span, masked word or permutation crosses from one
+//! document into the next.
+
+mod bart;
+mod mlm;
+mod prefix;
+mod span;
+mod ul2;
+
+use rayon::prelude::*;
+
+use crate::error::{Result, TokenmillError};
+use crate::rng::{RowRng, StreamKey};
+
+pub use bart::{BartOptions, MaskLength};
+pub use mlm::{MlmOptions, SpanLengths};
+pub use prefix::{PrefixLayout, PrefixOptions, PrefixSplit};
+pub use span::{t5_input_and_target_lengths, SpanOptions};
+pub use ul2::{Denoiser, Ul2Options};
+
+/// Label value the loss ignores (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i32 = -100;
+
+/// What the engine needs to know about the vocabulary: its size, which ids
+/// are special (never chosen, never moved), which ids begin a word, and the
+/// ordinary ids random replacements are drawn from.
+#[derive(Clone, Debug)]
+pub struct Vocab {
+    size: u32,
+    special: Vec<u64>,
+    word_start: Option<Vec<u64>>,
+    ordinary: Vec<u32>,
+}
+
+fn bit(bits: &[u64], id: u32) -> bool {
+    bits.get(id as usize / 64)
+        .is_some_and(|word| word >> (id % 64) & 1 == 1)
+}
+
+impl Vocab {
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] if `size` is 0, a special id is not below
+    /// `size`, or every id is special (no token to draw random replacements from).
+    pub fn new(size: u32, special_ids: &[u32]) -> Result<Self> {
+        if size == 0 {
+            return Err(TokenmillError::config(
+                "the vocabulary size is 0",
+                "pass the tokenizer the data was tokenized with",
+            ));
+        }
+        let mut special = vec![0u64; (size as usize).div_ceil(64)];
+        for &id in special_ids {
+            if id >= size {
+                return Err(TokenmillError::config(
+                    format!("special token id {id} is outside the vocabulary of {size}"),
+                    "pass the tokenizer the data was tokenized with",
+                ));
+            }
+            special[id as usize / 64] |= 1 << (id % 64);
+        }
+        let ordinary: Vec<u32> = (0..size).filter(|&id| !bit(&special, id)).collect();
+        if ordinary.is_empty() {
+            return Err(TokenmillError::config(
+                "every token of the vocabulary is special",
+                "pass the tokenizer the data was tokenized with",
+            ));
+        }
+        Ok(Self {
+            size,
+            special,
+            word_start: None,
+            ordinary,
+        })
+    }
+
+    /// Marks which ids begin a word (`Ġ`, `▁` prefixes, or not a `##`
+    /// continuation); whole-word modes group a word's tokens by it.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] if `starts` does not hold one flag per id.
+    pub fn with_word_starts(mut self, starts: &[bool]) -> Result<Self> {
+        if starts.len() != self.size as usize {
+            return Err(TokenmillError::config(
+                format!(
+                    "{} word-start flags for a vocabulary of {}",
+                    starts.len(),
+                    self.size
+                ),
+                "give one flag per token id",
+            ));
+        }
+        let mut bits = vec![0u64; starts.len().div_ceil(64)];
+        for (id, _) in starts.iter().enumerate().filter(|(_, &s)| s) {
+            bits[id / 64] |= 1 << (id % 64);
+        }
+        self.word_start = Some(bits);
+        Ok(self)
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    pub fn has_word_starts(&self) -> bool {
+        self.word_start.is_some()
+    }
+
+    #[inline]
+    pub fn is_special(&self, id: u32) -> bool {
+        bit(&self.special, id)
+    }
+
+    /// Without a word table every token is its own word.
+    #[inline]
+    fn starts_word(&self, id: u32) -> bool {
+        self.word_start.as_ref().is_none_or(|bits| bit(bits, id))
+    }
+
+    /// A uniformly drawn non-special id.
+    #[inline]
+    fn random_ordinary(&self, rng: &mut RowRng) -> u32 {
+        self.ordinary[rng.below(self.ordinary.len() as u32) as usize]
+    }
+}
+
+/// A batch of token rows: row `i` is `values[offsets[i]..offsets[i + 1]]`.
+///
+/// `segments`, when present, holds each row's document lengths (row `i`'s are
+/// `lengths[segment_offsets[i]..segment_offsets[i + 1]]`), as `pack` writes
+/// them in `seq_lens`; without it each row is one document.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenRows<'a> {
+    pub values: &'a [u32],
+    pub offsets: &'a [usize],
+    pub segments: Option<Segments<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Segments<'a> {
+    pub lengths: &'a [u32],
+    pub offsets: &'a [usize],
+}
+
+impl TokenRows<'_> {
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn row(&self, i: usize) -> &[u32] {
+        &self.values[self.offsets[i]..self.offsets[i + 1]]
+    }
+}
+
+/// Growable Arrow-style lists: row `i` is `values[offsets[i]..offsets[i + 1]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lists<T> {
+    pub values: Vec<T>,
+    pub offsets: Vec<usize>,
+}
+
+impl<T: Copy> Lists<T> {
+    fn with_capacity(rows: usize, values: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self {
+            values: Vec::with_capacity(values),
+            offsets,
+        }
+    }
+
+    fn close_row(&mut self) {
+        self.offsets.push(self.values.len());
+    }
+
+    fn append(&mut self, other: &Self) {
+        let base = self.values.len();
+        self.values.extend_from_slice(&other.values);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|o| o + base));
+    }
+
+    pub fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn row(&self, i: usize) -> &[T] {
+        &self.values[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    /// The longest row, for padding.
+    pub fn max_len(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The corrupted rows: model inputs, labels, and what some modes add.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corrupted {
+    /// Encoder (or decoder-only) inputs.
+    pub inputs: Lists<u32>,
+    /// Targets: original ids and [`IGNORE_INDEX`] (mlm, decoder prefix), or
+    /// the decoder's target sequence (span, bart, encoder-decoder prefix, ul2).
+    pub labels: Lists<i32>,
+    /// Prefix lengths, one per document of the row (prefix mode, decoder
+    /// layout, and ul2's S-denoiser); empty for the other modes.
+    pub prefix_lens: Lists<u32>,
+    /// Which denoiser of the mixture made each row (ul2); empty otherwise.
+    pub denoiser: Vec<u8>,
+}
+
+impl Corrupted {
+    fn with_capacity(rows: usize, tokens: usize) -> Self {
+        Self {
+            inputs: Lists::with_capacity(rows, tokens + rows),
+            labels: Lists::with_capacity(rows, tokens + rows),
+            prefix_lens: Lists::with_capacity(rows, rows),
+            denoiser: Vec::new(),
+        }
+    }
+
+    fn close_row(&mut self) {
+        self.inputs.close_row();
+        self.labels.close_row();
+        self.prefix_lens.close_row();
+    }
+
+    fn append(&mut self, other: &Self) {
+        self.inputs.append(&other.inputs);
+        self.labels.append(&other.labels);
+        self.prefix_lens.append(&other.prefix_lens);
+        self.denoiser.extend_from_slice(&other.denoiser);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.inputs.rows()
+    }
+}
+
+/// One corruption mode with its options.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    Mlm(MlmOptions),
+    Span(SpanOptions),
+    Bart(BartOptions),
+    Prefix(PrefixOptions),
+    Ul2(Ul2Options),
+}
+
+impl Mode {
+    /// The mode's name, which is also its random stream's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Mlm(_) => "mlm",
+            Self::Span(_) => "span",
+            Self::Bart(_) => "bart",
+            Self::Prefix(_) => "prefix",
+            Self::Ul2(_) => "ul2",
+        }
+    }
+}
+
+/// A validated mode bound to its vocabulary, ready to corrupt batches.
+#[derive(Clone, Debug)]
+pub struct Corruptor {
+    mode: Mode,
+    vocab: Vocab,
+}
+
+/// Below this many tokens a batch runs on the calling thread: a collator's
+/// batch is done before rayon would have woken its workers.
+const PARALLEL_MIN_TOKENS: usize = 1 << 16;
+
+impl Corruptor {
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] for a rate outside `[0, 1]`, a mask or
+    /// sentinel id outside the vocabulary, or options the mode cannot honour
+    /// (for example whole-word masking without word starts).
+    pub fn new(mode: Mode, vocab: Vocab) -> Result<Self> {
+        match &mode {
+            Mode::Mlm(o) => o.validate(&vocab)?,
+            Mode::Span(o) => o.validate(&vocab)?,
+            Mode::Bart(o) => o.validate(&vocab)?,
+            Mode::Prefix(o) => o.validate()?,
+            Mode::Ul2(o) => o.validate(&vocab)?,
+        }
+        Ok(Self { mode, vocab })
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// Corrupts every row of `rows`; row `i` draws from `keys[i]`'s stream.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Data`] naming the first bad row: a token id outside
+    /// the vocabulary, document lengths that do not add up to the row, a row
+    /// too short for the mode, or more spans than sentinels.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `keys` does not hold one key per row.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokenmill_core::corrupt::{Corruptor, MlmOptions, Mode, TokenRows, Vocab};
+    /// let vocab = Vocab::new(100, &[0, 1]).unwrap();
+    /// let mlm = Corruptor::new(Mode::Mlm(MlmOptions::new(1)), vocab).unwrap();
+    /// let values: Vec<u32> = (10..20).collect();
+    /// let rows = TokenRows { values: &values, offsets: &[0, 10], segments: None };
+    /// let out = mlm.corrupt(&rows, &[7], 42, 0).unwrap();
+    /// assert_eq!(out.inputs.row(0).len(), 10);
+    /// ```
+    pub fn corrupt(
+        &self,
+        rows: &TokenRows<'_>,
+        keys: &[u64],
+        seed: u64,
+        epoch: u64,
+    ) -> Result<Corrupted> {
+        assert_eq!(keys.len(), rows.len(), "one row key per row");
+        let stream = StreamKey::new(seed, self.mode.name(), epoch);
+        let tokens =
+            rows.offsets.last().copied().unwrap_or(0) - rows.offsets.first().copied().unwrap_or(0);
+        let threads = rayon::current_num_threads();
+        if tokens < PARALLEL_MIN_TOKENS || threads == 1 || rows.len() < 2 {
+            return self.corrupt_range(rows, keys, stream, 0..rows.len());
+        }
+        let chunks = (threads * 4).min(rows.len());
+        let bounds: Vec<usize> = (0..=chunks).map(|c| c * rows.len() / chunks).collect();
+        let parts = bounds
+            .par_windows(2)
+            .map(|w| self.corrupt_range(rows, keys, stream, w[0]..w[1]))
+            .collect::<Vec<_>>();
+        let mut out = Corrupted::with_capacity(rows.len(), tokens);
+        for part in parts {
+            out.append(&part?);
+        }
+        Ok(out)
+    }
+
+    fn corrupt_range(
+        &self,
+        rows: &TokenRows<'_>,
+        keys: &[u64],
+        stream: StreamKey,
+        range: std::ops::Range<usize>,
+    ) -> Result<Corrupted> {
+        let tokens = rows.offsets[range.end] - rows.offsets[range.start];
+        let mut out = Corrupted::with_capacity(range.len(), tokens);
+        let mut whole = [0u32; 1];
+        for i in range {
+            let row = rows.row(i);
+            let segments = match rows.segments {
+                Some(s) => {
+                    let lengths = &s.lengths[s.offsets[i]..s.offsets[i + 1]];
+                    let total: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
+                    if total != row.len() as u64 {
+                        return Err(TokenmillError::data(
+                            i,
+                            format!(
+                                "document lengths add up to {total} but the row holds {} tokens",
+                                row.len()
+                            ),
+                            "pass the seq_lens column `tokenmill pack` wrote for these rows",
+                        ));
+                    }
+                    lengths
+                }
+                None => {
+                    whole[0] = row.len() as u32;
+                    &whole[..]
+                }
+            };
+            if let Some(&bad) = row.iter().find(|&&t| t >= self.vocab.size) {
+                return Err(TokenmillError::data(
+                    i,
+                    format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        self.vocab.size
+                    ),
+                    "pass the tokenizer the data was tokenized with",
+                ));
+            }
+            let mut rng = stream.row(keys[i]);
+            let row_out = match &self.mode {
+                Mode::Mlm(o) => mlm::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
+                Mode::Span(o) => span::corrupt(o, row, segments, &mut rng, &mut out),
+                Mode::Bart(o) => bart::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
+                Mode::Prefix(o) => prefix::corrupt(o, row, segments, &mut rng, &mut out),
+                Mode::Ul2(o) => ul2::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
+            };
+            row_out.map_err(|e| e.offset_row(i))?;
+            out.close_row();
+        }
+        Ok(out)
+    }
+}
+
+/// Row keys from the rows' own tokens, for callers whose rows carry no id
+/// (a collator fed bare token lists): a row's draws then follow its content.
+pub fn row_keys_from_tokens(values: &[u32], offsets: &[usize]) -> Vec<u64> {
+    offsets
+        .windows(2)
+        .map(|w| {
+            let bytes: Vec<u8> = values[w[0]..w[1]]
+                .iter()
+                .flat_map(|t| t.to_le_bytes())
+                .collect();
+            crate::rng::row_key_from_bytes(&bytes)
+        })
+        .collect()
+}
+
+/// Checks a rate option lies in `[0, 1]`.
+fn check_rate(name: &str, value: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(TokenmillError::config(
+            format!("{name} is {value}, outside [0, 1]"),
+            format!("pass a rate between 0 and 1 for {name}"),
+        ))
+    }
+}
+
+/// Checks a token id the mode inserts lies in the vocabulary.
+fn check_id(name: &str, id: u32, vocab: &Vocab) -> Result<()> {
+    if id < vocab.size {
+        Ok(())
+    } else {
+        Err(TokenmillError::tokenizer(
+            format!(
+                "the {name} id {id} is outside the vocabulary of {}",
+                vocab.size
+            ),
+            "pass the tokenizer the data was tokenized with",
+        ))
+    }
+}
+
+/// Threshold `t` such that `next_u32() < t` holds with probability `p`.
+#[inline]
+fn threshold(p: f64) -> u64 {
+    (p.clamp(0.0, 1.0) * 4_294_967_296.0) as u64
+}
+
+/// `k` positive lengths adding up to `n`, uniform over all such
+/// compositions (T5's `_random_segmentation`), in O(k + n / 64).
+///
+/// A composition is fixed by which `k - 1` of the `n - 1` gaps between items
+/// are cuts; Floyd's algorithm draws that subset with exactly `k - 1` draws.
+fn random_segmentation(n: usize, k: usize, rng: &mut RowRng, out: &mut Vec<usize>) {
+    out.clear();
+    debug_assert!(k >= 1 && k <= n, "{k} segments of {n} items");
+    if k == 1 {
+        out.push(n);
+        return;
+    }
+    let slots = n - 1; // cut after item j, j in 1..=n-1 (stored as j-1)
+    let mut cuts = vec![0u64; slots.div_ceil(64)];
+    for j in (slots - (k - 1))..slots {
+        let t = rng.below(j as u32 + 1) as usize;
+        let pick = if cuts[t / 64] >> (t % 64) & 1 == 1 {
+            j
+        } else {
+            t
+        };
+        cuts[pick / 64] |= 1 << (pick % 64);
+    }
+    let mut previous = 0;
+    for (w, &word) in cuts.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let cut = w * 64 + bits.trailing_zeros() as usize + 1;
+            out.push(cut - previous);
+            previous = cut;
+            bits &= bits - 1;
+        }
+    }
+    out.push(n - previous);
+}
+
+/// `count` distinct values of `0..n` in increasing order, uniformly (Floyd).
+fn random_subset_sorted(n: usize, count: usize, rng: &mut RowRng) -> Vec<usize> {
+    debug_assert!(count <= n);
+    let mut chosen = vec![0u64; n.div_ceil(64)];
+    for j in (n - count)..n {
+        let t = rng.below(j as u32 + 1) as usize;
+        let pick = if chosen[t / 64] >> (t % 64) & 1 == 1 {
+            j
+        } else {
+            t
+        };
+        chosen[pick / 64] |= 1 << (pick % 64);
+    }
+    let mut out = Vec::with_capacity(count);
+    for (w, &word) in chosen.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+    out
+}
+
+/// Fisher-Yates shuffle driven by the row's stream.
+fn shuffle<T>(items: &mut [T], rng: &mut RowRng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u32 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// Splits `total` into integer parts proportional to `weights`, each within
+/// `[low[j], high[j]]` (largest remainder, ties to the earlier part), so a
+/// packed row's noise budget is shared among its documents deterministically.
+/// Returns the parts and their sum, which differs from `total` only when the
+/// bounds cannot reach it.
+fn apportion(
+    total: usize,
+    weights: &[usize],
+    low: &[usize],
+    high: &[usize],
+) -> (Vec<usize>, usize) {
+    let weight_sum: usize = weights.iter().sum();
+    let mut parts: Vec<usize> = weights
+        .iter()
+        .zip(low.iter().zip(high))
+        .map(|(&w, (&lo, &hi))| {
+            let ideal = (total * w).checked_div(weight_sum).unwrap_or(0);
+            ideal.clamp(lo, hi.max(lo))
+        })
+        .collect();
+    let mut sum: usize = parts.iter().sum();
+    // Rank parts by how far below (or above) their exact share they sit.
+    let remainder = |j: usize, parts: &[usize]| -> f64 {
+        let exact = if weight_sum == 0 {
+            0.0
+        } else {
+            total as f64 * weights[j] as f64 / weight_sum as f64
+        };
+        exact - parts[j] as f64
+    };
+    while sum < total {
+        let best = (0..parts.len())
+            .filter(|&j| parts[j] < high[j])
+            .max_by(|&a, &b| {
+                remainder(a, &parts)
+                    .total_cmp(&remainder(b, &parts))
+                    .then(b.cmp(&a))
+            });
+        match best {
+            Some(j) => {
+                parts[j] += 1;
+                sum += 1;
+            }
+            None => break,
+        }
+    }
+    while sum > total {
+        let best = (0..parts.len())
+            .filter(|&j| parts[j] > low[j])
+            .min_by(|&a, &b| {
+                remainder(a, &parts)
+                    .total_cmp(&remainder(b, &parts))
+                    .then(a.cmp(&b))
+            });
+        match best {
+            Some(j) => {
+                parts[j] -= 1;
+                sum -= 1;
+            }
+            None => break,
+        }
+    }
+    (parts, sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn segmentation_is_uniform_over_compositions() {
+        // 5 items in 3 positive parts: C(4, 2) = 6 compositions, each 1/6.
+        let stream = StreamKey::new(1, "test", 0);
+        let mut counts = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for key in 0..60_000u64 {
+            random_segmentation(5, 3, &mut stream.row(key), &mut out);
+            *counts.entry(out.clone()).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 6);
+        for (parts, n) in counts {
+            assert_eq!(parts.iter().sum::<usize>(), 5);
+            assert!((n as f64 / 10_000.0 - 1.0).abs() < 0.05, "{parts:?}: {n}");
+        }
+    }
+
+    #[test]
+    fn apportion_respects_bounds_and_total() {
+        assert_eq!(apportion(10, &[1, 1], &[0, 0], &[10, 10]), (vec![5, 5], 10));
+        assert_eq!(apportion(3, &[1, 1], &[0, 0], &[10, 10]), (vec![2, 1], 3));
+        assert_eq!(apportion(10, &[9, 1], &[0, 0], &[6, 10]), (vec![6, 4], 10));
+        assert_eq!(apportion(10, &[1, 1], &[0, 0], &[2, 3]), (vec![2, 3], 5));
+        assert_eq!(apportion(1, &[5, 5], &[1, 1], &[5, 5]), (vec![1, 1], 2));
+    }
+
+    proptest! {
+        #[test]
+        fn segmentation_parts_are_positive(n in 1usize..300, k_seed in 0usize..300, key: u64) {
+            let k = 1 + k_seed % n;
+            let mut out = Vec::new();
+            random_segmentation(n, k, &mut StreamKey::new(0, "t", 0).row(key), &mut out);
+            prop_assert_eq!(out.len(), k);
+            prop_assert!(out.iter().all(|&p| p > 0));
+            prop_assert_eq!(out.iter().sum::<usize>(), n);
+        }
+
+        #[test]
+        fn subsets_are_sorted_and_distinct(n in 0usize..500, c_seed in 0usize..500, key: u64) {
+            let count = if n == 0 { 0 } else { c_seed % (n + 1) };
+            let subset = random_subset_sorted(n, count, &mut StreamKey::new(0, "t", 0).row(key));
+            prop_assert_eq!(subset.len(), count);
+            prop_assert!(subset.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(subset.iter().all(|&v| v < n));
+        }
+    }
+}

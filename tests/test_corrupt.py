@@ -1,0 +1,506 @@
+"""The corruption engine through its Python faces: the `corrupt` stage, the
+collators and the CLI. Exact small cases and the T5/fairseq invariants live
+beside the kernels in `rust/core/src/corrupt`; here: real data, statistics
+over a million tokens, stage/collator agreement, determinism and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tokenmill
+from tests.conftest import folder_bytes, write_shards
+from tokenmill import _core
+from tokenmill.collate import corruption_input
+from tokenmill.corruption import build_corruptor, sentinel_ids
+
+MODES = ("mlm", "span", "bart", "prefix", "ul2")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(pydocs_tokenizer: Path) -> tokenmill.Tokenizer:
+    return tokenmill.load_tokenizer(pydocs_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def pydocs_tokens(
+    pydocs: Path, pydocs_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("corrupt") / "tokens"
+    tokenmill.tokenize(pydocs, out, pydocs_tokenizer, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def short_docs(pydocs_tokens: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each pydocs document cut to its first 300 tokens: short enough for
+    every mode's defaults (100 sentinels) without concatenation."""
+    table = read(pydocs_tokens)
+    cut = pa.array(
+        [t[:300] for t in table.column("input_ids").to_pylist()], type=pa.list_(pa.uint32())
+    )
+    out = tmp_path_factory.mktemp("short") / "docs"
+    half = table.num_rows // 2
+    short = pa.table({"id": table.column("id"), "input_ids": cut})
+    return write_shards(out, {"a.parquet": short.slice(0, half), "b.parquet": short.slice(half)})
+
+
+def read(folder: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("*.parquet")))
+
+
+def uncorrupt_span(inputs: list[int], labels: list[int], sentinels: set[int]) -> list[int]:
+    """Puts each sentinel's span back in place (dropping the final EOS)."""
+    spans: dict[int, list[int]] = {}
+    current = None
+    for t in labels[:-1]:
+        if t in sentinels:
+            current = t
+            spans[t] = []
+        else:
+            assert current is not None, "targets start with a sentinel"
+            spans[current].append(t)
+    out: list[int] = []
+    for t in inputs[:-1]:
+        out.extend(spans[t] if t in sentinels else [t])
+    return out
+
+
+def test_span_stage_has_static_shapes_and_uncorrupts(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "span"
+    report = tokenmill.corrupt(
+        pydocs_tokens, out, "span", pydocs_tokenizer, input_length=512, progress=False
+    )
+    table = read(out)
+    assert table.schema.names == ["input_ids", "labels"]
+    assert report.rows == table.num_rows > 5000
+    inputs, labels = table.column("input_ids").to_pylist(), table.column("labels").to_pylist()
+    assert {len(r) for r in inputs} == {512} and {len(r) for r in labels} == {114}
+    # Concatenated raw rows are 568 tokens; uncorrupting gives them back, in order.
+    sentinels = set(sentinel_ids(tokenizer))
+    stream = pa.concat_arrays([c for c in read(pydocs_tokens).column("input_ids").chunks]).flatten()
+    flat = stream.to_numpy()
+    pairs = zip(inputs[:50], labels[:50], strict=True)
+    restored = [uncorrupt_span(i, lab, sentinels) for i, lab in pairs]
+    assert all(len(r) == 568 for r in restored)
+    shard_start = np.concatenate(restored)
+    assert np.array_equal(shard_start, flat[: len(shard_start)])
+
+
+def test_span_statistics_over_a_million_tokens(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "span"
+    tokenmill.corrupt(
+        pydocs_tokens, out, "span", pydocs_tokenizer, input_length=512, progress=False
+    )
+    labels = read(out).column("labels").combine_chunks()
+    flat = labels.flatten().to_numpy()
+    sentinels = np.array(sentinel_ids(tokenizer))
+    eos = tokenizer.token_to_id("</s>")
+    spans = int(np.isin(flat, sentinels).sum())
+    noise = len(flat) - spans - len(labels)  # one EOS per row
+    total = len(labels) * 568
+    assert total > 1_000_000
+    assert abs(noise / total - 0.15) < 0.005
+    assert abs(noise / spans / 3.0 - 1.0) < 0.03
+    assert (flat[np.cumsum(np.diff(labels.offsets.to_numpy())) - 1] == eos).all()
+
+
+def test_mlm_rates_and_specials(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "mlm"
+    tokenmill.corrupt(pydocs_tokens, out, "mlm", pydocs_tokenizer, progress=False)
+    table = read(out)
+    original = read(pydocs_tokens).column("input_ids").combine_chunks().flatten().to_numpy()
+    inputs = table.column("input_ids").combine_chunks().flatten().to_numpy()
+    labels = table.column("labels").combine_chunks().flatten().to_numpy()
+    assert len(original) > 1_000_000
+    vocab = _core.Vocab.from_tokenizer(tokenizer)
+    special = np.array([vocab.is_special(i) for i in range(vocab.size)])
+    chosen = labels != -100
+    assert not chosen[special[original]].any(), "a special token was chosen"
+    assert np.array_equal(labels[chosen], original[chosen])
+    assert np.array_equal(inputs[~chosen], original[~chosen])
+    ordinary = (~special[original]).sum()
+    assert abs(chosen.sum() / ordinary - 0.15) < 0.005
+    mask = tokenizer.token_to_id("<mask>")
+    masked = inputs[chosen] == mask
+    kept = inputs[chosen] == original[chosen]
+    assert abs(masked.mean() - 0.8) < 0.005
+    assert abs(kept.mean() - 0.1) < 0.005  # a random draw equal to the original counts too
+    assert not special[inputs[chosen & (inputs != mask)]].any(), "a random token was special"
+
+
+def test_whole_word_masking_takes_whole_words(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "wwm"
+    tokenmill.corrupt(
+        pydocs_tokens, out, "mlm", pydocs_tokenizer, options={"whole_word": True}, progress=False
+    )
+    column = read(pydocs_tokens).column("input_ids").combine_chunks()
+    original = column.flatten().to_numpy()
+    labels = read(out).column("labels").combine_chunks().flatten().to_numpy()
+    chosen = labels != -100
+    row_start = np.zeros(len(original), dtype=bool)
+    row_start[column.offsets.to_numpy()[:-1]] = True
+    starts = np.array(
+        [
+            t is None or t.startswith(("Ġ", "Ċ", "▁"))
+            for t in map(tokenizer.id_to_token, range(tokenizer.vocab_size))
+        ]
+    )
+    vocab = _core.Vocab.from_tokenizer(tokenizer)
+    special = np.array([vocab.is_special(i) for i in range(vocab.size)])
+    # A continuation token (not a word start, previous token not special) is
+    # chosen exactly when the token before it is.
+    cont = ~starts[original[1:]] & ~special[original[1:]] & ~special[original[:-1]] & ~row_start[1:]
+    assert np.array_equal(chosen[1:][cont], chosen[:-1][cont])
+    ordinary = ~special[original]
+    assert abs(chosen.sum() / ordinary.sum() - 0.15) < 0.01
+
+
+def test_spanbert_span_lengths(tokenizer: tokenmill.Tokenizer) -> None:
+    corruptor, _ = build_corruptor("mlm", tokenizer, span=True)
+    mask_free = [list(range(200, 4000))] * 300  # 1.1M tokens, no special token
+    out = corruptor.corrupt(pa.array(mask_free, type=pa.list_(pa.uint32())), seed=1)
+    labels = out["labels"].flatten().to_numpy().reshape(300, -1)
+    chosen = labels != -100
+    assert abs(chosen.mean() - 0.15) < 0.005
+    # Runs of chosen tokens (spans never touch) average SpanBERT's 3.8,
+    # minus a little for the budget's last, trimmed span of each row.
+    edges = np.diff(np.pad(chosen.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    runs = (edges == -1).nonzero()[1] - (edges == 1).nonzero()[1]
+    assert 3.6 < runs.mean() < 3.85
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stage_and_collator_make_the_same_rows(
+    mode: str, short_docs: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / mode
+    tokenmill.corrupt(short_docs, out, mode, pydocs_tokenizer, seed=7, progress=False)
+    stage_rows = read(out)
+    source = read(short_docs).slice(0, 40)
+    collators: dict[str, Any] = {
+        "mlm": tokenmill.MLMCollator,
+        "span": tokenmill.SpanCorruptionCollator,
+        "bart": tokenmill.DenoisingCollator,
+        "prefix": tokenmill.PrefixLMCollator,
+        "ul2": tokenmill.UL2Collator,
+    }
+    collator = collators[mode](pydocs_tokenizer, seed=7, return_tensors="np")
+    dicts = [
+        {"id": i, "input_ids": t}
+        for i, t in zip(*(source.column(c).to_pylist() for c in ("id", "input_ids")), strict=True)
+    ]
+    batch = collator(dicts)
+    for row in range(40):
+        expected_inputs = stage_rows.column("input_ids")[row].as_py()
+        expected_labels = stage_rows.column("labels")[row].as_py()
+        n = int(batch["attention_mask"][row].sum())
+        assert batch["input_ids"][row, :n].tolist() == expected_inputs
+        labels = batch["labels"][row]
+        if mode in ("mlm", "prefix"):
+            assert labels[:n].tolist() == expected_labels
+        else:
+            assert labels[: len(expected_labels)].tolist() == expected_labels
+            assert (labels[len(expected_labels) :] == -100).all()
+            start = batch["decoder_input_ids"][row]
+            assert start[1 : len(expected_labels)].tolist() == expected_labels[:-1]
+
+
+def test_collator_accepts_every_batch_form(tokenizer: tokenmill.Tokenizer) -> None:
+    import torch
+
+    rows = np.arange(100, 100 + 6 * 50).reshape(6, 50)
+    collator = tokenmill.SpanCorruptionCollator(tokenizer, seed=3)
+    forms = [
+        rows,
+        torch.from_numpy(rows),
+        rows.tolist(),
+        [r for r in rows],
+        [{"input_ids": r.tolist()} for r in rows],
+        pa.array(rows.tolist(), type=pa.list_(pa.uint32())),
+    ]
+    results = [collator(f) for f in forms]
+    for r in results[1:]:
+        assert r.keys() == results[0].keys()
+        for name in r:
+            assert torch.equal(r[name], results[0][name]), name
+    assert results[0]["input_ids"].dtype == torch.int64
+    # Another epoch, other noise; the same epoch again, the same noise.
+    collator.set_epoch(1)
+    assert not torch.equal(collator(rows)["labels"], results[0]["labels"])
+    collator.set_epoch(0)
+    assert torch.equal(collator(rows)["labels"], results[0]["labels"])
+
+
+def test_collator_in_dataloader_workers(tokenizer: tokenmill.Tokenizer) -> None:
+    from torch.utils.data import DataLoader
+
+    rows = [list(range(200 + i, 300 + 2 * i)) for i in range(64)]
+    collator = tokenmill.MLMCollator(tokenizer, seed=5)
+
+    def batches(workers: int) -> list[Any]:
+        loader = DataLoader(rows, batch_size=8, collate_fn=collator, num_workers=workers)  # type: ignore[arg-type]
+        return [b["input_ids"] for b in loader]
+
+    serial, parallel = batches(0), batches(2)
+    assert len(serial) == len(parallel) == 8
+    assert all((a == b).all() for a, b in zip(serial, parallel, strict=True))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_identical_across_threads_and_batch_sizes(
+    mode: str, short_docs: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    runs = []
+    for threads, batch_size in ((1, 7), (2, 1000)):
+        _core.set_num_threads(threads)
+        try:
+            out = tmp_path / f"{threads}"
+            tokenmill.corrupt(
+                short_docs, out, mode, pydocs_tokenizer, batch_size=batch_size, progress=False
+            )
+        finally:
+            _core.set_num_threads(0)
+        runs.append({k: v for k, v in folder_bytes(out).items() if not k.startswith(".tokenmill")})
+    assert runs[0] == runs[1]
+
+
+def test_spans_and_permutations_stay_inside_packed_documents(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    packed = tmp_path / "packed"
+    tokenmill.pack(pydocs_tokens, packed, seq_len=512, strategy="bfd", progress=False)
+    rows = read(packed).slice(0, 300)
+    sentinels = set(sentinel_ids(tokenizer))
+    corruptor, _ = build_corruptor("span", tokenizer)
+    out = corruptor.corrupt(
+        rows.column("input_ids").combine_chunks(),
+        seed=2,
+        seq_lens=rows.column("seq_lens").combine_chunks(),
+    )
+    crossed = 0
+    for inputs, labels, seq_lens in zip(
+        out["input_ids"].to_pylist(),
+        out["labels"].to_pylist(),
+        rows.column("seq_lens").to_pylist(),
+        strict=True,
+    ):
+        document_of = np.repeat(np.arange(len(seq_lens)), seq_lens)
+        position = 0
+        spans = {}
+        current = None
+        for t in labels[:-1]:
+            if t in sentinels:
+                current = t
+                spans[t] = 0
+            else:
+                spans[current] += 1
+        for t in inputs[:-1]:
+            if t in sentinels:
+                first, last = position, position + spans[t] - 1
+                crossed += document_of[first] != document_of[last]
+                position += spans[t]
+            else:
+                position += 1
+        assert position == len(document_of)
+    assert crossed == 0
+    # BART on packed rows: every document keeps its own tokens.
+    bart, _ = build_corruptor("bart", tokenizer, mask_ratio=0.0, random_ratio=0.0)
+    out = bart.corrupt(
+        rows.column("input_ids").combine_chunks(),
+        seed=2,
+        seq_lens=rows.column("seq_lens").combine_chunks(),
+    )
+    for inputs, original, seq_lens in zip(
+        out["input_ids"].to_pylist(),
+        rows.column("input_ids").to_pylist(),
+        rows.column("seq_lens").to_pylist(),
+        strict=True,
+    ):
+        start = 0
+        for length in seq_lens:
+            assert sorted(inputs[start : start + length]) == sorted(
+                original[start : start + length]
+            )
+            start += length
+
+
+def test_prefix_and_ul2_outputs(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tokenizer: tokenmill.Tokenizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "prefix"
+    tokenmill.corrupt(
+        pydocs_tokens, out, "prefix", pydocs_tokenizer, options={"ratio": 0.25}, progress=False
+    )
+    table = read(out)
+    assert table.schema.names[:3] == ["input_ids", "labels", "prefix_lens"]
+    for inputs, labels, (prefix,) in zip(
+        *(table.column(c).to_pylist()[:50] for c in ("input_ids", "labels", "prefix_lens")),
+        strict=True,
+    ):
+        assert prefix == min(max(round(len(inputs) * 0.25), 1), len(inputs) - 1)
+        assert labels == [-100] * prefix + inputs[prefix:]
+
+    out = tmp_path / "ul2"
+    tokenmill.corrupt(pydocs_tokens, out, "ul2", pydocs_tokenizer, input_length=568, progress=False)
+    table = read(out)
+    modes = [tokenizer.token_to_id(t) for t in ("[NLU]", "[NLG]", "[S2S]")]
+    denoiser = table.column("denoiser").to_numpy()
+    first = [r[0] for r in table.column("input_ids").to_pylist()]
+    expected = [modes[0]] * 2 + [modes[1]] * 4 + [modes[2]]
+    assert all(f == expected[d] for f, d in zip(first, denoiser, strict=True))
+    counts = np.bincount(denoiser, minlength=7)
+    assert counts.min() > 0.6 * len(denoiser) / 7
+
+
+def test_cli_writes_next_to_the_input(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "shards"
+    write_shards(source, {"a.parquet": read(pydocs_tokens).slice(0, 20)})
+    cli = Path(sys.executable).parent / "tokenmill"
+    done = subprocess.run(
+        [
+            *(str(cli), "corrupt", "--mode", "span", str(source)),
+            *("--tokenizer", str(pydocs_tokenizer), "--input-length", "128", "--no-progress"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "shards-span" / "manifest.json").is_file()
+    wrong = subprocess.run(
+        [
+            str(cli),
+            "corrupt",
+            "--mode",
+            "mlm",
+            "--noise-density",
+            "0.3",
+            str(source),
+            "--tokenizer",
+            str(pydocs_tokenizer),
+            "-o",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        "Error: ConfigError: --mode mlm takes no option --noise-density; its options are "
+        "--probability, --mask-rate, --random-rate, --whole-word, --span, --span-p, "
+        "--span-max, --mask-token"
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_text_shards_are_tokenized_on_the_fly(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    direct = tmp_path / "direct"
+    tokenmill.corrupt(small_dataset, direct, "mlm", small_tokenizer, progress=False)
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    staged = tmp_path / "staged"
+    tokenmill.corrupt(tokens, staged, "mlm", small_tokenizer, progress=False)
+    assert read(direct).equals(read(staged))
+    assert read(direct).schema.names == ["input_ids", "labels", "id", "lang"]
+
+
+def test_bad_input_gets_one_clear_error_and_no_output(
+    pydocs_tokenizer: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    def shards(rows: list[list[int]]) -> Path:
+        folder = tmp_path / f"in{len(list(tmp_path.iterdir()))}"
+        return write_shards(
+            folder,
+            {"a.parquet": pa.table({"input_ids": pa.array(rows, type=pa.list_(pa.uint32()))})},
+        )
+
+    cases = [
+        (
+            shards([[300, 301], [5]]),
+            "span",
+            {},
+            tokenmill.DataError,
+            "row 1: the row holds 1 token(s); span corruption needs at least 2",
+        ),
+        (
+            shards([[300, 999_999]]),
+            "mlm",
+            {},
+            tokenmill.DataError,
+            "row 0: token id 999999 is outside the vocabulary of 4096",
+        ),
+        (
+            shards([[300, 301]]),
+            "mlm",
+            {"probability": 1.5},
+            tokenmill.ConfigError,
+            "the masking probability is 1.5, outside [0, 1]",
+        ),
+        (
+            shards([[300, 301]]),
+            "mlm",
+            {"mask_token": "<nope>"},
+            tokenmill.TokenizerError,
+            "the tokenizer has no mask token (<nope>)",
+        ),
+        (
+            shards([[300, 301]]),
+            "prefix",
+            {"layout": "sideways"},
+            tokenmill.ConfigError,
+            "layout 'sideways'",
+        ),
+    ]
+    for source, mode, options, error, message in cases:
+        out = tmp_path / "out"
+        with pytest.raises(error) as caught:
+            tokenmill.corrupt(source, out, mode, pydocs_tokenizer, options=options, progress=False)
+        assert message in str(caught.value)
+        assert not out.exists() or not any(out.glob("*.parquet"))
+    # A tokenizer without sentinels cannot do span corruption.
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(WORD_LEVEL))
+    with pytest.raises(tokenmill.TokenizerError, match="no sentinel tokens"):
+        tokenmill.SpanCorruptionCollator(plain)
+    with pytest.raises(tokenmill.TokenizerError, match="no mask token"):
+        tokenmill.MLMCollator(plain)
+
+
+WORD_LEVEL = {
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [],
+    "normalizer": None,
+    "pre_tokenizer": {"type": "Whitespace"},
+    "post_processor": None,
+    "decoder": None,
+    "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "a": 1, "b": 2}, "unk_token": "<unk>"},
+}
+
+
+def test_corruption_input_keys_follow_ids() -> None:
+    given = corruption_input([{"id": "a", "input_ids": [1, 2]}, {"id": "b", "input_ids": [3]}])
+    assert given.keys is not None
+    assert list(given.keys) == list(_core.row_keys_from_ids(pa.array(["a", "b"])))
+    assert corruption_input([[1, 2], [3]]).keys is None
