@@ -477,6 +477,11 @@ def test_bad_input_gets_one_clear_error_and_no_output(
             tokenmill.corrupt(source, out, mode, pydocs_tokenizer, options=options, progress=False)
         assert message in str(caught.value)
         assert not out.exists() or not any(out.glob("*.parquet"))
+    # Static rows too long for the sentinels are refused before any output.
+    with pytest.raises(tokenmill.ConfigError, match=r"need up to 2\d\d sentinels"):
+        tokenmill.corrupt(
+            shards([[300, 301]]), tmp_path / "o", "span", pydocs_tokenizer, input_length=4000
+        )
     # A tokenizer without sentinels cannot do span corruption.
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps(WORD_LEVEL))
@@ -497,6 +502,78 @@ WORD_LEVEL = {
     "decoder": None,
     "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "a": 1, "b": 2}, "unk_token": "<unk>"},
 }
+
+
+def test_collators_pickle_for_spawned_workers(tokenizer: tokenmill.Tokenizer) -> None:
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    rows = [list(range(200 + i, 290 + i)) for i in range(32)]
+    for kind in (tokenmill.MLMCollator, tokenmill.SpanCorruptionCollator, tokenmill.UL2Collator):
+        collator = kind(tokenizer, seed=4, epoch=2, return_tensors="np")
+        clone = pickle.loads(pickle.dumps(collator))
+        for name, value in collator(rows).items():
+            assert np.array_equal(clone(rows)[name], value), name
+    collator = tokenmill.MLMCollator(tokenizer, seed=4)
+    loader = DataLoader(
+        rows, batch_size=8, collate_fn=collator, num_workers=2, multiprocessing_context="spawn"
+    )  # type: ignore[arg-type]
+    spawned = [b["labels"] for b in loader]
+    serial = [collator(rows[i : i + 8])["labels"] for i in range(0, 32, 8)]
+    assert all((a == b).all() for a, b in zip(spawned, serial, strict=True))
+
+
+def test_padded_batches_and_prefix_outputs(tokenizer: tokenmill.Tokenizer) -> None:
+    rows = [list(range(300, 340)), list(range(400, 420))]
+    padded = np.zeros((2, 40), dtype=np.int64)
+    mask = np.zeros((2, 40), dtype=np.int64)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    collator = tokenmill.MLMCollator(tokenizer, seed=1, return_tensors="np")
+    from_lists = collator(rows)
+    from_padded = collator({"input_ids": padded, "attention_mask": mask})
+    for name, value in from_lists.items():
+        assert np.array_equal(from_padded[name], value), name
+    assert from_padded["attention_mask"][1].sum() == 20
+    # uint16 rows (memory-mapped token files) are widened, not refused.
+    assert collator(np.asarray([rows[0]], dtype=np.uint16))["input_ids"].shape == (1, 40)
+    prefix = tokenmill.PrefixLMCollator(tokenizer, ratio=0.5, return_tensors="np")(rows)
+    assert prefix["prefix_len"].tolist() == [20, 10]
+    assert prefix["prefix_lens"].tolist() == [[20], [10]]
+
+
+def test_saved_word_ids_drive_whole_word_masking(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, word_ids=True, progress=False)
+    table = read(tokens)
+    assert table.schema.field("word_ids").type == pa.list_(pa.field("item", pa.int32(), False))
+    ids, words = table.column("input_ids").to_pylist(), table.column("word_ids").to_pylist()
+    assert all(len(i) == len(w) for i, w in zip(ids, words, strict=True))
+    assert all(w[-1] == -1 for w in words if w), "the EOS belongs to no word"
+    out = tmp_path / "wwm"
+    tokenmill.corrupt(
+        tokens,
+        out,
+        "mlm",
+        small_tokenizer,
+        options={"whole_word": True, "probability": 0.5},
+        progress=False,
+    )
+    labels = read(out).column("labels").to_pylist()
+    for word_ids, row_labels in zip(words, labels, strict=True):
+        chosen: dict[int, set[bool]] = {}
+        for w, label in zip(word_ids, row_labels, strict=True):
+            if w >= 0:
+                chosen.setdefault(w, set()).add(label != -100)
+        assert all(len(v) == 1 for v in chosen.values()), "a word was split"
+    # The collator reads them from dict rows too.
+    collator = tokenmill.MLMCollator(small_tokenizer, whole_word=True, return_tensors="np")
+    batch = collator([{"id": "x", "input_ids": ids[0], "word_ids": words[0]}])
+    assert batch["labels"].shape == (1, len(ids[0]))
 
 
 def test_corruption_input_keys_follow_ids() -> None:

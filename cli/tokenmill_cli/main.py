@@ -170,6 +170,11 @@ def cli(threads: int) -> None:
     help="Run the tokenizer's post-processor (e.g. BERT's [CLS] ... [SEP]).",
 )
 @click.option("--keep-text", is_flag=True, help="Keep the text column beside the tokens.")
+@click.option(
+    "--word-ids",
+    is_flag=True,
+    help="Also save each token's word index (word_ids), for whole-word masking.",
+)
 @run_options
 def tokenize_command(
     source: Path,
@@ -180,6 +185,7 @@ def tokenize_command(
     eos_token: str | None,
     add_special_tokens: bool,
     keep_text: bool,
+    word_ids: bool,
     run: dict[str, Any],
 ) -> None:
     """Tokenize the text column of SOURCE into a list<uint32> column."""
@@ -192,6 +198,7 @@ def tokenize_command(
         eos_token=eos_token,
         add_special_tokens=add_special_tokens,
         keep_text=keep_text,
+        word_ids=word_ids,
         **run,
     )
     _report(report)
@@ -344,7 +351,8 @@ def corrupt_command(
     """
     given = {name: value for name, value in options.items() if value not in (None, ())}
     if run["output"] is None:
-        run["output"] = source.parent / f"{source.name}-{mode}"
+        folder = source.resolve()
+        run["output"] = folder.parent / f"{folder.name}-{mode}"
     report = tokenmill.corrupt(
         source,
         mode=mode,

@@ -80,6 +80,14 @@ class Tokenizer:
         add_special_tokens: bool = False,
         eos_id: int | None = None,
     ) -> pa.ListArray: ...
+    def tokenize_words(
+        self,
+        texts: Any,
+        *,
+        column: str = "text",
+        add_special_tokens: bool = False,
+        eos_id: int | None = None,
+    ) -> tuple[pa.ListArray, pa.ListArray]: ...
 
 @final
 class BpeTrainer:
@@ -211,7 +219,7 @@ class Vocab:
     @property
     def size(self) -> int: ...
     @property
-    def has_word_starts(self) -> bool: ...
+    def has_word_marks(self) -> bool: ...
     def is_special(self, id: int) -> bool: ...
 
 @final
@@ -283,6 +291,7 @@ class Corruptor:
         epoch: int = 0,
         lengths: list[int] | None = None,
         seq_lens: Any = None,
+        word_ids: Any = None,
         column: str = "input_ids",
     ) -> dict[str, pa.Array]: ...
     def corrupt_padded(
@@ -294,6 +303,7 @@ class Corruptor:
         epoch: int = 0,
         lengths: list[int] | None = None,
         seq_lens: Any = None,
+        word_ids: Any = None,
         column: str = "input_ids",
         pad_id: int = 0,
         pad_to_multiple_of: int = 1,

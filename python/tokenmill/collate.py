@@ -265,6 +265,18 @@ def _to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
 # --- Corruption collators -------------------------------------------------
 
 TOKEN_LIST = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+WORD_ID_LIST = pa.list_(pa.field("item", pa.int32(), nullable=False))
+
+
+def _token_matrix(values: Any) -> npt.NDArray[Any]:
+    """A 2-D batch as a contiguous array the engine reads (int64, int32 or
+    uint32 kept as they are; other integer types, uint16 say, widened)."""
+    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+    if array.dtype not in (np.int64, np.int32, np.uint32):
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ConfigError(f"token arrays must hold integers, not {array.dtype}")
+        array = array.astype(np.int64)
+    return np.ascontiguousarray(array)
 
 
 @dataclass
@@ -276,6 +288,8 @@ class CorruptionInput:
     tokens: Any
     keys: npt.NDArray[np.uint64] | None
     seq_lens: pa.Array | None
+    lengths: list[int] | None = None
+    word_ids: pa.Array | None = None
 
 
 def _token_list_array(rows: Sequence[Any]) -> pa.Array:
@@ -301,7 +315,11 @@ def corruption_input(
 ) -> CorruptionInput:
     """Any supported batch form as a :class:`CorruptionInput`. Rows carrying
     `key_column` (an Arrow column or a dict entry) are keyed by it, as the
-    `corrupt` stage keys them, so stage and collator make the same rows."""
+    `corrupt` stage keys them, so stage and collator make the same rows.
+    Packed rows bring `seq_lens`, and `word_ids` (from `tokenize --word-ids`)
+    say where words start. A dict of 2-D arrays (`input_ids` and
+    `attention_mask`, as a Hugging Face tokenizer pads them) is cut at each
+    row's mask; a bare 2-D array has no padding."""
     from tokenmill.stages._common import as_uint32_tokens, is_token_list
 
     if isinstance(batch, (pa.RecordBatch, pa.Table)):
@@ -314,20 +332,36 @@ def corruption_input(
             ids = batch.column(key_column)
             ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
             keys = _core.row_keys_from_ids(ids, column=key_column)
-        seq_lens = batch.column("seq_lens") if "seq_lens" in batch.schema.names else None
-        if isinstance(seq_lens, pa.ChunkedArray):
-            seq_lens = seq_lens.combine_chunks()
+        extra = {}
+        for name in ("seq_lens", "word_ids"):
+            if name in batch.schema.names:
+                value = batch.column(name)
+                extra[name] = (
+                    value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
+                )
         if not is_token_list(tokens.type):
             raise ConfigError(f"column '{column}' has type {tokens.type}, not a list of token ids")
-        return CorruptionInput(as_uint32_tokens(tokens, column), keys, seq_lens)
+        return CorruptionInput(
+            as_uint32_tokens(tokens, column),
+            keys,
+            extra.get("seq_lens"),
+            word_ids=extra.get("word_ids"),
+        )
     if isinstance(batch, (pa.Array, pa.ChunkedArray)):
         tokens = batch.combine_chunks() if isinstance(batch, pa.ChunkedArray) else batch
         if not is_token_list(tokens.type):
             raise ConfigError(f"the array has type {tokens.type}, not a list of token ids")
         return CorruptionInput(as_uint32_tokens(tokens, column), None, None)
     if hasattr(batch, "ndim") and batch.ndim == 2:
-        array = batch.detach().cpu().numpy() if hasattr(batch, "detach") else np.asarray(batch)
-        return CorruptionInput(np.ascontiguousarray(array), None, None)
+        return CorruptionInput(_token_matrix(batch), None, None)
+    if isinstance(batch, Mapping):
+        if column not in batch or getattr(batch[column], "ndim", 0) != 2:
+            raise ConfigError(f"a dict batch needs a 2-D '{column}' array")
+        mask = batch.get("attention_mask")
+        lengths = None
+        if mask is not None:
+            lengths = [int(n) for n in _token_matrix(mask).sum(axis=1)]
+        return CorruptionInput(_token_matrix(batch[column]), None, None, lengths=lengths)
     if not isinstance(batch, Sequence) or len(batch) == 0:
         raise ConfigError(
             "a collator needs a non-empty list of rows, a 2-D array or an Arrow array; "
@@ -345,7 +379,10 @@ def corruption_input(
         seq_lens = None
         if all("seq_lens" in row for row in batch):
             seq_lens = _token_list_array([row["seq_lens"] for row in batch])
-        return CorruptionInput(tokens, keys, seq_lens)
+        word_ids = None
+        if all("word_ids" in row for row in batch):
+            word_ids = pa.array([list(row["word_ids"]) for row in batch], type=WORD_ID_LIST)
+        return CorruptionInput(tokens, keys, seq_lens, word_ids=word_ids)
     return CorruptionInput(_token_list_array(list(batch)), None, None)
 
 
@@ -396,7 +433,26 @@ class _CorruptionCollator:
         self.decoder_start_id: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
+        """Fresh noise for a new epoch. With `persistent_workers=True` the
+        workers keep the copy they started with: recreate the DataLoader (or
+        its collator) per epoch there."""
         self.epoch = epoch
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The Rust objects do not pickle; spawned DataLoader workers rebuild
+        # them from the tokenizer's JSON and the options.
+        state = dict(self.__dict__)
+        state["tokenizer"] = self.tokenizer.to_str(pretty=False)
+        del state["corruptor"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from tokenmill.corruption import MODE_OPTIONS, build_corruptor
+
+        state["tokenizer"] = _core.Tokenizer.from_str(state["tokenizer"])
+        given = {k: v for k, v in state["options"].items() if k in MODE_OPTIONS[self.mode]}
+        state["corruptor"], _ = build_corruptor(self.mode, state["tokenizer"], **given)
+        self.__dict__.update(state)
 
     def __call__(self, batch: Any) -> dict[str, Any]:
         given = corruption_input(batch, key_column=self.key_column)
@@ -405,7 +461,9 @@ class _CorruptionCollator:
             given.keys,
             seed=self.seed,
             epoch=self.epoch,
+            lengths=given.lengths,
             seq_lens=given.seq_lens,
+            word_ids=given.word_ids,
             pad_id=self.pad_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
             decoder_start_id=self.decoder_start_id,
@@ -460,8 +518,9 @@ class DenoisingCollator(_CorruptionCollator):
 
 class PrefixLMCollator(_CorruptionCollator):
     """Prefix LM. The decoder layout (default) returns `input_ids`,
-    `attention_mask`, `labels` (-100 on the prefix) and `prefix_len` (one per
-    row; `prefix_lens` `[batch, documents]` for packed rows); the
+    `attention_mask`, `labels` (-100 on the prefix), `prefix_len` (`[batch]`,
+    the prefix of each row's first document) and `prefix_lens` (`[batch,
+    documents]`, every document's, 0-padded: packed rows have several); the
     encoder-decoder layout returns the prefix as `input_ids` and the rest as
     `labels`, with `decoder_input_ids`. Options: `ratio` (None: uniform
     split), `layout`."""
@@ -476,10 +535,8 @@ class PrefixLMCollator(_CorruptionCollator):
     def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
         prefix = out.pop("prefix_lens")
         if self.options["layout"] == "decoder":
-            if prefix.shape[1] == 1:
-                out["prefix_len"] = prefix[:, 0].copy()
-            else:
-                out["prefix_lens"] = prefix
+            out["prefix_len"] = prefix[:, 0].copy()
+            out["prefix_lens"] = prefix
         return out
 
 

@@ -160,6 +160,12 @@ def build_corruptor(
         ends = resolved["sentence_ends"]
         if ends is None:
             end_ids = [i for t in SENTENCE_END_CANDIDATES if (i := tok.token_to_id(t)) is not None]
+            if not end_ids and resolved["permute_sentence_ratio"] > 0:
+                raise TokenizerError(
+                    "the tokenizer has none of the sentence ends "
+                    f"{' '.join(SENTENCE_END_CANDIDATES)} that sentence permutation needs; "
+                    "name them with --sentence-end, or pass --permute-sentence-ratio 0"
+                )
         else:
             end_ids = [_require(tok, t, (t,), "sentence end") for t in ends]
         resolved.update(mask_id=mask_id, sentence_end_ids=end_ids)

@@ -36,7 +36,17 @@ from tokenmill.stages.tokenize import TokenizeStage
 from tokenmill.tokenizer import load_tokenizer
 
 #: Columns that describe token positions of packed rows.
-POSITIONAL_COLUMNS = ("seq_lens", "position_ids", "doc_offset")
+POSITIONAL_COLUMNS = ("seq_lens", "position_ids", "doc_offset", "word_ids")
+
+
+#: (density, mean span) of UL2's span denoisers (the paper's R and X).
+UL2_SPAN_SETTINGS = ((0.15, 3.0), (0.15, 8.0), (0.5, 3.0), (0.5, 8.0), (0.15, 64.0), (0.5, 64.0))
+
+
+def _span_count(length: int, density: float, mean_span: float) -> int:
+    """T5's number of noise spans in a row (Python rounds half to even, as T5)."""
+    noise = min(max(round(length * density), 1), length - 1)
+    return max(round(noise / mean_span), 1)
 
 
 def _list_of(item: pa.DataType) -> pa.DataType:
@@ -85,6 +95,8 @@ class CorruptStage(Stage):
         self.token_column = "input_ids"
         self.input_length = input_length
         self.raw_length = self._raw_length(input_length)
+        if self.raw_length is not None:
+            self._check_sentinels(self.raw_length)
         self._tokenize: TokenizeStage | None = None
         self._packer: _core.Packer | None = None
         self._shard = ""
@@ -102,6 +114,23 @@ class CorruptStage(Stage):
             return int(raw)
         # The other modes keep or vary the length; rows are cut at it as given.
         return input_length
+
+    def _check_sentinels(self, length: int) -> None:
+        """With static row lengths, a shortage of sentinels is known before
+        any output: T5's span count at the longest-span-count denoiser."""
+        if self.mode == "span":
+            settings = [(self.options["noise_density"], self.options["mean_span"])]
+        elif self.mode == "ul2":
+            settings = [(d, m) for d, m in UL2_SPAN_SETTINGS]
+        else:
+            return
+        needed = max(_span_count(length, d, m) for d, m in settings)
+        if needed > self.options["sentinels"]:
+            raise ConfigError(
+                f"rows of {length} tokens need up to {needed} sentinels but the tokenizer has "
+                f"{self.options['sentinels']}; lower --input-length or --noise-density, or "
+                "raise --mean-span"
+            )
 
     def params(self) -> dict[str, Any]:
         return {
@@ -174,7 +203,11 @@ class CorruptStage(Stage):
         return batch
 
     def _corrupt(
-        self, tokens: pa.Array, keys: Any, seq_lens: pa.Array | None
+        self,
+        tokens: pa.Array,
+        keys: Any,
+        seq_lens: pa.Array | None,
+        word_ids: pa.Array | None = None,
     ) -> dict[str, pa.Array]:
         result: dict[str, pa.Array] = self.corruptor.corrupt(
             tokens,
@@ -182,6 +215,7 @@ class CorruptStage(Stage):
             seed=self.seed,
             epoch=self.epoch,
             seq_lens=seq_lens,
+            word_ids=word_ids,
             column=self.input_column,
         )
         return result
@@ -195,7 +229,9 @@ class CorruptStage(Stage):
             )
         names = batch.schema.names
         seq_lens = batch.column("seq_lens") if "seq_lens" in names else None
-        out = self._corrupt(tokens, ctx.row_keys(), seq_lens)
+        # Word ids saved by `tokenize --word-ids` decide where words start.
+        word_ids = batch.column("word_ids") if "word_ids" in names else None
+        out = self._corrupt(tokens, ctx.row_keys(), seq_lens, word_ids)
         schema = self._schema_for_tokens(batch.schema)
         columns = [out[f.name] if f.name in out else batch.column(f.name) for f in schema]
         return pa.RecordBatch.from_arrays(columns, schema=schema)

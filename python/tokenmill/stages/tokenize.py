@@ -17,6 +17,9 @@ from tokenmill.tokenizer import load_tokenizer
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>")
 
 TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+#: Each token's word index in its document (-1: special tokens and EOS).
+WORD_IDS = "word_ids"
+WORD_ID_TYPE = pa.list_(pa.field("item", pa.int32(), nullable=False))
 
 
 def resolve_eos(tokenizer: Tokenizer, eos_token: str | None) -> int:
@@ -45,6 +48,7 @@ class TokenizeStage(Stage):
         eos_token: str | None = None,
         add_special_tokens: bool = False,
         keep_text: bool = False,
+        word_ids: bool = False,
     ) -> None:
         self.tokenizer_path = Path(tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
@@ -54,6 +58,7 @@ class TokenizeStage(Stage):
         self.eos_id = resolve_eos(self.tokenizer, eos_token) if eos else None
         self.add_special_tokens = add_special_tokens
         self.keep_text = keep_text
+        self.word_ids = word_ids
         self.token_column = output_column
 
     def params(self) -> dict[str, Any]:
@@ -66,6 +71,7 @@ class TokenizeStage(Stage):
             "eos_id": self.eos_id,
             "add_special_tokens": self.add_special_tokens,
             "keep_text": self.keep_text,
+            "word_ids": self.word_ids,
         }
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
@@ -78,19 +84,26 @@ class TokenizeStage(Stage):
                 f"column '{self.output_column}' already exists; "
                 "name the token column with --output-column"
             )
+        if self.word_ids and WORD_IDS in schema.names:
+            raise SchemaError(f"column '{WORD_IDS}' already exists; drop it before --word-ids")
         field = pa.field(self.output_column, TOKEN_TYPE, nullable=False)
         index = schema.get_field_index(self.text_column)
-        if self.keep_text:
-            return schema.append(field)
-        return schema.set(index, field)
+        schema = schema.append(field) if self.keep_text else schema.set(index, field)
+        return (
+            schema.append(pa.field(WORD_IDS, WORD_ID_TYPE, nullable=False))
+            if self.word_ids
+            else schema
+        )
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
-        ids = self.tokenizer.tokenize(
+        encode = self.tokenizer.tokenize_words if self.word_ids else self.tokenizer.tokenize
+        encoded = encode(
             batch.column(self.text_column),
             column=self.text_column,
             add_special_tokens=self.add_special_tokens,
             eos_id=self.eos_id,
         )
+        ids, words = encoded if isinstance(encoded, tuple) else (encoded, None)
         schema = self.output_schema(batch.schema)
         index = batch.schema.get_field_index(self.text_column)
         columns = list(batch.columns)
@@ -98,6 +111,8 @@ class TokenizeStage(Stage):
             columns.append(ids)
         else:
             columns[index] = ids
+        if words is not None:
+            columns.append(words)
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -112,6 +127,7 @@ def tokenize(
     eos_token: str | None = None,
     add_special_tokens: bool = False,
     keep_text: bool = False,
+    word_ids: bool = False,
     **run_options: Any,
 ) -> RunReport:
     """Tokenizes every shard of `source` into `output`; see :func:`tokenmill.run_stage`."""
@@ -123,5 +139,6 @@ def tokenize(
         eos_token=eos_token,
         add_special_tokens=add_special_tokens,
         keep_text=keep_text,
+        word_ids=word_ids,
     )
     return run_stage(stage, source, output, **run_options)

@@ -102,32 +102,40 @@ impl Tokenizer {
         ids
     }
 
-    /// Whether each id begins a word, read from the vocabulary's own marks:
-    /// a WordPiece model's continuation prefix (`##`) marks a continuation;
-    /// otherwise byte-level BPE's `Ġ` (and `Ċ`, a newline) and
-    /// SentencePiece's `▁` mark a start. Special tokens count as starts.
-    pub fn word_starts(&self) -> Vec<bool> {
-        let continuation = match self.inner.get_model() {
-            tokenizers::models::ModelWrapper::WordPiece(model) => {
-                Some(model.continuing_subword_prefix.clone())
-            }
-            _ => None,
-        };
+    /// How the vocabulary marks words, read from its own tokens: a WordPiece
+    /// model's continuation prefix (`##`); else byte-level BPE's `Ġ` (and
+    /// `Ċ`, a newline) or SentencePiece's `▁` at word starts; else a `</w>`
+    /// suffix at word ends; else no marks, every token a word of its own (a
+    /// word-level vocabulary). Special tokens count as starts and ends.
+    pub fn word_marks(&self) -> crate::corrupt::WordMarks {
+        use crate::corrupt::WordMarks;
         let special = self.special_ids();
-        (0..self.vocab_size() as u32)
+        let tokens: Vec<Option<String>> = (0..self.vocab_size() as u32)
             .map(|id| {
-                let Some(token) = self.id_to_token(id) else {
-                    return true;
-                };
-                if special.binary_search(&id).is_ok() {
-                    return true;
-                }
-                match &continuation {
-                    Some(prefix) => !token.starts_with(prefix.as_str()),
-                    None => token.starts_with(['\u{120}', '\u{10A}', '\u{2581}']),
-                }
+                let special = special.binary_search(&id).is_ok();
+                self.id_to_token(id).filter(|_| !special)
             })
-            .collect()
+            .collect();
+        let flags = |mark: &dyn Fn(&str) -> bool| -> Vec<bool> {
+            tokens
+                .iter()
+                .map(|t| t.as_deref().is_none_or(mark))
+                .collect()
+        };
+        if let tokenizers::models::ModelWrapper::WordPiece(model) = self.inner.get_model() {
+            let prefix = model.continuing_subword_prefix.clone();
+            return WordMarks::Starts(flags(&|t| !t.starts_with(prefix.as_str())));
+        }
+        let any = |mark: &dyn Fn(&str) -> bool| tokens.iter().flatten().any(|t| mark(t));
+        let starts = |t: &str| t.starts_with(['\u{120}', '\u{10A}', '\u{2581}']);
+        if any(&starts) {
+            return WordMarks::Starts(flags(&starts));
+        }
+        let ends = |t: &str| t.ends_with("</w>");
+        if any(&ends) {
+            return WordMarks::Ends(flags(&ends));
+        }
+        WordMarks::EveryToken
     }
 
     /// # Errors
@@ -157,6 +165,15 @@ pub struct TokenizeOptions {
     pub add_special_tokens: bool,
     /// Appended to every document, so documents stay apart once packed.
     pub eos_id: Option<u32>,
+    /// Also return each token's word index in its document (-1 for tokens
+    /// of no word: special tokens and the EOS), for whole-word masking.
+    pub word_ids: bool,
+}
+
+/// Token ids and, when asked for, the word index of every token.
+pub struct Tokenized {
+    pub ids: ListArray,
+    pub word_ids: Option<ListArray>,
 }
 
 /// Encodes every row of `texts` into a `list<uint32>` array, row for row.
@@ -187,9 +204,26 @@ pub fn tokenize(
     texts: &TextColumn,
     options: &TokenizeOptions,
 ) -> Result<ListArray> {
+    let options = TokenizeOptions {
+        word_ids: false,
+        ..*options
+    };
+    Ok(tokenize_words(tokenizer, texts, &options)?.ids)
+}
+
+/// As [`tokenize`], with each token's word index when `options.word_ids`.
+///
+/// # Errors
+///
+/// As [`tokenize`].
+pub fn tokenize_words(
+    tokenizer: &Tokenizer,
+    texts: &TextColumn,
+    options: &TokenizeOptions,
+) -> Result<Tokenized> {
     let rows = texts.len();
     let chunk_rows = chunk_size(rows);
-    let chunks: Vec<Result<(Vec<u32>, Vec<usize>)>> = (0..rows)
+    let chunks: Vec<Result<Encoded>> = (0..rows)
         .step_by(chunk_rows.max(1))
         .collect::<Vec<_>>()
         .into_par_iter()
@@ -204,17 +238,44 @@ pub fn tokenize(
         .collect();
 
     let mut values = Vec::new();
+    let mut words = Vec::new();
     let mut lengths = Vec::with_capacity(rows);
     for chunk in chunks {
-        let (ids, chunk_lengths) = chunk?;
+        let chunk = chunk?;
         if values.is_empty() {
-            values = ids;
+            values = chunk.ids;
+            words = chunk.word_ids;
         } else {
-            values.extend_from_slice(&ids);
+            values.extend_from_slice(&chunk.ids);
+            words.extend_from_slice(&chunk.word_ids);
         }
-        lengths.extend(chunk_lengths);
+        lengths.extend(chunk.lengths);
     }
-    list_of_u32(values, &lengths)
+    let word_ids = if options.word_ids {
+        let offsets = OffsetBuffer::<i32>::from_lengths(lengths.iter().copied());
+        Some(ListArray::try_new(
+            Arc::new(Field::new("item", DataType::Int32, false)),
+            offsets,
+            Arc::new(arrow_array::Int32Array::new(
+                ScalarBuffer::from(words),
+                None,
+            )),
+            None,
+        )?)
+    } else {
+        None
+    };
+    Ok(Tokenized {
+        ids: list_of_u32(values, &lengths)?,
+        word_ids,
+    })
+}
+
+/// One chunk of rows, encoded.
+struct Encoded {
+    ids: Vec<u32>,
+    word_ids: Vec<i32>,
+    lengths: Vec<usize>,
 }
 
 fn chunk_size(rows: usize) -> usize {
@@ -227,8 +288,9 @@ fn encode_rows(
     texts: &TextColumn,
     rows: std::ops::Range<usize>,
     options: &TokenizeOptions,
-) -> Result<(Vec<u32>, Vec<usize>)> {
+) -> Result<Encoded> {
     let mut values = Vec::new();
+    let mut words = Vec::new();
     let mut lengths = Vec::with_capacity(rows.len());
     for row in rows {
         let text = texts.get(row)?;
@@ -245,12 +307,27 @@ fn encode_rows(
                 )
             })?;
         values.extend_from_slice(encoding.get_ids());
+        if options.word_ids {
+            words.extend(
+                encoding
+                    .get_word_ids()
+                    .iter()
+                    .map(|w| w.and_then(|w| i32::try_from(w).ok()).unwrap_or(-1)),
+            );
+        }
         if let Some(eos) = options.eos_id {
             values.push(eos);
+            if options.word_ids {
+                words.push(-1);
+            }
         }
         lengths.push(values.len() - before);
     }
-    Ok((values, lengths))
+    Ok(Encoded {
+        ids: values,
+        word_ids: words,
+        lengths,
+    })
 }
 
 /// The Arrow type of a token column: `list<item: uint32>`.
@@ -366,6 +443,7 @@ mod tests {
         let options = TokenizeOptions {
             add_special_tokens: false,
             eos_id: Some(2),
+            word_ids: false,
         };
         pool.install(|| tokenize(tokenizer(), &column, &options).unwrap())
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::types::{Int32Type, UInt32Type};
-use arrow_array::{ArrayRef, UInt8Array};
+use arrow_array::{Array, ArrayRef, UInt8Array};
 use arrow_schema::DataType;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
@@ -41,7 +41,7 @@ impl PyVocab {
     ) -> BindingResult<Self> {
         let mut inner = corrupt::Vocab::new(size, &special_ids)?;
         if let Some(starts) = word_starts {
-            inner = inner.with_word_starts(&starts)?;
+            inner = inner.with_word_marks(corrupt::WordMarks::Starts(starts))?;
         }
         Ok(Self { inner })
     }
@@ -52,7 +52,7 @@ impl PyVocab {
         let tokenizer = tokenizer.core();
         let size = u32::try_from(tokenizer.vocab_size()).unwrap_or(u32::MAX);
         let inner = corrupt::Vocab::new(size, &tokenizer.special_ids())?
-            .with_word_starts(&tokenizer.word_starts())?;
+            .with_word_marks(tokenizer.word_marks())?;
         Ok(Self { inner })
     }
 
@@ -62,8 +62,8 @@ impl PyVocab {
     }
 
     #[getter]
-    fn has_word_starts(&self) -> bool {
-        self.inner.has_word_starts()
+    fn has_word_marks(&self) -> bool {
+        self.inner.has_word_marks()
     }
 
     fn is_special(&self, id: u32) -> bool {
@@ -139,8 +139,17 @@ fn rows_from_numpy(
         }
         Some(l) => l
             .iter()
-            .map(|&n| usize::try_from(n).unwrap_or(usize::MAX).min(width))
-            .collect(),
+            .enumerate()
+            .map(|(row, &n)| {
+                usize::try_from(n).map(|n| n.min(width)).map_err(|_| {
+                    TokenmillError::data(
+                        row,
+                        format!("length {n} is negative"),
+                        "pass each row's token count",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
         None => vec![width; rows],
     };
     let mut values = Vec::with_capacity(lengths.iter().sum());
@@ -162,13 +171,13 @@ fn rows_from_numpy(
     Ok((values, offsets))
 }
 
-/// Row `i` padded to `width` as int64, the layout PyTorch losses take.
+/// Row `i` padded to `width` as int64, the layout PyTorch losses take,
+/// written in one pass.
 fn padded<T: Copy + Into<i64>>(lists: &Lists<T>, width: usize, fill: i64) -> Vec<i64> {
-    let mut out = vec![fill; lists.rows() * width];
+    let mut out = Vec::with_capacity(lists.rows() * width);
     for r in 0..lists.rows() {
-        for (slot, &v) in out[r * width..].iter_mut().zip(lists.row(r)) {
-            *slot = v.into();
-        }
+        out.extend(lists.row(r).iter().map(|&v| v.into()));
+        out.resize((r + 1) * width, fill);
     }
     out
 }
@@ -194,6 +203,56 @@ type Segmentation = Option<(Vec<u32>, Vec<usize>)>;
 /// A UL2 denoiser from Python: `(kind, density, mean_span, mode_id, weight)`.
 type DenoiserSpec = (String, f64, f64, u32, f64);
 
+/// Word ids (`list<int32>`, one per token) laid out like the token values
+/// buffer, so row `i`'s ids sit at the same offsets as its tokens.
+fn aligned_word_ids(
+    array: &dyn Array,
+    offsets: &[usize],
+    len: usize,
+) -> Result<Vec<i32>, TokenmillError> {
+    let schema_error = || {
+        TokenmillError::schema(
+            "word_ids",
+            format!("expected list<int32> word ids, found {}", array.data_type()),
+            "save word ids with `tokenmill tokenize --word-ids`",
+        )
+    };
+    let list = array
+        .as_any()
+        .downcast_ref::<arrow_array::ListArray>()
+        .ok_or_else(schema_error)?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<arrow_array::Int32Array>()
+        .ok_or_else(schema_error)?;
+    if list.len() + 1 != offsets.len() {
+        return Err(config_error(
+            format!(
+                "word_ids has {} rows, the tokens {}",
+                list.len(),
+                offsets.len() - 1
+            ),
+            "pass the word_ids column of the same rows",
+        ));
+    }
+    let mut aligned = vec![-1; len];
+    let word_offsets = list.value_offsets();
+    for row in 0..list.len() {
+        let (a, b) = (word_offsets[row] as usize, word_offsets[row + 1] as usize);
+        let (start, end) = (offsets[row], offsets[row + 1]);
+        if list.is_null(row) || b - a != end - start || (a..b).any(|i| values.is_null(i)) {
+            return Err(TokenmillError::data(
+                row,
+                format!("word_ids holds {} ids for {} tokens", b - a, end - start),
+                "save word ids with the tokens, `tokenmill tokenize --word-ids`",
+            ));
+        }
+        aligned[start..end].copy_from_slice(&values.values()[a..b]);
+    }
+    Ok(aligned)
+}
+
 impl PyCorruptor {
     #[allow(clippy::too_many_arguments)]
     fn run(
@@ -205,10 +264,12 @@ impl PyCorruptor {
         epoch: u64,
         lengths: Option<Vec<i64>>,
         seq_lens: Option<PyArray>,
+        word_ids: Option<PyArray>,
         column: &str,
     ) -> BindingResult<Corrupted> {
         let given_keys = keys.map(|k| k.as_array().to_vec());
         let seq_lens = seq_lens.map(|s| s.array().clone());
+        let word_ids = word_ids.map(|w| w.array().clone());
         let corruptor = &self.inner;
         let segments_of = |seq_lens: &Option<ArrayRef>| -> Result<Segmentation, TokenmillError> {
             seq_lens
@@ -246,12 +307,17 @@ impl PyCorruptor {
                     ));
                 }
             }
+            let words = word_ids
+                .as_ref()
+                .map(|w| aligned_word_ids(w.as_ref(), offsets, values.len()))
+                .transpose()?;
             let rows = TokenRows {
                 values,
                 offsets,
                 segments: segments
                     .as_ref()
                     .map(|(lengths, offsets)| Segments { lengths, offsets }),
+                word_ids: words.as_deref(),
             };
             corruptor.corrupt(&rows, &keys, seed, epoch)
         };
@@ -455,7 +521,7 @@ impl PyCorruptor {
     /// `lengths`), row `i` drawing from `keys[i]` (None: a hash of the
     /// row's tokens, so a row's corruption follows its content); returns pyarrow arrays `input_ids`, `labels`, and
     /// `prefix_lens` / `denoiser` where the mode makes them.
-    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, column = "input_ids"))]
+    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, word_ids = None, column = "input_ids"))]
     #[allow(clippy::too_many_arguments)]
     fn corrupt<'py>(
         &self,
@@ -466,9 +532,12 @@ impl PyCorruptor {
         epoch: u64,
         lengths: Option<Vec<i64>>,
         seq_lens: Option<PyArray>,
+        word_ids: Option<PyArray>,
         column: &str,
     ) -> BindingResult<Bound<'py, PyDict>> {
-        let out = self.run(py, tokens, keys, seed, epoch, lengths, seq_lens, column)?;
+        let out = self.run(
+            py, tokens, keys, seed, epoch, lengths, seq_lens, word_ids, column,
+        )?;
         let dict = PyDict::new(py);
         let inputs =
             list_of::<UInt32Type>(out.inputs.values, &out.inputs.offsets, DataType::UInt32);
@@ -495,7 +564,7 @@ impl PyCorruptor {
     /// `labels` (padded with -100), `decoder_input_ids` when
     /// `decoder_start_id` is given (labels shifted right), `prefix_lens`
     /// `[batch, documents]` and `denoiser` where the mode makes them.
-    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, column = "input_ids", pad_id = 0, pad_to_multiple_of = 1, decoder_start_id = None))]
+    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, word_ids = None, column = "input_ids", pad_id = 0, pad_to_multiple_of = 1, decoder_start_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn corrupt_padded<'py>(
         &self,
@@ -506,12 +575,15 @@ impl PyCorruptor {
         epoch: u64,
         lengths: Option<Vec<i64>>,
         seq_lens: Option<PyArray>,
+        word_ids: Option<PyArray>,
         column: &str,
         pad_id: i64,
         pad_to_multiple_of: usize,
         decoder_start_id: Option<i64>,
     ) -> BindingResult<Bound<'py, PyDict>> {
-        let out = self.run(py, tokens, keys, seed, epoch, lengths, seq_lens, column)?;
+        let out = self.run(
+            py, tokens, keys, seed, epoch, lengths, seq_lens, word_ids, column,
+        )?;
         let rows = out.rows();
         let with_prefix = matches!(self.inner.mode(), Mode::Prefix(_) | Mode::Ul2(_));
         let with_denoiser = matches!(self.inner.mode(), Mode::Ul2(_));
@@ -519,9 +591,10 @@ impl PyCorruptor {
             let width = round_up(out.inputs.max_len(), pad_to_multiple_of);
             let label_width = round_up(out.labels.max_len(), pad_to_multiple_of);
             let inputs = padded(&out.inputs, width, pad_id);
-            let mut mask = vec![0i64; rows * width];
+            let mut mask = Vec::with_capacity(rows * width);
             for r in 0..rows {
-                mask[r * width..r * width + out.inputs.row(r).len()].fill(1);
+                mask.resize(r * width + out.inputs.row(r).len(), 1);
+                mask.resize((r + 1) * width, 0);
             }
             let labels = padded(&out.labels, label_width, i64::from(corrupt::IGNORE_INDEX));
             let decoder = decoder_start_id.map(|start| {

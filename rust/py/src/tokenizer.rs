@@ -87,6 +87,7 @@ impl PyTokenizer {
         let options = TokenizeOptions {
             add_special_tokens,
             eos_id,
+            word_ids: false,
         };
         let array = texts.array().clone();
         let ids = detach(py, || {
@@ -94,6 +95,34 @@ impl PyTokenizer {
             Ok(tokenize::tokenize(&self.inner, &column, &options)?)
         })?;
         Ok(to_pyarrow(py, std::sync::Arc::new(ids))?)
+    }
+
+    /// As `tokenize`, also returning each token's word index in its
+    /// document (`list<int32>`, -1 for special tokens and the EOS).
+    #[pyo3(signature = (texts, *, column = "text", add_special_tokens = false, eos_id = None))]
+    fn tokenize_words<'py>(
+        &self,
+        py: Python<'py>,
+        texts: PyArray,
+        column: &str,
+        add_special_tokens: bool,
+        eos_id: Option<u32>,
+    ) -> BindingResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let options = TokenizeOptions {
+            add_special_tokens,
+            eos_id,
+            word_ids: true,
+        };
+        let array = texts.array().clone();
+        let tokenized = detach(py, || {
+            let column = TextColumn::try_new(column, array.as_ref())?;
+            Ok(tokenize::tokenize_words(&self.inner, &column, &options)?)
+        })?;
+        let words = tokenized.word_ids.expect("asked for word ids");
+        Ok((
+            to_pyarrow(py, std::sync::Arc::new(tokenized.ids))?,
+            to_pyarrow(py, std::sync::Arc::new(words))?,
+        ))
     }
 
     fn __repr__(&self) -> String {

@@ -3,7 +3,7 @@
 //! infilling with zero-length insertions), token deletion, random insertion
 //! and document rotation. Labels are the clean row.
 
-use super::{check_id, check_rate, random_subset_sorted, shuffle, Corrupted, Vocab};
+use super::{check_id, check_rate, random_subset_sorted, shuffle, word_starts, Corrupted, Vocab};
 use crate::error::{Result, TokenmillError};
 use crate::rng::RowRng;
 
@@ -73,9 +73,13 @@ impl BartOptions {
         for &id in &self.sentence_ends {
             check_id("sentence-end", id, vocab)?;
         }
-        if !(self.poisson_lambda > 0.0 && self.poisson_lambda < 1000.0) {
+        // exp(-lambda) underflows past ~700; spans that long make no sense anyway.
+        if !(self.poisson_lambda > 0.0 && self.poisson_lambda <= 100.0) {
             return Err(TokenmillError::config(
-                format!("the Poisson lambda {} is not positive", self.poisson_lambda),
+                format!(
+                    "the Poisson lambda {} is outside (0, 100]",
+                    self.poisson_lambda
+                ),
                 "pass a mean span length such as BART's 3.5",
             ));
         }
@@ -83,12 +87,6 @@ impl BartOptions {
             return Err(TokenmillError::config(
                 format!("replace length {} is not -1, 0 or 1", self.replace_length),
                 "pass -1 (a mask per token), 0 (delete spans) or 1 (a mask per span)",
-            ));
-        }
-        if self.mask_length != MaskLength::Subword && !vocab.has_word_starts() {
-            return Err(TokenmillError::config(
-                "word and span-poisson masking need to know which tokens start a word",
-                "pass the tokenizer, or use --mask-length subword",
             ));
         }
         Ok(())
@@ -114,14 +112,18 @@ pub(super) fn corrupt(
     vocab: &Vocab,
     row: &[u32],
     segments: &[u32],
+    word_ids: Option<&[i32]>,
     rng: &mut RowRng,
     out: &mut Corrupted,
 ) -> Result<()> {
     out.labels.values.extend(row.iter().map(|&t| t as i32));
+    let row_starts = word_starts(vocab, row, word_ids);
     let mut start = 0usize;
     let mut body = Vec::new();
+    let mut starts = Vec::new();
     for &length in segments {
         let document = &row[start..start + length as usize];
+        let document_starts = &row_starts[start..start + length as usize];
         start += length as usize;
         // Leading and trailing special tokens (BOS, EOS) stay in place, as
         // fairseq keeps a sample's first and last token.
@@ -137,7 +139,9 @@ pub(super) fn corrupt(
         out.inputs.values.extend_from_slice(&document[..head]);
         body.clear();
         body.extend_from_slice(&document[head..document.len() - tail]);
-        noise_document(options, vocab, &mut body, rng);
+        starts.clear();
+        starts.extend_from_slice(&document_starts[head..document.len() - tail]);
+        noise_document(options, vocab, &mut body, &mut starts, rng);
         out.inputs.values.extend_from_slice(&body);
         out.inputs
             .values
@@ -146,16 +150,23 @@ pub(super) fn corrupt(
     Ok(())
 }
 
-/// Applies fairseq's noise steps, in fairseq's order, to one document body.
-fn noise_document(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng: &mut RowRng) {
+/// Applies fairseq's noise steps, in fairseq's order, to one document body
+/// whose word starts are `starts` (they move with their sentences).
+fn noise_document(
+    options: &BartOptions,
+    vocab: &Vocab,
+    body: &mut Vec<u32>,
+    starts: &mut Vec<bool>,
+    rng: &mut RowRng,
+) {
     if body.is_empty() {
         return;
     }
     if options.permute_sentence_ratio > 0.0 {
-        permute_sentences(options, body, rng);
+        permute_sentences(options, body, starts, rng);
     }
     if options.mask_ratio > 0.0 {
-        mask(options, vocab, body, rng);
+        mask(options, vocab, body, starts, rng);
     }
     if options.delete_ratio > 0.0 {
         let t = super::threshold(options.delete_ratio);
@@ -174,7 +185,12 @@ fn noise_document(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng
 /// Permutes `ceil(sentences * ratio)` of the document's sentences among
 /// their places. A sentence ends after a run of sentence-end ids; the text
 /// after the last end is a sentence too.
-fn permute_sentences(options: &BartOptions, body: &mut Vec<u32>, rng: &mut RowRng) {
+fn permute_sentences(
+    options: &BartOptions,
+    body: &mut Vec<u32>,
+    starts: &mut Vec<bool>,
+    rng: &mut RowRng,
+) {
     let is_end = |t: u32| options.sentence_ends.contains(&t);
     let mut bounds = vec![0usize];
     for i in 0..body.len() {
@@ -199,14 +215,22 @@ fn permute_sentences(options: &BartOptions, body: &mut Vec<u32>, rng: &mut RowRn
         ordering[slot] = sentence;
     }
     let original = std::mem::take(body);
+    let original_starts = std::mem::take(starts);
     for s in ordering {
         body.extend_from_slice(&original[bounds[s]..bounds[s + 1]]);
+        starts.extend_from_slice(&original_starts[bounds[s]..bounds[s + 1]]);
     }
 }
 
 /// fairseq's `add_whole_word_mask`: choose `ceil(words * ratio)` words' worth
 /// of spans, starting at distinct random word starts; spans may overlap.
-fn mask(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng: &mut RowRng) {
+fn mask(
+    options: &BartOptions,
+    vocab: &Vocab,
+    body: &mut Vec<u32>,
+    starts: &[bool],
+    rng: &mut RowRng,
+) {
     let by_word = options.mask_length != MaskLength::Subword;
     // A word start is a non-special token that starts a word (or any
     // non-special token in subword mode); the body's end stops every span.
@@ -215,7 +239,7 @@ fn mask(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng: &mut Row
         .enumerate()
         .map(|(i, &t)| {
             !vocab.is_special(t)
-                && (!by_word || i == 0 || vocab.is_special(body[i - 1]) || vocab.starts_word(t))
+                && (!by_word || i == 0 || vocab.is_special(body[i - 1]) || starts[i])
         })
         .collect();
     let word_starts: Vec<usize> = (0..body.len()).filter(|&i| starts_word[i]).collect();
@@ -252,15 +276,18 @@ fn mask(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng: &mut Row
     for (&pick, &length) in picks.iter().zip(&lengths) {
         let first = word_starts[pick];
         let random = u64::from(rng.next_u32()) < random_threshold;
-        let replacement = if random {
-            vocab.random_ordinary(rng)
-        } else {
-            options.mask_id
+        // As fairseq: a span marked random draws a fresh id per token.
+        let replacement = |rng: &mut RowRng| {
+            if random {
+                vocab.random_ordinary(rng)
+            } else {
+                options.mask_id
+            }
         };
         if options.replace_length == 0 {
             keep[first] = false;
         } else {
-            body[first] = replacement;
+            body[first] = replacement(rng);
         }
         // Extend through the rest of the span's words.
         let mut words_left = length - 1;
@@ -273,7 +300,7 @@ fn mask(options: &BartOptions, vocab: &Vocab, body: &mut Vec<u32>, rng: &mut Row
                 words_left -= 1;
             }
             if options.replace_length == -1 {
-                body[i] = replacement;
+                body[i] = replacement(rng);
             } else {
                 keep[i] = false;
             }
@@ -356,6 +383,7 @@ mod tests {
             values: &values,
             offsets: &offsets,
             segments: None,
+            word_ids: None,
         };
         let keys: Vec<u64> = (0..rows.len() as u64).collect();
         corruptor.corrupt(&batch, &keys, 9, 0).unwrap()
@@ -446,6 +474,54 @@ mod tests {
         let out = run(only(|o| o.delete_ratio = 0.2), &rows);
         let kept = out.inputs.values.len() as f64 / out.labels.values.len() as f64;
         assert!((kept - 0.8).abs() < 0.005, "kept {kept}");
+    }
+
+    #[test]
+    fn packed_documents_keep_their_own_noise() {
+        // Three documents with disjoint ids; full BART noise (permutation,
+        // Poisson infilling, random tokens drawn from ids 900+ only).
+        let mut row = Vec::new();
+        let mut lengths = Vec::new();
+        for d in 0..3u32 {
+            let doc: Vec<u32> = (0..60)
+                .map(|i| if i % 9 == 8 { DOT } else { 100 * (d + 1) + i })
+                .collect();
+            lengths.push(doc.len() as u32);
+            row.extend(doc);
+        }
+        let starts: Vec<bool> = (0..1000u32).map(|id| id < 10 || id % 2 == 0).collect();
+        let special: Vec<u32> = (0..900).filter(|id| !(5..400).contains(id)).collect();
+        let vocab = Vocab::new(1000, &special)
+            .unwrap()
+            .with_word_starts(&starts)
+            .unwrap();
+        let mut options = BartOptions::new(MASK, vec![DOT]);
+        options.random_ratio = 0.0;
+        let corruptor = Corruptor::new(Mode::Bart(options), vocab).unwrap();
+        for key in 0..50u64 {
+            let batch = TokenRows {
+                values: &row,
+                offsets: &[0, row.len()],
+                segments: Some(super::super::Segments {
+                    lengths: &lengths,
+                    offsets: &[0, 3],
+                }),
+                word_ids: None,
+            };
+            let out = corruptor.corrupt(&batch, &[key], 1, 0).unwrap();
+            let documents: Vec<u32> = out
+                .inputs
+                .row(0)
+                .iter()
+                .filter(|&&t| t >= 100)
+                .map(|&t| t / 100)
+                .collect();
+            assert!(
+                documents.windows(2).all(|w| w[0] <= w[1]),
+                "a document's tokens moved into another"
+            );
+            assert!(documents.contains(&1) && documents.contains(&3));
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Masked LM: BERT's 80/10/10 over tokens or whole words, or SpanBERT spans.
 
 use super::{
-    check_id, check_rate, random_subset_sorted, threshold, Corrupted, Vocab, IGNORE_INDEX,
+    check_id, check_rate, random_subset_sorted, threshold, word_starts, Corrupted, Vocab,
+    IGNORE_INDEX,
 };
 use crate::error::{Result, TokenmillError};
 use crate::rng::RowRng;
@@ -56,12 +57,6 @@ impl MlmOptions {
                 "the share kept unchanged is 1 - mask rate - random rate; lower one of them",
             ));
         }
-        if self.whole_word && !vocab.has_word_starts() {
-            return Err(TokenmillError::config(
-                "whole-word masking needs to know which tokens start a word",
-                "pass the tokenizer (its byte-level Ġ, SentencePiece ▁ or WordPiece ## marks them)",
-            ));
-        }
         if let Some(span) = &self.span {
             if !(span.p > 0.0 && span.p <= 1.0) || span.max == 0 {
                 return Err(TokenmillError::config(
@@ -106,6 +101,7 @@ pub(super) fn corrupt(
     vocab: &Vocab,
     row: &[u32],
     segments: &[u32],
+    word_ids: Option<&[i32]>,
     rng: &mut RowRng,
     out: &mut Corrupted,
 ) -> Result<()> {
@@ -129,14 +125,21 @@ pub(super) fn corrupt(
         return Ok(());
     }
     // Word-level choice: find each document's words, choose some, then apply
-    // 80/10/10 per token of the chosen words, as BERT's whole-word masking does.
+    // 80/10/10 per token of the chosen words, as BERT's whole-word masking
+    // does; SpanBERT decides once per span.
+    let starts = if options.whole_word {
+        word_starts(vocab, row, word_ids)
+    } else {
+        vec![true; row.len()]
+    };
     let mut chosen = vec![false; row.len()];
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut words: Vec<(usize, usize)> = Vec::new();
     let mut start = 0usize;
     for &length in segments {
         let document = start..start + length as usize;
         words.clear();
-        collect_words(options, vocab, row, document.clone(), &mut words);
+        collect_words(vocab, row, &starts, document.clone(), &mut words);
         match &options.span {
             None => {
                 let choose = threshold(options.probability);
@@ -146,31 +149,51 @@ pub(super) fn corrupt(
                     }
                 }
             }
-            Some(lengths) => choose_spans(options.probability, lengths, &words, rng, &mut chosen),
+            Some(lengths) => choose_spans(options.probability, lengths, &words, rng, &mut spans),
         }
         start = document.end;
     }
-    for (&token, &pick) in row.iter().zip(&chosen) {
-        if pick {
-            out.inputs
-                .values
-                .push(replace(token, thresholds, options, vocab, rng));
-            out.labels.values.push(token as i32);
-        } else {
-            out.inputs.values.push(token);
-            out.labels.values.push(IGNORE_INDEX);
+    out.inputs.values.extend_from_slice(row);
+    out.labels.values.reserve(row.len());
+    let first = out.inputs.values.len() - row.len();
+    if options.span.is_none() {
+        for (i, (&token, &pick)) in row.iter().zip(&chosen).enumerate() {
+            if pick {
+                out.inputs.values[first + i] = replace(token, thresholds, options, vocab, rng);
+                out.labels.values.push(token as i32);
+            } else {
+                out.labels.values.push(IGNORE_INDEX);
+            }
+        }
+        return Ok(());
+    }
+    out.labels
+        .values
+        .extend(std::iter::repeat_n(IGNORE_INDEX, row.len()));
+    let label_first = out.labels.values.len() - row.len();
+    for (a, b) in spans {
+        let draw = u64::from(rng.next_u32());
+        for (i, &token) in row.iter().enumerate().take(b).skip(a) {
+            out.labels.values[label_first + i] = token as i32;
+            out.inputs.values[first + i] = if draw < thresholds.0 {
+                options.mask_id
+            } else if draw < thresholds.1 {
+                vocab.random_ordinary(rng)
+            } else {
+                token
+            };
         }
     }
     Ok(())
 }
 
 /// The words of one document as token ranges, special tokens excluded. A word
-/// starts at a word-start token, after a special token and at the document's
-/// start; `whole_word == false` makes every token a word.
+/// starts where `starts` says, after a special token and at the document's
+/// start.
 fn collect_words(
-    options: &MlmOptions,
     vocab: &Vocab,
     row: &[u32],
+    starts: &[bool],
     document: std::ops::Range<usize>,
     words: &mut Vec<(usize, usize)>,
 ) {
@@ -183,8 +206,7 @@ fn collect_words(
             }
             continue;
         }
-        let starts = !options.whole_word || open.is_none() || vocab.starts_word(token);
-        if starts {
+        if open.is_none() || starts[i] {
             if let Some(a) = open.replace(i) {
                 words.push((a, i));
             }
@@ -213,7 +235,8 @@ fn span_length(lengths: &SpanLengths, rng: &mut RowRng) -> usize {
     lengths.max as usize
 }
 
-/// Chooses spans of words covering `round(words * probability)` words: span
+/// Chooses spans of words (as token ranges) covering `round(words *
+/// probability)` words: span
 /// lengths are drawn until the budget is spent (the last one cut to fit, as
 /// SpanBERT does), then placed left to right in drawn order with uniformly
 /// random gaps of at least one word, so spans never touch or overlap.
@@ -222,7 +245,7 @@ fn choose_spans(
     lengths: &SpanLengths,
     words: &[(usize, usize)],
     rng: &mut RowRng,
-    chosen: &mut [bool],
+    chosen: &mut Vec<(usize, usize)>,
 ) {
     let n = words.len();
     let budget = (n as f64 * probability).round_ties_even() as usize;
@@ -260,7 +283,7 @@ fn choose_spans(
         previous = Some(bar);
         let (first, _) = words[word];
         let (_, last) = words[word + length - 1];
-        chosen[first..last].fill(true);
+        chosen.push((first, last));
         word += length;
     }
 }
@@ -282,6 +305,7 @@ mod tests {
             values: &values,
             offsets: &offsets,
             segments: None,
+            word_ids: None,
         };
         corruptor.corrupt(&batch, &keys, seed, 0).unwrap()
     }
@@ -329,6 +353,55 @@ mod tests {
         // A random draw equal to the original counts as kept, 1/996 of them.
         assert!((random as f64 / chosen as f64 - 0.1).abs() < 0.005);
         assert!((kept as f64 / chosen as f64 - 0.1).abs() < 0.005);
+    }
+
+    #[test]
+    fn saved_word_ids_group_tokens_into_words() {
+        let vocab = Vocab::new(50, &[0, 1]).unwrap();
+        let options = MlmOptions {
+            whole_word: true,
+            probability: 0.5,
+            mask_rate: 1.0,
+            random_rate: 0.0,
+            ..MlmOptions::new(1)
+        };
+        let corruptor = Corruptor::new(Mode::Mlm(options), vocab).unwrap();
+        let row = [10u32, 11, 12, 13, 14, 0, 15];
+        let words = [0i32, 0, 0, 1, 1, -1, 2];
+        let rows = 400;
+        let values: Vec<u32> = row.repeat(rows);
+        let word_ids: Vec<i32> = words.repeat(rows);
+        let offsets: Vec<usize> = (0..=rows).map(|r| r * row.len()).collect();
+        let keys: Vec<u64> = (0..rows as u64).collect();
+        let mut batch = TokenRows {
+            values: &values,
+            offsets: &offsets,
+            segments: None,
+            word_ids: Some(&word_ids),
+        };
+        let out = corruptor.corrupt(&batch, &keys, 0, 0).unwrap();
+        let mut patterns = std::collections::HashSet::new();
+        for r in 0..rows {
+            let chosen: Vec<bool> = out
+                .labels
+                .row(r)
+                .iter()
+                .map(|&l| l != IGNORE_INDEX)
+                .collect();
+            assert!(chosen[0] == chosen[1] && chosen[1] == chosen[2]);
+            assert_eq!(chosen[3], chosen[4]);
+            assert!(!chosen[5], "a special token was chosen");
+            patterns.insert((chosen[0], chosen[3], chosen[6]));
+        }
+        assert_eq!(
+            patterns.len(),
+            8,
+            "every combination of the three words occurs"
+        );
+        // Without saved word ids, a vocabulary without word marks cannot say.
+        batch.word_ids = None;
+        let err = corruptor.corrupt(&batch, &keys, 0, 0).unwrap_err();
+        assert!(err.to_string().contains("where words start"), "{err}");
     }
 
     #[test]

@@ -35,8 +35,27 @@ pub const IGNORE_INDEX: i32 = -100;
 pub struct Vocab {
     size: u32,
     special: Vec<u64>,
-    word_start: Option<Vec<u64>>,
+    words: Option<WordBits>,
     ordinary: Vec<u32>,
+}
+
+/// How a vocabulary marks words, one flag per id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WordMarks {
+    /// Flagged ids begin a word (byte-level `Ġ`, SentencePiece `▁`, or any
+    /// token but a WordPiece `##` continuation).
+    Starts(Vec<bool>),
+    /// Flagged ids end a word (a `</w>` suffix): the next token begins one.
+    Ends(Vec<bool>),
+    /// No marks: every token is a word of its own (word-level vocabularies).
+    EveryToken,
+}
+
+#[derive(Clone, Debug)]
+enum WordBits {
+    Starts(Vec<u64>),
+    Ends(Vec<u64>),
+    EveryToken,
 }
 
 fn bit(bits: &[u64], id: u32) -> bool {
@@ -76,53 +95,64 @@ impl Vocab {
         Ok(Self {
             size,
             special,
-            word_start: None,
+            words: None,
             ordinary,
         })
     }
 
-    /// Marks which ids begin a word (`Ġ`, `▁` prefixes, or not a `##`
-    /// continuation); whole-word modes group a word's tokens by it.
+    /// Tells the vocabulary how its tokens mark words; whole-word modes
+    /// group a word's tokens by it.
     ///
     /// # Errors
     ///
-    /// [`TokenmillError::Config`] if `starts` does not hold one flag per id.
-    pub fn with_word_starts(mut self, starts: &[bool]) -> Result<Self> {
-        if starts.len() != self.size as usize {
-            return Err(TokenmillError::config(
-                format!(
-                    "{} word-start flags for a vocabulary of {}",
-                    starts.len(),
-                    self.size
-                ),
-                "give one flag per token id",
-            ));
-        }
-        let mut bits = vec![0u64; starts.len().div_ceil(64)];
-        for (id, _) in starts.iter().enumerate().filter(|(_, &s)| s) {
-            bits[id / 64] |= 1 << (id % 64);
-        }
-        self.word_start = Some(bits);
+    /// [`TokenmillError::Config`] if the flags are not one per id.
+    pub fn with_word_marks(mut self, marks: WordMarks) -> Result<Self> {
+        let to_bits = |flags: &[bool]| -> Result<Vec<u64>> {
+            if flags.len() != self.size as usize {
+                return Err(TokenmillError::config(
+                    format!(
+                        "{} word flags for a vocabulary of {}",
+                        flags.len(),
+                        self.size
+                    ),
+                    "give one flag per token id",
+                ));
+            }
+            let mut bits = vec![0u64; flags.len().div_ceil(64)];
+            for (id, _) in flags.iter().enumerate().filter(|(_, &f)| f) {
+                bits[id / 64] |= 1 << (id % 64);
+            }
+            Ok(bits)
+        };
+        self.words = Some(match marks {
+            WordMarks::Starts(flags) => WordBits::Starts(to_bits(&flags)?),
+            WordMarks::Ends(flags) => WordBits::Ends(to_bits(&flags)?),
+            WordMarks::EveryToken => WordBits::EveryToken,
+        });
         Ok(self)
+    }
+
+    /// [`Vocab::with_word_marks`] with the ids that begin a word.
+    ///
+    /// # Errors
+    ///
+    /// As [`Vocab::with_word_marks`].
+    pub fn with_word_starts(self, starts: &[bool]) -> Result<Self> {
+        self.with_word_marks(WordMarks::Starts(starts.to_vec()))
     }
 
     pub fn size(&self) -> u32 {
         self.size
     }
 
-    pub fn has_word_starts(&self) -> bool {
-        self.word_start.is_some()
+    /// Whether the vocabulary says how it marks words.
+    pub fn has_word_marks(&self) -> bool {
+        self.words.is_some()
     }
 
     #[inline]
     pub fn is_special(&self, id: u32) -> bool {
         bit(&self.special, id)
-    }
-
-    /// Without a word table every token is its own word.
-    #[inline]
-    fn starts_word(&self, id: u32) -> bool {
-        self.word_start.as_ref().is_none_or(|bits| bit(bits, id))
     }
 
     /// A uniformly drawn non-special id.
@@ -136,12 +166,16 @@ impl Vocab {
 ///
 /// `segments`, when present, holds each row's document lengths (row `i`'s are
 /// `lengths[segment_offsets[i]..segment_offsets[i + 1]]`), as `pack` writes
-/// them in `seq_lens`; without it each row is one document.
+/// them in `seq_lens`; without it each row is one document. `word_ids`, when
+/// present, holds each token's word index as `tokenize --word-ids` saves it
+/// (aligned with `values`; -1 for tokens of no word), and then decides where
+/// words start instead of the vocabulary's marks.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenRows<'a> {
     pub values: &'a [u32],
     pub offsets: &'a [usize],
     pub segments: Option<Segments<'a>>,
+    pub word_ids: Option<&'a [i32]>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -161,6 +195,27 @@ impl TokenRows<'_> {
 
     fn row(&self, i: usize) -> &[u32] {
         &self.values[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    fn row_word_ids(&self, i: usize) -> Option<&[i32]> {
+        self.word_ids
+            .map(|ids| &ids[self.offsets[i]..self.offsets[i + 1]])
+    }
+}
+
+/// Whether each token of a row starts a word: from the row's saved word ids
+/// when given, else from the vocabulary's marks. Callers add the starts that
+/// documents and special tokens make.
+fn word_starts(vocab: &Vocab, row: &[u32], word_ids: Option<&[i32]>) -> Vec<bool> {
+    match (word_ids, &vocab.words) {
+        (Some(ids), _) => (0..row.len())
+            .map(|i| i == 0 || ids[i] < 0 || ids[i] != ids[i - 1])
+            .collect(),
+        (None, Some(WordBits::Starts(bits))) => row.iter().map(|&t| bit(bits, t)).collect(),
+        (None, Some(WordBits::Ends(bits))) => (0..row.len())
+            .map(|i| i == 0 || bit(bits, row[i - 1]))
+            .collect(),
+        (None, Some(WordBits::EveryToken) | None) => vec![true; row.len()],
     }
 }
 
@@ -331,7 +386,7 @@ impl Corruptor {
     /// let vocab = Vocab::new(100, &[0, 1]).unwrap();
     /// let mlm = Corruptor::new(Mode::Mlm(MlmOptions::new(1)), vocab).unwrap();
     /// let values: Vec<u32> = (10..20).collect();
-    /// let rows = TokenRows { values: &values, offsets: &[0, 10], segments: None };
+    /// let rows = TokenRows { values: &values, offsets: &[0, 10], segments: None, word_ids: None };
     /// let out = mlm.corrupt(&rows, &[7], 42, 0).unwrap();
     /// assert_eq!(out.inputs.row(0).len(), 10);
     /// ```
@@ -343,6 +398,20 @@ impl Corruptor {
         epoch: u64,
     ) -> Result<Corrupted> {
         assert_eq!(keys.len(), rows.len(), "one row key per row");
+        if let Some(ids) = rows.word_ids {
+            assert_eq!(ids.len(), rows.values.len(), "one word id per token");
+        }
+        let needs_words = match &self.mode {
+            Mode::Mlm(o) => o.whole_word,
+            Mode::Bart(o) => o.mask_length != MaskLength::Subword,
+            _ => false,
+        };
+        if needs_words && !self.vocab.has_word_marks() && rows.word_ids.is_none() {
+            return Err(TokenmillError::config(
+                "whole-word masking needs to know where words start",
+                "pass the tokenizer (its byte-level Ġ, SentencePiece ▁ or WordPiece ## marks them), or word ids saved by `tokenize --word-ids`",
+            ));
+        }
         let stream = StreamKey::new(seed, self.mode.name(), epoch);
         let tokens =
             rows.offsets.last().copied().unwrap_or(0) - rows.offsets.first().copied().unwrap_or(0);
@@ -407,10 +476,15 @@ impl Corruptor {
                 ));
             }
             let mut rng = stream.row(keys[i]);
+            let words = rows.row_word_ids(i);
             let row_out = match &self.mode {
-                Mode::Mlm(o) => mlm::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
+                Mode::Mlm(o) => {
+                    mlm::corrupt(o, &self.vocab, row, segments, words, &mut rng, &mut out)
+                }
                 Mode::Span(o) => span::corrupt(o, row, segments, &mut rng, &mut out),
-                Mode::Bart(o) => bart::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
+                Mode::Bart(o) => {
+                    bart::corrupt(o, &self.vocab, row, segments, words, &mut rng, &mut out)
+                }
                 Mode::Prefix(o) => prefix::corrupt(o, row, segments, &mut rng, &mut out),
                 Mode::Ul2(o) => ul2::corrupt(o, &self.vocab, row, segments, &mut rng, &mut out),
             };
@@ -424,13 +498,12 @@ impl Corruptor {
 /// Row keys from the rows' own tokens, for callers whose rows carry no id
 /// (a collator fed bare token lists): a row's draws then follow its content.
 pub fn row_keys_from_tokens(values: &[u32], offsets: &[usize]) -> Vec<u64> {
+    let mut bytes = Vec::new();
     offsets
         .windows(2)
         .map(|w| {
-            let bytes: Vec<u8> = values[w[0]..w[1]]
-                .iter()
-                .flat_map(|t| t.to_le_bytes())
-                .collect();
+            bytes.clear();
+            bytes.extend(values[w[0]..w[1]].iter().flat_map(|t| t.to_le_bytes()));
             crate::rng::row_key_from_bytes(&bytes)
         })
         .collect()

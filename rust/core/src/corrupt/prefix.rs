@@ -52,8 +52,8 @@ pub(super) fn split_point(split: PrefixSplit, length: usize, rng: &mut RowRng) -
 fn too_short(length: usize) -> TokenmillError {
     TokenmillError::data(
         0,
-        format!("a document of {length} token(s) cannot be split into a prefix and a target"),
-        "drop documents shorter than 2 tokens before this stage",
+        format!("the row holds {length} token(s); a prefix and a target need at least 2"),
+        "drop rows shorter than 2 tokens before this stage",
     )
 }
 
@@ -66,14 +66,19 @@ pub(super) fn corrupt(
 ) -> Result<()> {
     match options.layout {
         PrefixLayout::Decoder => {
+            if segments.len() == 1 && row.len() < 2 {
+                return Err(too_short(row.len()));
+            }
             out.inputs.values.extend_from_slice(row);
             let mut start = 0usize;
             for &length in segments {
                 let length = length as usize;
-                if length < 2 {
-                    return Err(too_short(length));
-                }
-                let prefix = split_point(options.split, length, rng);
+                // A packed document under 2 tokens has no target: all prefix.
+                let prefix = if length < 2 {
+                    length
+                } else {
+                    split_point(options.split, length, rng)
+                };
                 out.labels
                     .values
                     .extend(std::iter::repeat_n(IGNORE_INDEX, prefix));
@@ -146,6 +151,7 @@ mod tests {
                 lengths: &lengths,
                 offsets: &[0, 2],
             }),
+            word_ids: None,
         };
         let out = corruptor.corrupt(&batch, &[1], 0, 0).unwrap();
         assert_eq!(out.inputs.row(0), values.as_slice());
@@ -172,6 +178,7 @@ mod tests {
                 values: &values,
                 offsets: &[0, 5],
                 segments: None,
+                word_ids: None,
             };
             let out = corruptor.corrupt(&batch, &[key], 0, 0).unwrap();
             let prefix = out.inputs.row(0).len();

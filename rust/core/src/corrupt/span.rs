@@ -19,7 +19,7 @@ pub struct SpanOptions {
 impl SpanOptions {
     pub(super) fn validate(&self, vocab: &Vocab) -> Result<()> {
         check_rate("the noise density", self.noise_density)?;
-        if self.mean_span.is_nan() || self.mean_span < 1.0 {
+        if !(self.mean_span.is_finite() && self.mean_span >= 1.0) {
             return Err(TokenmillError::config(
                 format!("the mean span length {} is below 1", self.mean_span),
                 "pass a mean span length of at least 1 token, e.g. T5's 3",
@@ -62,6 +62,12 @@ pub fn t5_input_and_target_lengths(
         let spans = (noise as f64 / mean_span).round_ties_even() as usize;
         (nonnoise + spans + 1, noise + spans + 1)
     };
+    let in_domain =
+        (0.0..1.0).contains(&noise_density) && mean_span.is_finite() && mean_span >= 1.0;
+    if !in_domain {
+        // Outside T5's domain the search below need not end.
+        return (inputs_length, 1);
+    }
     let mut tokens = inputs_length;
     while lengths(tokens + 1).0 <= inputs_length {
         tokens += 1;
@@ -82,29 +88,44 @@ fn noise_budget(length: usize, density: f64, mean_span: f64) -> (usize, usize) {
     (noise, spans)
 }
 
-/// Noise tokens and spans per document of a packed row: the row's budget is
-/// T5's for the whole row (so output lengths stay static), shared out by
-/// length; each document keeps at least one clean token before its first
-/// span, and no span crosses into the next document.
-fn budgets(segments: &[u32], density: f64, mean_span: f64) -> Vec<(usize, usize)> {
+/// Noise tokens and spans per document of a packed row: the row gets T5's
+/// budget for its whole length (so output lengths stay static), spans
+/// shared out first (a document of `l` tokens holds at most `l / 2`, each
+/// after a clean token), then noise tokens (at least one per span, leaving
+/// at least one clean token per span), so no span crosses into the next
+/// document. A row under 2 tokens gets no noise, as T5's mask gives it.
+fn budgets(segments: &[u32], density: f64, mean_span: f64) -> Result<Vec<(usize, usize)>> {
     let lengths: Vec<usize> = segments.iter().map(|&l| l as usize).collect();
-    if lengths.len() == 1 {
-        return vec![noise_budget(lengths[0], density, mean_span)];
-    }
     let total: usize = lengths.iter().sum();
+    if total < 2 {
+        return Ok(vec![(0, 0); lengths.len()]);
+    }
     let (noise, spans) = noise_budget(total, density, mean_span);
+    if lengths.len() == 1 {
+        return Ok(vec![(noise, spans)]);
+    }
     let zeros = vec![0; lengths.len()];
-    let capacity: Vec<usize> = lengths.iter().map(|&l| l.saturating_sub(1)).collect();
-    let (noise_parts, noise) = apportion(noise, &lengths, &zeros, &capacity);
-    let low: Vec<usize> = noise_parts.iter().map(|&n| usize::from(n > 0)).collect();
-    let high: Vec<usize> = noise_parts
+    let span_capacity: Vec<usize> = lengths.iter().map(|&l| l / 2).collect();
+    let (span_parts, spans) = apportion(spans, &lengths, &zeros, &span_capacity);
+    let noise_high: Vec<usize> = span_parts
         .iter()
         .zip(&lengths)
-        .map(|(&n, &l)| n.min(l - n))
+        .map(|(&s, &l)| if s == 0 { 0 } else { l - s })
         .collect();
-    let spans = spans.min(noise);
-    let (span_parts, _) = apportion(spans, &noise_parts, &low, &high);
-    noise_parts.into_iter().zip(span_parts).collect()
+    let (noise_parts, placed) = apportion(noise.max(spans), &lengths, &span_parts, &noise_high);
+    if placed != noise {
+        // Shapes would silently differ from T5's; better to say so.
+        return Err(TokenmillError::data(
+            0,
+            format!(
+                "its {} documents are too short to hold {noise} noise tokens in {spans} spans \
+                 without a span crossing a document boundary",
+                lengths.len()
+            ),
+            "pack longer documents together, or lower the noise density",
+        ));
+    }
+    Ok(noise_parts.into_iter().zip(span_parts).collect())
 }
 
 pub(super) fn corrupt(
@@ -136,7 +157,9 @@ pub(super) fn corrupt_with(
     rng: &mut RowRng,
     out: &mut Corrupted,
 ) -> Result<()> {
-    if row.len() < 2 {
+    if segments.len() == 1 && row.len() < 2 {
+        // A lone row this short has nothing to corrupt; inside a packed row
+        // such a fragment simply gets no noise.
         return Err(TokenmillError::data(
             0,
             format!(
@@ -150,10 +173,10 @@ pub(super) fn corrupt_with(
     let mut clean_lengths = Vec::new();
     let mut sentinel = 0usize;
     let mut start = 0usize;
-    for (&length, (noise, spans)) in segments.iter().zip(budgets(segments, density, mean_span)) {
+    for (&length, (noise, spans)) in segments.iter().zip(budgets(segments, density, mean_span)?) {
         let document = &row[start..start + length as usize];
         start += length as usize;
-        if noise == 0 {
+        if noise == 0 || spans == 0 {
             out.inputs.values.extend_from_slice(document);
             continue;
         }
@@ -218,6 +241,15 @@ mod tests {
         rows: &[Vec<u32>],
         segments: Option<&[Vec<u32>]>,
     ) -> Result<Corrupted> {
+        corrupt_rows_seeded(options, rows, segments, 5)
+    }
+
+    fn corrupt_rows_seeded(
+        options: SpanOptions,
+        rows: &[Vec<u32>],
+        segments: Option<&[Vec<u32>]>,
+        seed: u64,
+    ) -> Result<Corrupted> {
         let vocab = Vocab::new(SENTINEL_BASE + 100, &[0, 1]).unwrap();
         let corruptor = Corruptor::new(Mode::Span(options), vocab).unwrap();
         let values: Vec<u32> = rows.concat();
@@ -242,9 +274,10 @@ mod tests {
                 lengths: &lengths,
                 offsets: &seg_offsets,
             }),
+            word_ids: None,
         };
         let keys: Vec<u64> = (0..rows.len() as u64).collect();
-        corruptor.corrupt(&batch, &keys, 5, 0)
+        corruptor.corrupt(&batch, &keys, seed, 0)
     }
 
     /// Puts the noise back where the sentinels are.
@@ -288,7 +321,6 @@ mod tests {
         for i in 0..50 {
             assert_eq!(out.inputs.row(i).len(), 512);
             assert_eq!(out.labels.row(i).len(), 114);
-            assert_eq!(out.inputs.row(i)[1], out.inputs.row(i)[1]);
             // Sentinels count up from <extra_id_0>, the top id, in both.
             assert_eq!(out.labels.row(i)[0] as u32, SENTINEL_BASE + 99);
         }
@@ -331,9 +363,9 @@ mod tests {
             row.extend((0..len).map(|i| (100 * d + 2 + i % 90) as u32));
         }
         let segments = vec![docs.iter().map(|&d| d as u32).collect::<Vec<_>>()];
-        for key in 0..20u64 {
-            let _ = key;
-            let out = corrupt_rows(options(), &[row.clone()], Some(&segments)).unwrap();
+        for seed in 0..20u64 {
+            let out =
+                corrupt_rows_seeded(options(), &[row.clone()], Some(&segments), seed).unwrap();
             let labels = out.labels.row(0);
             let mut doc_of_span: Option<u32> = None;
             for &t in &labels[..labels.len() - 1] {
@@ -360,6 +392,60 @@ mod tests {
                 30
             );
         }
+    }
+
+    #[test]
+    fn packed_short_documents_keep_t5_shapes() {
+        // 568 tokens as many short documents still corrupt into 512 + 114.
+        let too_short = [vec![3u32; 189], vec![1]].concat();
+        let row: Vec<u32> = (0..568).map(|i| 2 + i % 900).collect();
+        let err = corrupt_rows(options(), &[row], Some(&[too_short])).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("too short to hold 85 noise tokens in 28 spans"),
+            "{message}"
+        );
+        for docs in [
+            [vec![14u32; 40], vec![8]].concat(),
+            [vec![30u32; 18], vec![28]].concat(),
+        ] {
+            let mut row = Vec::new();
+            for (d, &len) in docs.iter().enumerate() {
+                row.extend((0..len).map(|i| 2 + ((d as u32) * 7 + i) % 900));
+            }
+            assert_eq!(row.len(), 568);
+            for seed in 0..10 {
+                let out = corrupt_rows_seeded(
+                    options(),
+                    &[row.clone()],
+                    Some(std::slice::from_ref(&docs)),
+                    seed,
+                )
+                .unwrap();
+                assert_eq!(out.inputs.row(0).len(), 512);
+                assert_eq!(out.labels.row(0).len(), 114);
+                assert_eq!(uncorrupt(out.inputs.row(0), out.labels.row(0)), row);
+            }
+        }
+    }
+
+    #[test]
+    fn short_rows_are_errors_and_short_packed_documents_get_no_noise() {
+        let err = corrupt_rows(options(), &[vec![7, 8], vec![7]], None).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("row 1: the row holds 1 token(s)"),
+            "{err}"
+        );
+        let row: Vec<u32> = (0..21).map(|i| 10 + i).collect();
+        let out =
+            corrupt_rows(options(), std::slice::from_ref(&row), Some(&[vec![1, 20]])).unwrap();
+        assert_eq!(
+            out.inputs.row(0)[0],
+            10,
+            "the 1-token document is left as it is"
+        );
+        assert_eq!(uncorrupt(out.inputs.row(0), out.labels.row(0)), row);
     }
 
     #[test]
@@ -396,7 +482,7 @@ mod tests {
             let vocab = Vocab::new(SENTINEL_BASE + 100, &[0, 1]).unwrap();
             let corruptor = Corruptor::new(Mode::Span(options), vocab).unwrap();
             let offsets = [0, len];
-            let batch = TokenRows { values: &row, offsets: &offsets, segments: None };
+            let batch = TokenRows { values: &row, offsets: &offsets, segments: None, word_ids: None };
             match corruptor.corrupt(&batch, &[key], 1, 0) {
                 Ok(out) => prop_assert_eq!(uncorrupt(out.inputs.row(0), out.labels.row(0)), row),
                 Err(e) => prop_assert!(e.to_string().contains("sentinels")),

@@ -62,7 +62,7 @@ impl Ul2Options {
             }
             if let Denoiser::Span { density, mean_span } = denoiser {
                 check_rate("a denoiser's density", *density)?;
-                if *mean_span < 1.0 {
+                if !(mean_span.is_finite() && *mean_span >= 1.0) {
                     return Err(TokenmillError::config(
                         format!("a denoiser's mean span {mean_span} is below 1"),
                         "give mean spans of at least 1 token",
@@ -145,6 +145,7 @@ mod tests {
             values: &values,
             offsets: &offsets,
             segments: None,
+            word_ids: None,
         };
         let out = corruptor.corrupt(&batch, &keys, 3, 0).unwrap();
         let mut counts = [0usize; 7];
