@@ -477,7 +477,9 @@ mod tests {
     proptest! {
         #[test]
         fn uncorrupting_restores_the_row(len in 2usize..700, key: u64, density in 0.01f64..0.9, mean in 1.0f64..10.0) {
-            let row: Vec<u32> = (0..len).map(|i| 2 + (i as u32 * 7919 + key as u32) % 900).collect();
+            let row: Vec<u32> = (0..len)
+                .map(|i| 2 + (i as u32).wrapping_mul(7919).wrapping_add(key as u32) % 900)
+                .collect();
             let options = SpanOptions { noise_density: density, mean_span: mean, ..options() };
             let vocab = Vocab::new(SENTINEL_BASE + 100, &[0, 1]).unwrap();
             let corruptor = Corruptor::new(Mode::Span(options), vocab).unwrap();
