@@ -37,11 +37,15 @@ py-test: build
 
 test: lint rust-test py-test
 
-bench: build
+# As build, with the bench extras (transformers) for the Hugging Face peers.
+bench: $(BIN)/python
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev,bench
+	$(BIN)/python -m pip install --quiet -e ./cli
 	$(BIN)/python benches/bench_tokenize.py
 	$(BIN)/python benches/bench_dedup.py
 	$(BIN)/python benches/bench_pack.py
 	$(BIN)/python benches/bench_bm25.py
+	$(BIN)/python benches/bench_corrupt.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out

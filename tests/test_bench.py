@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from tokenmill import _core
-from tokenmill.bench import python_best_fit_decreasing, run_bench
+from tokenmill.bench import CORRUPT_COLLATORS, python_best_fit_decreasing, run_bench
 from tokenmill_cli.main import cli
 
 
@@ -27,12 +29,14 @@ def test_bench_writes_table_json_and_chart(small_dataset: Path, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert {r["suite"] for r in rows} == {"tokenize", "dedup", "pack"}
+    assert {r["suite"] for r in rows} == {"tokenize", "dedup", "pack", "corrupt"}
     assert all(r["throughput"] > 0 for r in rows)
     compared = [r for r in rows if r["baseline"] is not None]
     assert compared and all(r["speedup"] > 0 for r in compared)
     assert (tmp_path / "b" / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| pack | tokenmill best-fit decreasing | 1 |" in result.output
+    timed = {r["implementation"] for r in rows if r["suite"] == "corrupt"}
+    assert {f"tokenmill {name} (2-D array)" for name in CORRUPT_COLLATORS.values()} <= timed
 
 
 def test_unknown_suite_is_refused() -> None:
@@ -45,3 +49,13 @@ def test_run_bench_without_output_writes_nothing(tmp_path: Path, monkeypatch) ->
     results = run_bench(suites=["pack"], repeat=1)
     assert [m.implementation for m in results][-1] == "tokenmill best-fit decreasing"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_suite_skips_the_hf_baseline_without_transformers(
+    small_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import raises ImportError
+    results = run_bench(small_dataset, suites=["corrupt"], repeat=1)
+    assert {m.suite for m in results} == {"corrupt"}
+    assert all("tokenmill" in m.implementation and m.throughput > 0 for m in results)
+    assert all(m.baseline is None and m.speedup is None for m in results)

@@ -2,21 +2,25 @@
 
 Each stage's kernel is timed with one thread and with every core, beside the
 tool users would otherwise pick when it is installed (Python `tokenizers`,
-datasketch, a Python best-fit decreasing). Figures are medians of a few runs
-after a warm-up, measured side by side in one process. The `benches/`
+datasketch, a Python best-fit decreasing, Hugging Face `transformers`'
+masked-LM collator). Figures are medians of a few runs after a warm-up,
+measured side by side in one process. The `benches/`
 scripts run the same comparisons at full size on the shared corpora.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +30,7 @@ from tokenmill._core import ConfigError
 from tokenmill._fs import write_atomic
 from tokenmill.dataset import open_dataset
 
-SUITES = ("tokenize", "dedup", "pack")
+SUITES = ("tokenize", "dedup", "pack", "corrupt")
 
 
 @dataclass
@@ -213,6 +217,103 @@ def _bench_pack(repeat: int, documents: int = 100_000, seq_len: int = 2048) -> l
     ]
 
 
+#: The corruption collators the `corrupt` suite times, by mode.
+CORRUPT_COLLATORS = {
+    "mlm": "MLMCollator",
+    "span": "SpanCorruptionCollator",
+    "bart": "DenoisingCollator",
+    "prefix": "PrefixLMCollator",
+    "ul2": "UL2Collator",
+}
+
+
+def _hf_mlm_collator(tokenizer_path: Path) -> Any | None:
+    """Hugging Face's `DataCollatorForLanguageModeling` over the same
+    tokenizer file, or None when `transformers` is not installed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Imported by name: transformers is an optional extra, untyped to mypy.
+            transformers: Any = importlib.import_module("transformers")
+            tokenizer = transformers.PreTrainedTokenizerFast(
+                tokenizer_file=str(tokenizer_path), mask_token="<mask>", pad_token="<pad>"
+            )
+            return transformers.DataCollatorForLanguageModeling(tokenizer, return_tensors="np")
+    except ImportError:
+        return None
+
+
+def _bench_corrupt(
+    texts: pa.Array, workdir: Path, repeat: int, rows: int = 128, batches: int = 4
+) -> list[Measurement]:
+    """Each mode's collator over `batches` batches of `rows` rows of 512
+    tokens (568 for span, which T5 corrupts into 512) from a 2-D array, with
+    one thread and every core; mlm also from a list of `{"input_ids": [...]}`
+    rows beside Hugging Face's collator, which takes that form."""
+    from tokenmill import collate
+    from tokenmill.tokenizer import save_tokenizer
+
+    trainer = _core.BpeTrainer()
+    trainer.add(texts)
+    tokenizer = trainer.train(8192)
+    path = save_tokenizer(tokenizer, workdir / "corrupt-tokenizer.json")
+    stream = tokenizer.tokenize(texts, eos_id=tokenizer.token_to_id("</s>")).flatten()
+    ids = stream.to_numpy().astype(np.int64)
+    if len(ids) == 0:
+        raise ConfigError("the corpus has no tokens to corrupt; pass a corpus with text")
+
+    def make_batches(width: int) -> list[np.ndarray]:
+        need = rows * width * batches
+        tiled = np.tile(ids, need // len(ids) + 1)[:need]
+        return list(tiled.reshape(batches, rows, width))
+
+    def run_all(collator: Callable[[Any], object], data: Sequence[Any]) -> Callable[[], object]:
+        return lambda: [collator(b) for b in data]
+
+    out = []
+    baseline = None
+    hf = _hf_mlm_collator(path)
+    plain = make_batches(512)
+    as_dicts = [[{"input_ids": row.tolist()} for row in b] for b in plain]
+    if hf is not None:
+        baseline = "HF DataCollatorForLanguageModeling (list of dicts)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seconds = median_seconds(run_all(hf, as_dicts), repeat)
+        out.append(
+            Measurement("corrupt", baseline, 1, plain[0].size * batches / seconds, "tokens/s")
+        )
+    mlm = collate.MLMCollator(path, return_tensors="np")
+    seconds = median_seconds(_with_threads(1, run_all(mlm, as_dicts)), repeat)
+    out.append(
+        Measurement(
+            "corrupt",
+            "tokenmill MLMCollator (list of dicts)",
+            1,
+            plain[0].size * batches / seconds,
+            "tokens/s",
+            baseline,
+        )
+    )
+    for mode, name in CORRUPT_COLLATORS.items():
+        width = _core.t5_input_and_target_lengths(512)[0] if mode == "span" else 512
+        data = plain if width == 512 else make_batches(width)
+        collator = getattr(collate, name)(path, return_tensors="np")
+        for threads in _thread_counts():
+            seconds = median_seconds(_with_threads(threads, run_all(collator, data)), repeat)
+            out.append(
+                Measurement(
+                    "corrupt",
+                    f"tokenmill {name} (2-D array)",
+                    threads,
+                    rows * width * batches / seconds,
+                    "tokens/s",
+                    baseline if mode == "mlm" else None,
+                )
+            )
+    return out
+
+
 def run_bench(
     corpus: str | Path | None = None,
     *,
@@ -242,6 +343,8 @@ def run_bench(
             results += _bench_dedup(texts, repeat)
         if "pack" in suites:
             results += _bench_pack(repeat)
+        if "corrupt" in suites:
+            results += _bench_corrupt(texts, workdir, repeat)
     baselines = {(m.suite, m.implementation): m.throughput for m in results if m.baseline is None}
     for m in results:
         if m.baseline is not None and (m.suite, m.baseline) in baselines:
