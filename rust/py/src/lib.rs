@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 mod bm25;
 mod dedup;
 mod error;
+mod negatives;
 mod pack;
+mod pairs;
 mod random;
 mod tokenizer;
 mod utils;
@@ -40,6 +42,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     dedup::register(module)?;
     bm25::register(module)?;
     pack::register(module)?;
+    pairs::register(module)?;
+    negatives::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;
     Ok(())
