@@ -22,11 +22,14 @@ from tokenmill._core import (
     special_tokens,
 )
 from tokenmill.collate import CausalLMCollator
+from tokenmill.contrastive import ContrastiveBatchSampler, ContrastiveCollator
 from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
 from tokenmill.stages.dedup import DedupOptions, DedupReport, dedup
+from tokenmill.stages.negatives import NegativeOptions, NegativesStage, negatives
 from tokenmill.stages.pack import PackStage, pack
+from tokenmill.stages.pairs import PairsStage, pairs
 from tokenmill.stages.sample import SampleStage, sample
 from tokenmill.stages.tokenize import TokenizeStage, tokenize
 from tokenmill.tokenizer import load_tokenizer, train_tokenizer
@@ -35,13 +38,18 @@ __all__ = [
     "BpeTrainer",
     "CausalLMCollator",
     "ConfigError",
+    "ContrastiveBatchSampler",
+    "ContrastiveCollator",
     "DataError",
     "Dataset",
     "DedupOptions",
     "DedupReport",
     "InternalError",
     "Manifest",
+    "NegativeOptions",
+    "NegativesStage",
     "PackStage",
+    "PairsStage",
     "RunReport",
     "SampleStage",
     "SchemaError",
@@ -54,9 +62,11 @@ __all__ = [
     "dedup",
     "load_tokenizer",
     "minhash",
+    "negatives",
     "num_threads",
     "open_dataset",
     "pack",
+    "pairs",
     "run_stage",
     "sample",
     "set_num_threads",

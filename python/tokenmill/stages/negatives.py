@@ -80,9 +80,7 @@ class NegativeOptions:
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
+            raise ConfigError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.num_negatives < 1:
             raise ConfigError(f"--num-negatives {self.num_negatives} is not at least 1")
         if self.range_min < 0 or self.range_min > self.range_max:

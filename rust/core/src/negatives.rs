@@ -324,8 +324,11 @@ fn check_rows(corpus: &Corpus, rows: &[u64], keys: &[u64], queries: usize) -> Re
     Ok(())
 }
 
+/// One row's negatives, their scores, the positive's score and the top-ups.
+type RowResult = Result<(Vec<u32>, Vec<f32>, f32, u32)>;
+
 /// Collects per-row results in row order.
-fn gather(results: Vec<Result<(Vec<u32>, Vec<f32>, f32, u32)>>) -> Result<Mined> {
+fn gather(results: Vec<RowResult>) -> Result<Mined> {
     let mut mined = Mined::default();
     for result in results {
         let (documents, scores, positive, topped) = result?;
@@ -457,7 +460,10 @@ impl Vectors {
     pub fn new(mut values: Vec<f32>, dim: usize) -> Result<Self> {
         if dim == 0 || values.len() % dim != 0 {
             return Err(TokenmillError::config(
-                format!("{} values do not make vectors of dimension {dim}", values.len()),
+                format!(
+                    "{} values do not make vectors of dimension {dim}",
+                    values.len()
+                ),
                 "pass a [rows, dim] float32 array with dim >= 1",
             ));
         }
@@ -533,10 +539,7 @@ impl Vectors {
             if w[1] - w[0] != dim {
                 return Err(TokenmillError::data(
                     row,
-                    format!(
-                        "the vector has {} values, the first row {dim}",
-                        w[1] - w[0]
-                    ),
+                    format!("the vector has {} values, the first row {dim}", w[1] - w[0]),
                     "give every row a vector of the same dimension",
                 ));
             }
@@ -670,7 +673,7 @@ pub fn mine_embedding(
     let dim = documents.dim();
     let n = corpus.len();
     let chunks: Vec<usize> = (0..queries.rows()).step_by(QUERY_CHUNK).collect();
-    let results: Vec<Vec<Result<(Vec<u32>, Vec<f32>, f32, u32)>>> = chunks
+    let results: Vec<Vec<RowResult>> = chunks
         .into_par_iter()
         .map(|first| {
             let count = QUERY_CHUNK.min(queries.rows() - first);
@@ -817,7 +820,10 @@ mod tests {
             },
         ];
         for o in bad {
-            assert!(matches!(o.check(5), Err(TokenmillError::Config { .. })), "{o:?}");
+            assert!(
+                matches!(o.check(5), Err(TokenmillError::Config { .. })),
+                "{o:?}"
+            );
         }
     }
 

@@ -423,7 +423,13 @@ mod tests {
         let got: Vec<&str> = sentence_spans(text).into_iter().map(|r| &text[r]).collect();
         assert_eq!(
             got,
-            ["One two.", "Three?", "Four!", "Heading\nstill heading 3.14 pi.", "e.g."]
+            [
+                "One two.",
+                "Three?",
+                "Four!",
+                "Heading\nstill heading 3.14 pi.",
+                "e.g."
+            ]
         );
         assert_eq!(
             word_spans(" a  bc\td ")
@@ -489,9 +495,10 @@ mod tests {
             assert!(q == "x" || q == "y");
             assert!(p == "x" || p == "y");
         }
-        let tokens = ListArray::from_iter_primitive::<arrow_array::types::UInt32Type, _, _>(vec![
-            Some(vec![Some(5), Some(0), Some(6), Some(7), Some(0)]),
-        ]);
+        let tokens =
+            ListArray::from_iter_primitive::<arrow_array::types::UInt32Type, _, _>(vec![Some(
+                vec![Some(5), Some(0), Some(6), Some(7), Some(0)],
+            )]);
         let ict = PairMode::Ict {
             keep_probability: 0.0,
             sentence_end_ids: vec![0],
@@ -499,8 +506,14 @@ mod tests {
         let (q, p) = pair_columns("input_ids", &tokens, &[1], &ict, 0, 0).unwrap();
         let q = q.as_list::<i32>().value(0);
         let p = p.as_list::<i32>().value(0);
-        let q: Vec<u32> = q.as_primitive::<arrow_array::types::UInt32Type>().values().to_vec();
-        let p: Vec<u32> = p.as_primitive::<arrow_array::types::UInt32Type>().values().to_vec();
+        let q: Vec<u32> = q
+            .as_primitive::<arrow_array::types::UInt32Type>()
+            .values()
+            .to_vec();
+        let p: Vec<u32> = p
+            .as_primitive::<arrow_array::types::UInt32Type>()
+            .values()
+            .to_vec();
         assert!(
             (q == [5, 0] && p == [6, 7, 0]) || (q == [6, 7, 0] && p == [5, 0]),
             "{q:?} {p:?}"

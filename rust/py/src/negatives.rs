@@ -195,9 +195,9 @@ fn mine_embedding_arrays<'py>(
     margin: f32,
     seed: u64,
 ) -> BindingResult<MinedArrays<'py>> {
-    let dim = documents.shape()[1];
+    let dim = documents.as_array().ncols();
     let docs: Vec<f32> = documents.as_array().iter().copied().collect();
-    let qdim = queries.shape()[1];
+    let qdim = queries.as_array().ncols();
     let qs: Vec<f32> = queries.as_array().iter().copied().collect();
     let k = num_negatives;
     let options = MiningOptions {
