@@ -42,6 +42,7 @@ bench: build
 	$(BIN)/python benches/bench_dedup.py
 	$(BIN)/python benches/bench_pack.py
 	$(BIN)/python benches/bench_bm25.py
+	$(BIN)/python benches/bench_negatives.py
 
 clean:
 	rm -rf $(VENV) target demo-out bench-out

@@ -161,6 +161,28 @@ impl Bm25Index {
         }
     }
 
+    /// As `accumulate`, and records in `touched` each document the query
+    /// reaches, once: every term weight is positive, so a score still at 0
+    /// marks a first visit. Callers reset only those slots afterwards, which
+    /// keeps a query over a large corpus from paying for every document.
+    pub fn accumulate_touched(&self, query: &[u64], scores: &mut [f32], touched: &mut Vec<u32>) {
+        for key in query {
+            let Some(&term) = self.terms.get(key) else {
+                continue;
+            };
+            let t = term as usize;
+            let idf = self.idf[t];
+            for &(doc, tf) in &self.postings[self.starts[t]..self.starts[t + 1]] {
+                let tf = tf as f32;
+                let slot = &mut scores[doc as usize];
+                if *slot == 0.0 {
+                    touched.push(doc);
+                }
+                *slot += idf * tf / (tf + self.length_norm[doc as usize]);
+            }
+        }
+    }
+
     /// The BM25 score of one document for one query.
     pub fn score(&self, query: &[u64], document: u32) -> f32 {
         let mut total = 0.0;
