@@ -98,6 +98,29 @@ def test_pairs_are_the_same_for_any_thread_count_and_batch_size(
         assert row["query"] in texts[row["id"]] and row["positive"] in texts[row["id"]]
 
 
+@pytest.mark.parametrize("mode", ["crop", "columns"])
+def test_another_seed_or_epoch_is_not_taken_for_finished_output(
+    pydocs: Path, tmp_path: Path, mode: str
+) -> None:
+    # Seed and epoch belong to the fingerprint: a rerun under other values
+    # must not skip the shards as done, so without --overwrite it is refused.
+    src = pydocs
+    if mode == "columns":
+        table = pa.table({"query": ["a", "b"], "positive": ["x", "y"]})
+        src = write_shards(tmp_path / "in", {"a.parquet": table})
+    out = tmp_path / "out"
+    tokenmill.pairs(src, out, mode, seed=1, progress=False)
+    first = folder_bytes(out)
+    for changed in ({"seed": 2}, {"seed": 1, "epoch": 1}):
+        with pytest.raises(tokenmill.ConfigError, match="different parameters"):
+            tokenmill.pairs(src, out, mode, progress=False, **changed)
+        assert folder_bytes(out) == first
+    tokenmill.pairs(src, out, mode, seed=2, overwrite=True, progress=False)
+    if mode == "crop":
+        shards = [k for k in first if k.endswith(".parquet")]
+        assert any(folder_bytes(out)[k] != first[k] for k in shards)
+
+
 def test_a_document_too_short_is_a_data_error_naming_the_row(tmp_path: Path) -> None:
     table = pa.table({"id": ["a", "b", "c"], "text": ["two words", "fine text here", "one"]})
     src = write_shards(tmp_path / "in", {"a.parquet": table})

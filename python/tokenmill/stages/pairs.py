@@ -88,7 +88,15 @@ class PairsStage(Stage):
         self.epoch = epoch
 
     def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"mode": self.mode, "id_column": self.id_column}
+        # Seed and epoch pick every crop and sentence, and the columns mode
+        # keeps them too (the manifest records them): a run under another
+        # seed must not find this output finished.
+        params: dict[str, Any] = {
+            "mode": self.mode,
+            "id_column": self.id_column,
+            "seed": self.seed,
+            "epoch": self.epoch,
+        }
         if self.mode == "crop":
             params.update(min_ratio=self.min_ratio, max_ratio=self.max_ratio)
         if self.mode == "ict":
@@ -98,11 +106,7 @@ class PairsStage(Stage):
         if self.mode == "columns":
             params.update(query_column=self.query_column, positive_column=self.positive_column)
         else:
-            params.update(
-                text_column=self.text_column,
-                token_column=self.input_token_column,
-                epoch=self.epoch,
-            )
+            params.update(text_column=self.text_column, token_column=self.input_token_column)
         return params
 
     def _source(self, schema: pa.Schema) -> tuple[str, bool]:
