@@ -26,8 +26,7 @@ use rayon::prelude::*;
 
 use crate::error::{Result, TokenmillError};
 use crate::rng::{RowRng, StreamKey};
-use crate::text::TextColumn;
-use crate::tokenize::token_lists;
+use crate::text::Documents;
 
 /// The random stream family of this stage.
 pub const STAGE: &str = "pairs";
@@ -271,8 +270,9 @@ pub fn make_pairs(
         ));
     }
     let stream = StreamKey::new(seed, STAGE, epoch);
-    match token_lists(column, array) {
-        Ok((ids, offsets)) => {
+    let fix = "name the document column with --text-column or --token-column";
+    match Documents::try_new(column, array, fix)? {
+        Documents::Tokens { ids, offsets } => {
             let ends: &[u32] = match mode {
                 PairMode::Ict {
                     sentence_end_ids, ..
@@ -290,7 +290,7 @@ pub fn make_pairs(
             (0..keys.len())
                 .into_par_iter()
                 .map(|row| {
-                    let doc = &ids[offsets[row] as usize..offsets[row + 1] as usize];
+                    let doc = &ids[offsets.range(row)];
                     let mut rng = stream.row(keys[row]);
                     pair_of(
                         row,
@@ -302,33 +302,20 @@ pub fn make_pairs(
                 })
                 .collect()
         }
-        Err(TokenmillError::Schema { .. }) => {
-            let texts = TextColumn::try_new(column, array).map_err(|_| {
-                TokenmillError::schema(
-                    column,
-                    format!(
-                        "expected text or list<uint32> token ids, found {}",
-                        array.data_type()
-                    ),
-                    "name the document column with --text-column or --token-column",
+        Documents::Text(texts) => (0..keys.len())
+            .into_par_iter()
+            .map(|row| {
+                let text = texts.get(row)?;
+                let mut rng = stream.row(keys[row]);
+                pair_of(
+                    row,
+                    mode,
+                    || word_spans(text),
+                    || sentence_spans(text),
+                    &mut rng,
                 )
-            })?;
-            (0..keys.len())
-                .into_par_iter()
-                .map(|row| {
-                    let text = texts.get(row)?;
-                    let mut rng = stream.row(keys[row]);
-                    pair_of(
-                        row,
-                        mode,
-                        || word_spans(text),
-                        || sentence_spans(text),
-                        &mut rng,
-                    )
-                })
-                .collect()
-        }
-        Err(other) => Err(other),
+            })
+            .collect(),
     }
 }
 
@@ -347,24 +334,26 @@ pub fn pair_columns(
     epoch: u64,
 ) -> Result<(ArrayRef, ArrayRef)> {
     let pairs = make_pairs(column, array, keys, mode, seed, epoch)?;
-    if let Ok((ids, offsets)) = token_lists(column, array) {
-        let doc = |row: usize, r: &Range<usize>| {
-            let base = offsets[row] as usize;
-            &ids[base + r.start..base + r.end]
-        };
-        let query = token_column(pairs.iter().enumerate().map(|(row, p)| {
-            let part: [&[u32]; 2] = [doc(row, &p.query), &[]];
-            part
-        }));
-        let positive = token_column(
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(row, p)| [doc(row, &p.positive[0]), doc(row, &p.positive[1])]),
-        );
-        return Ok((query, positive));
-    }
-    let texts = TextColumn::try_new(column, array)?;
+    let texts = match Documents::try_new(column, array, "")? {
+        Documents::Text(texts) => texts,
+        Documents::Tokens { ids, offsets } => {
+            let doc = |row: usize, r: &Range<usize>| {
+                let base = offsets.range(row).start;
+                &ids[base + r.start..base + r.end]
+            };
+            let query = token_column(pairs.iter().enumerate().map(|(row, p)| {
+                let part: [&[u32]; 2] = [doc(row, &p.query), &[]];
+                part
+            }));
+            let positive = token_column(
+                pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(row, p)| [doc(row, &p.positive[0]), doc(row, &p.positive[1])]),
+            );
+            return Ok((query, positive));
+        }
+    };
     // Pair ranges fall on char boundaries of text checked by make_pairs.
     let part = |row: usize, r: &Range<usize>| &texts.bytes(row)[r.clone()];
     let mut query = StringBuilder::new();
