@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import tokenmill
 from tokenmill import _core
-from tokenmill.stages.negatives import NegativeOptions
+from tokenmill.stages.negatives import LARGE_TOKENS, NegativeOptions, _load_corpus
 from tokenmill_cli.main import cli
 
 from .conftest import folder_bytes, write_shards
@@ -63,21 +63,19 @@ def test_no_negative_equals_its_positive_and_rules_hold(
         assert "negative_scores" not in table.column_names
 
 
+@pytest.mark.parametrize("strategy", ["random", "bm25", "embedding"])
 def test_output_is_the_same_for_any_thread_count_and_batch_size(
-    pydocs_pairs: Path, tmp_path: Path
+    pydocs_pairs: Path, tmp_path: Path, strategy: str
 ) -> None:
+    src = _embedding_dataset(tmp_path) if strategy == "embedding" else pydocs_pairs
+    # A margin that drops many candidates, so top-ups are exercised too.
+    options = NegativeOptions(strategy=strategy, num_negatives=4, seed=5, margin=0.8)
     outputs = []
     for threads, batch in ((1, 2048), (2, 53)):
         _core.set_num_threads(threads)
         try:
             out = tmp_path / f"t{threads}"
-            tokenmill.negatives(
-                pydocs_pairs,
-                out,
-                NegativeOptions(strategy="bm25", num_negatives=4, seed=5),
-                batch_size=batch,
-                progress=False,
-            )
+            tokenmill.negatives(src, out, options, batch_size=batch, progress=False)
             outputs.append(_shard_bytes(out))
         finally:
             _core.set_num_threads(0)
@@ -113,7 +111,7 @@ def test_embedding_mining_is_exact_cosine_top_k(tmp_path: Path) -> None:
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     scores = q @ d.T
     for i, row in enumerate(table.to_pylist()):
-        ranked = [j for j in np.lexsort((np.arange(len(d)), -scores[i])) if j != i]
+        ranked = [j for j in np.argsort(-scores[i], kind="stable") if j != i]
         eligible = [j for j in ranked[1:100] if scores[i, j] <= 0.95 * scores[i, i]]
         assert row["negative_ids"] == eligible[:2]
         assert row["negative_scores"] == pytest.approx(scores[i, eligible[:2]], abs=1e-5)
@@ -176,3 +174,90 @@ def test_cli_negatives(pydocs_pairs: Path, tmp_path: Path) -> None:
     assert "negatives_topped_up" in result.output
     bad = CliRunner().invoke(cli, [*args[:4], "--range-min", "9", "--range-max", "3"])
     assert bad.exit_code == 1 and "ConfigError" in bad.output
+
+
+def test_query_and_positive_of_different_kinds_are_refused(tmp_path: Path) -> None:
+    tokens = pa.list_(pa.uint32())
+    text = pa.table({"query": ["a b", "c d", "e f"], "positive": ["x", "y", "z"]})
+    mixed = text.set_column(1, "positive", pa.array([[1], [2], [3]], type=tokens))
+    src = write_shards(tmp_path / "mixed", {"a.parquet": mixed})
+    for strategy in ("random", "bm25"):
+        with pytest.raises(tokenmill.SchemaError, match="tokenize both or neither"):
+            tokenmill.negatives(src, tmp_path / "out", NegativeOptions(strategy, num_negatives=1))
+    # The query column's type must hold across shards, as the positive's does.
+    other = text.set_column(0, "query", pa.array(["a", "b", "c"], type=pa.large_string()))
+    src = write_shards(tmp_path / "shards", {"a.parquet": text, "b.parquet": other})
+    with pytest.raises(tokenmill.SchemaError, match=r"b\.parquet.*'query'.*earlier shard"):
+        tokenmill.negatives(src, tmp_path / "out", NegativeOptions(num_negatives=1))
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_many_negatives_are_refused_before_the_corpus_is_embedded(tmp_path: Path) -> None:
+    table = pa.table({"query": ["a", "b"], "positive": ["x", "y"]})
+    src = write_shards(tmp_path / "in", {"a.parquet": table, "b.parquet": table})
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    options = NegativeOptions(strategy="embedding", num_negatives=4)
+    with pytest.raises(tokenmill.ConfigError, match="has 4 positive"):
+        tokenmill.negatives(src, tmp_path / "out", options, embed=embed)
+    assert calls == []
+
+
+@pytest.mark.parametrize("kind", ["text", "tokens"])
+def test_corpus_has_64_bit_offsets_and_output_keeps_the_input_type(
+    tmp_path: Path, kind: str
+) -> None:
+    # Past 2 GiB of text (or 2^31 token ids) 32-bit offsets overflow; the
+    # corpus is large_string / large_list and each batch is cast back.
+    n = 30
+    if kind == "text":
+        positive = pa.array([f"doc {i} word{i % 4}" for i in range(n)])
+        query = pa.array([f"word{i % 4} doc" for i in range(n)])
+    else:
+        item = pa.list_(pa.uint32())
+        positive = pa.array([[i, 100 + i % 4] for i in range(n)], type=item)
+        query = pa.array([[100 + i % 4] for i in range(n)], type=item)
+    table = pa.table({"query": query, "positive": positive})
+    src = write_shards(tmp_path / "in", {"a.parquet": table.slice(0, 12), "b.parquet": table})
+    dataset = tokenmill.open_dataset(src)
+    corpus = _load_corpus(dataset, NegativeOptions(), None)
+    assert corpus.positives.type in (pa.large_string(), LARGE_TOKENS)
+    tokenmill.negatives(src, tmp_path / "out", NegativeOptions(num_negatives=2), progress=False)
+    out = _read(tmp_path / "out")
+    assert out.schema.field("negatives").type.value_type == positive.type
+    corpus_rows = pa.concat_tables([table.slice(0, 12), table]).column("positive").to_pylist()
+    for row in out.to_pylist():
+        assert [corpus_rows[j] for j in row["negative_ids"]] == row["negatives"]
+    # The miner reads large token lists and large strings directly.
+    miner = _core.NegativeMiner(
+        corpus.positives, strategy="bm25", num_negatives=1, column="positive"
+    )
+    assert miner.documents == 42
+
+
+def test_a_margin_nothing_passes_is_counted_not_fatal(tmp_path: Path) -> None:
+    # Every positive vector points the same way: nothing scores below 50% of
+    # the positive, so rows take their lowest-scoring documents, counted.
+    n = 20
+    table = pa.table(
+        {
+            "query": [f"q{i}" for i in range(n)],
+            "positive": [f"p{i}" for i in range(n)],
+            "query_embedding": pa.array([[1.0, 0.0]] * n, type=pa.list_(pa.float32())),
+            "positive_embedding": pa.array(
+                [[1.0, 0.001 * i] for i in range(n)], type=pa.list_(pa.float32())
+            ),
+        }
+    )
+    src = write_shards(tmp_path / "in", {"a.parquet": table})
+    options = NegativeOptions(strategy="embedding", num_negatives=2, margin=0.5)
+    report = tokenmill.negatives(src, tmp_path / "out", options, progress=False)
+    assert report.manifest is not None
+    assert report.manifest.totals["negatives_over_margin"] == 2 * n
+    assert report.manifest.totals["rows_over_margin"] == n
+    rows = _read(tmp_path / "out").to_pylist()
+    assert set(rows[0]["negative_ids"]) == {n - 1, n - 2}

@@ -354,6 +354,7 @@ class NegativeMiner:
         npt.NDArray[np.float32],
         npt.NDArray[np.float32],
         npt.NDArray[np.uint32],
+        npt.NDArray[np.uint32],
     ]: ...
 
 def mine_embedding_arrays(
@@ -369,5 +370,6 @@ def mine_embedding_arrays(
     npt.NDArray[np.int64],
     npt.NDArray[np.float32],
     npt.NDArray[np.float32],
+    npt.NDArray[np.uint32],
     npt.NDArray[np.uint32],
 ]: ...

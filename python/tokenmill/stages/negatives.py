@@ -17,9 +17,17 @@ hash), never repeats within a row, comes from ranks
 ``[range_min, range_max]`` of the ranking (0 is the best; copies of the
 positive are not counted), and scores at most ``margin * positive_score``
 (the default 0.95 is sentence-transformers' ``relative_margin=0.05``). Rows
-left short are topped up with random documents under the same rules,
-counted in the manifest as ``negatives_topped_up``; only a row for which no
-document of the corpus qualifies is an error.
+left short are topped up with documents under the same rules (random
+draws, then the lowest-scoring), counted in the manifest as
+``negatives_topped_up``; when the margin leaves no such document, the row
+takes its lowest-scoring admissible documents anyway, counted as
+``negatives_over_margin``. Only a row for which the whole corpus holds too
+few distinct texts besides its positive is an error.
+
+The corpus is held as ``large_string`` or ``large_list<uint32>``, so it may
+pass 2 GiB of text or 2^31 token ids; negatives are written in the type of
+the positive column. Query and positive must be the same kind (both text or
+both tokens) in every shard.
 
 Output: the pair rows plus ``negatives`` (a list of texts, or of token
 lists, like ``positive``), ``negative_ids`` (the negatives' row indices in
@@ -170,16 +178,16 @@ def _load_corpus(
     digest = hashlib.sha256()
     dims: set[int] = set()
     start = 0
-    first: pa.DataType | None = None
+    first: tuple[pa.DataType, pa.DataType] | None = None
     for shard in dataset.shards:
         try:
-            _check_schema(shard, options, embed, first)
+            first = _check_schema(shard, options, embed, first)
             columns = [options.positive_column]
             wants_vectors = options.strategy == "embedding" and embed is None
             if wants_vectors:
                 columns += [options.query_vector_column, options.positive_vector_column]
             table = shard.read(columns)
-            positive = table.column(options.positive_column).combine_chunks()
+            positive = _large(table.column(options.positive_column).combine_chunks(), options)
             if wants_vectors:
                 for name in columns[1:]:
                     dim = _check_vectors(table.column(name).combine_chunks(), name)
@@ -188,7 +196,6 @@ def _load_corpus(
                 vectors.append(table.column(options.positive_vector_column).combine_chunks())
         except TokenmillError as err:
             raise locate_error(err, shard) from None
-        first = positive.type
         parts.append(positive)
         offsets[shard.name] = start
         start += len(positive)
@@ -198,16 +205,32 @@ def _load_corpus(
             f"{dataset.root}: the query and positive vectors have dimensions "
             f"{sorted(dims)}; embed them with the same model"
         )
-    positives = pa.concat_arrays(parts) if parts else pa.array([], type=pa.string())
+    # Large offsets: a corpus past 2 GiB of text or 2^31 token ids would
+    # overflow the 32-bit offsets of string and list<uint32>.
+    positives = pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
     positive_vectors = None
     if options.strategy == "embedding":
         positive_vectors = _embed(embed, positives) if embed else pa.concat_arrays(vectors)
     return _Corpus(positives, offsets, digest.hexdigest()[:32], positive_vectors)
 
 
+LARGE_TOKENS = pa.large_list(pa.field("item", pa.uint32(), nullable=False))
+
+
+def _large(column: pa.Array, options: NegativeOptions) -> pa.Array:
+    """A shard's positives with 64-bit offsets, token ids as uint32."""
+    if is_token_list(column.type):
+        return as_uint32_tokens(column, options.positive_column).cast(LARGE_TOKENS)
+    return column.cast(pa.large_string())
+
+
 def _check_schema(
-    shard: Shard, options: NegativeOptions, embed: EmbedFunction | None, first: pa.DataType | None
-) -> None:
+    shard: Shard,
+    options: NegativeOptions,
+    embed: EmbedFunction | None,
+    first: tuple[pa.DataType, pa.DataType] | None,
+) -> tuple[pa.DataType, pa.DataType]:
+    """Checks one shard; returns its (query, positive) types for the next."""
     schema = shard.schema
     query = require_column(schema, options.query_column, "--query-column")
     positive = require_column(schema, options.positive_column, "--positive-column")
@@ -219,14 +242,24 @@ def _check_schema(
                 f"column '{field.name}' has type {field.type}, neither text nor list<uint32> "
                 "token ids; run `tokenmill pairs` first"
             )
-    if first is not None and positive.type != first:
+    if is_token_list(query.type) != is_token_list(positive.type):
+        kinds = ["tokens" if is_token_list(f.type) else "text" for f in (query, positive)]
         raise SchemaError(
-            f"column '{options.positive_column}' has type {positive.type} here and {first} in "
-            "an earlier shard; give every shard the same schema"
+            f"column '{query.name}' holds {kinds[0]} ({query.type}) and '{positive.name}' "
+            f"{kinds[1]} ({positive.type}); BM25 and an embedding function compare them as "
+            "one kind, so tokenize both or neither"
         )
+    if first is not None:
+        for field, earlier in zip((query, positive), first, strict=True):
+            if field.type != earlier:
+                raise SchemaError(
+                    f"column '{field.name}' has type {field.type} here and {earlier} in "
+                    "an earlier shard; give every shard the same schema"
+                )
     if options.strategy == "embedding" and embed is None:
         require_column(schema, options.query_vector_column, "--query-vector-column")
         require_column(schema, options.positive_vector_column, "--positive-vector-column")
+    return query.type, positive.type
 
 
 class NegativesStage(Stage):
@@ -290,13 +323,14 @@ class NegativesStage(Stage):
         first = self.corpus.offsets[ctx.shard] + ctx.first_row
         rows = np.arange(first, first + n, dtype=np.uint64)
         queries, column = self._queries(batch)
-        ids, scores, _, topped = self.miner.mine(queries, rows, ctx.row_keys(), column=column)
+        ids, scores, _, topped, over = self.miner.mine(queries, rows, ctx.row_keys(), column=column)
         offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         schema = self.output_schema(batch.schema)
+        negative_type = schema.field("negatives").type
+        # The corpus has 64-bit offsets; one batch's negatives fit the input's type.
+        taken = self.corpus.positives.take(pa.array(ids.reshape(-1)))
         negatives = pa.ListArray.from_arrays(
-            offsets,
-            self.corpus.positives.take(pa.array(ids.reshape(-1))),
-            type=schema.field("negatives").type,
+            offsets, taken.cast(negative_type.value_type), type=negative_type
         )
         added = [
             negatives,
@@ -309,6 +343,8 @@ class NegativesStage(Stage):
         ctx.count("negatives", n * k)
         ctx.count("negatives_topped_up", int(topped.sum()))
         ctx.count("rows_topped_up", int((topped > 0).sum()))
+        ctx.count("negatives_over_margin", int(over.sum()))
+        ctx.count("rows_over_margin", int((over > 0).sum()))
         return pa.RecordBatch.from_arrays([*batch.columns, *added], schema=schema)
 
 
@@ -335,18 +371,27 @@ def negatives(
     out = Path(output)
     if out.resolve() == dataset.root.resolve():
         raise ConfigError(f"{out}: the output folder is the input; choose another -o")
-    corpus = _load_corpus(dataset, options, embed)
-    documents = len(corpus.positives)
+    # From the footers alone, before the corpus is read or embedded.
+    first: tuple[pa.DataType, pa.DataType] | None = None
+    for shard in dataset.shards:
+        try:
+            first = _check_schema(shard, options, embed, first)
+        except TokenmillError as err:
+            raise locate_error(err, shard) from None
+    documents = dataset.num_rows
     if options.num_negatives > documents - 1:
         raise ConfigError(
             f"{dataset.root}: {options.num_negatives} negatives per row, but the corpus has "
             f"{documents} positive(s); pass --num-negatives of at most {max(documents - 1, 0)}"
         )
-    positives = corpus.positives
-    if is_token_list(positives.type):
-        positives = as_uint32_tokens(positives, options.positive_column)
+    if documents > 2**32 - 1:
+        raise ConfigError(
+            f"{dataset.root}: {documents} pair rows are more than a miner indexes (2^32 - 1); "
+            "mine smaller groups of shards"
+        )
+    corpus = _load_corpus(dataset, options, embed)
     miner = _core.NegativeMiner(
-        positives,
+        corpus.positives,
         strategy=options.strategy,
         num_negatives=options.num_negatives,
         range_min=options.range_min,
@@ -368,7 +413,8 @@ def negatives(
 def mined_summary(report: RunReport) -> str:
     """One line on what mining did, from the manifest's totals."""
     totals = report.manifest.totals if report.manifest else {}
+    keys = ("rows", "negatives", "negatives_topped_up", "negatives_over_margin")
     return json.dumps(
-        {k: totals.get(k, 0) for k in ("rows", "negatives", "negatives_topped_up")},
+        {k: totals.get(k, 0) for k in keys},
         sort_keys=True,
     )

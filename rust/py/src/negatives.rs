@@ -19,13 +19,39 @@ enum Strategy {
 }
 
 /// `(documents [rows, k] int64, scores [rows, k] float32,
-/// positive_scores [rows] float32, topped_up [rows] uint32)`.
+/// positive_scores [rows] float32, topped_up [rows] uint32,
+/// over_margin [rows] uint32)`.
 type MinedArrays<'py> = (
     Bound<'py, PyArray2<i64>>,
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray1<f32>>,
     Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
 );
+
+/// The arrays of `mined`, `k` negatives per row.
+fn to_arrays(py: Python<'_>, mined: Mined, k: usize) -> MinedArrays<'_> {
+    let Mined {
+        documents,
+        scores,
+        positive_scores,
+        topped_up,
+        over_margin,
+    } = mined;
+    let n = topped_up.len();
+    let documents: Vec<i64> = documents.into_iter().map(i64::from).collect();
+    (
+        Array2::from_shape_vec((n, k), documents)
+            .expect("the miners return k negatives per row")
+            .into_pyarray(py),
+        Array2::from_shape_vec((n, k), scores)
+            .expect("the miners return k scores per row")
+            .into_pyarray(py),
+        positive_scores.into_pyarray(py),
+        topped_up.into_pyarray(py),
+        over_margin.into_pyarray(py),
+    )
+}
 
 /// Mines negatives for pair rows against the corpus of their positives.
 #[pyclass(name = "NegativeMiner", module = "tokenmill._core", frozen)]
@@ -73,7 +99,7 @@ impl PyNegativeMiner {
         let strategy = strategy.to_owned();
         let column = column.to_owned();
         detach(py, move || {
-            let corpus = Corpus::new(negatives::content_hashes(&column, array.as_ref())?);
+            let corpus = Corpus::new(negatives::content_hashes(&column, array.as_ref())?)?;
             options.check(corpus.len())?;
             let strategy = match strategy.as_str() {
                 "random" => Strategy::Random,
@@ -159,24 +185,7 @@ impl PyNegativeMiner {
                 }
             })
         })?;
-        let Mined {
-            documents,
-            scores,
-            positive_scores,
-            topped_up,
-        } = mined;
-        let n = topped_up.len();
-        let documents: Vec<i64> = documents.into_iter().map(i64::from).collect();
-        Ok((
-            Array2::from_shape_vec((n, k), documents)
-                .expect("k negatives per row")
-                .into_pyarray(py),
-            Array2::from_shape_vec((n, k), scores)
-                .expect("k negatives per row")
-                .into_pyarray(py),
-            positive_scores.into_pyarray(py),
-            topped_up.into_pyarray(py),
-        ))
+        Ok(to_arrays(py, mined, k))
     }
 }
 
@@ -212,24 +221,13 @@ fn mine_embedding_arrays<'py>(
         let docs = Vectors::new(docs, dim)?;
         let qs = Vectors::new(qs, qdim)?;
         // Distinct hashes: every document is its own text.
-        let corpus = Corpus::new((0..docs.rows() as u64).collect());
+        let corpus = Corpus::new((0..docs.rows() as u64).collect())?;
         let rows: Vec<u64> = (0..qs.rows() as u64).collect();
         Ok(negatives::mine_embedding(
             &docs, &corpus, &qs, &rows, &rows, &options,
         )?)
     })?;
-    let n = mined.topped_up.len();
-    let documents: Vec<i64> = mined.documents.into_iter().map(i64::from).collect();
-    Ok((
-        Array2::from_shape_vec((n, k), documents)
-            .expect("k per row")
-            .into_pyarray(py),
-        Array2::from_shape_vec((n, k), mined.scores)
-            .expect("k per row")
-            .into_pyarray(py),
-        mined.positive_scores.into_pyarray(py),
-        mined.topped_up.into_pyarray(py),
-    ))
+    Ok(to_arrays(py, mined, k))
 }
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
