@@ -37,11 +37,77 @@ def test_sampler_len_is_exact_and_batches_hold_no_duplicate(
         assert sorted(seen) == list(range(n))
     else:
         assert all(len(b) == batch for b in batches)
+    assert sampler.dropped == n - len(seen)
     rows = table.to_pylist()
     for b in batches:
-        # No text of one row occurs in another row of its batch.
-        per_row = [{rows[i]["query"], rows[i]["positive"], *rows[i]["negatives"]} for i in b]
-        assert sum(map(len, per_row)) == len(set().union(*per_row))
+        _assert_no_text_is_another_rows(rows, b)
+
+
+def _assert_no_text_is_another_rows(rows: list[dict], batch: list[int]) -> None:
+    for i in batch:
+        own = {rows[i]["query"], rows[i]["positive"]}
+        for j in batch:
+            if j != i:
+                other = {rows[j]["query"], rows[j]["positive"]}
+                assert not own & other
+                assert not own & set(rows[j]["negatives"])
+
+
+def test_rows_sharing_a_hard_negative_share_a_batch() -> None:
+    # Every row has the same hard negative, a text no row holds as query or
+    # positive: harmless for InfoNCE, so batches stay full and in order.
+    n = 40
+    table = pa.table(
+        {
+            "query": [f"q{i}" for i in range(n)],
+            "positive": [f"p{i}" for i in range(n)],
+            "negatives": [["shared"]] * n,
+        }
+    )
+    sampler = ContrastiveBatchSampler(table, 8, seed=2)
+    assert [len(b) for b in sampler] == [8] * 5
+    plain = ContrastiveBatchSampler(table, 8, seed=2, check_negatives=False)
+    assert list(sampler) == list(plain)
+
+
+def test_a_negative_equal_to_another_rows_positive_splits_them() -> None:
+    table = pa.table(
+        {
+            "query": ["q0", "q1", "q2", "q3"],
+            "positive": ["p0", "p1", "p2", "p3"],
+            "negatives": [["p1"], ["x"], ["x"], ["q2"]],
+        }
+    )
+    for seed in range(10):
+        sampler = ContrastiveBatchSampler(table, 4, seed=seed)
+        rows = table.to_pylist()
+        for b in sampler:
+            _assert_no_text_is_another_rows(rows, b)
+        assert len(sampler) == len(list(sampler)) >= 2
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_ddp_ranks_get_equal_disjoint_batches(drop_last: bool, replicas: int) -> None:
+    table = _rows(103, duplicates=7)
+    ranks = [
+        ContrastiveBatchSampler(
+            table, 8, seed=5, drop_last=drop_last, num_replicas=replicas, rank=r
+        )
+        for r in range(replicas)
+    ]
+    lengths = {len(s) for s in ranks}
+    assert len(lengths) == 1 and lengths.pop() > 0
+    seen = [i for s in ranks for b in s for i in b]
+    assert len(seen) == len(set(seen))
+    assert all(s.dropped == 103 - len(seen) for s in ranks)
+    whole = ContrastiveBatchSampler(table, 8, seed=5, drop_last=drop_last)
+    assert [b for s in ranks for b in s] != []
+    assert sorted(map(tuple, (b for s in ranks for b in s))) == sorted(
+        map(tuple, list(whole)[: len(ranks[0]) * replicas])
+    )
+    with pytest.raises(tokenmill.ConfigError, match="rank"):
+        ContrastiveBatchSampler(table, 8, num_replicas=2, rank=2)
 
 
 def test_sampler_is_deterministic_per_seed_and_epoch() -> None:

@@ -27,7 +27,9 @@ then::
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -73,15 +75,34 @@ def _hashes(values: pa.Array) -> npt.NDArray[np.uint64]:
     return _core.content_hashes(values, column="text")
 
 
-class ContrastiveBatchSampler:
-    """Batches of row indices with no text twice in a batch.
+def _drain(queue: deque[int]) -> Iterator[int]:
+    """Pops from the front of `queue` as long as it is iterated."""
+    while queue:
+        yield queue.popleft()
 
-    Rows are visited in a random order keyed by (seed, epoch); each batch
-    takes the first rows not yet used whose query, positive and (with
-    ``check_negatives``) negatives share no content hash with the batch so
-    far. A row that clashes waits for a later batch. With ``drop_last`` the
-    final batch is dropped when short; without it, it is kept. Batches are
-    computed once per epoch, so ``len()`` is exact.
+
+class ContrastiveBatchSampler:
+    """Batches of row indices in which no row's text is another's.
+
+    Rows are visited in a random order keyed by (seed, epoch). A row joins
+    the batch unless its query or positive equals a query or positive
+    already there, or (with ``check_negatives``) one of its negatives equals
+    one of those, or one of the batch's negatives equals its query or
+    positive: each of these would score a text as a negative of itself.
+    Rows sharing a hard negative are fine: InfoNCE just sees that negative
+    twice. A row that clashes waits in a queue and is offered to the next
+    batches before fresh rows, so no row is rescanned more than once a batch.
+
+    Batches are computed once per epoch, so ``len()`` is exact. With
+    ``drop_last``, short batches (the last, and any made only of waiting
+    rows that clash with each other) are dropped; ``dropped`` counts the
+    rows left out this epoch, on every rank.
+
+    For DDP, pass ``num_replicas`` and ``rank``: batch ``j`` of the epoch goes
+    to rank ``j % num_replicas``, and batches past the last multiple of
+    ``num_replicas`` are dropped (counted), so every rank gets the same number
+    of batches and no row is on two ranks. Every rank must pass the same
+    rows, batch size, seed and epoch.
     """
 
     def __init__(
@@ -93,29 +114,41 @@ class ContrastiveBatchSampler:
         epoch: int = 0,
         drop_last: bool = False,
         check_negatives: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size {batch_size} is not positive")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ConfigError(
+                f"rank {rank} of num_replicas {num_replicas} is not 0 <= rank < num_replicas"
+            )
         table = _as_table(rows)
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = epoch
         self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
         n = table.num_rows
-        texts: list[npt.NDArray[np.uint64]] = [
-            _hashes(_column(table, "query")).reshape(n, 1),
-            _hashes(_column(table, "positive")).reshape(n, 1),
+        query = _hashes(_column(table, "query"))
+        positive = _hashes(_column(table, "positive"))
+        self._own: list[frozenset[int]] = [
+            frozenset((int(q), int(p))) for q, p in zip(query, positive, strict=True)
         ]
-        self._row_hashes: list[set[int]] = [set(map(int, r)) for r in np.hstack(texts)]
+        empty: frozenset[int] = frozenset()
+        self._negatives: list[frozenset[int]] = [empty] * n
         if check_negatives and "negatives" in table.column_names:
             negatives = _column(table, "negatives")
             flat = _hashes(negatives.flatten())
             offsets = negatives.offsets.to_numpy()
             offsets = offsets - offsets[0]
-            for i in range(n):
-                self._row_hashes[i].update(map(int, flat[offsets[i] : offsets[i + 1]]))
+            self._negatives = [
+                frozenset(map(int, flat[offsets[i] : offsets[i + 1]])) for i in range(n)
+            ]
         self._keys = np.arange(n, dtype=np.uint64)
         self._batches: list[list[int]] | None = None
+        self._dropped = 0
 
     def set_epoch(self, epoch: int) -> None:
         """A new order for the next epoch (call it before each, as with DistributedSampler)."""
@@ -127,27 +160,55 @@ class ContrastiveBatchSampler:
         draws = _core.uniform(self._keys, seed=self.seed, stage=STAGE, epoch=self.epoch)
         return np.lexsort((self._keys, draws)).astype(np.int64)
 
+    def _fits(self, row: int, own: set[int], negatives: set[int]) -> bool:
+        mine, theirs = self._own[row], self._negatives[row]
+        return own.isdisjoint(mine) and own.isdisjoint(theirs) and negatives.isdisjoint(mine)
+
+    def _all_batches(self) -> list[list[int]]:
+        """Every rank's batches of the epoch, in order."""
+        fresh = iter(self._order().tolist())
+        waiting: deque[int] = deque()
+        out: list[list[int]] = []
+        self._dropped = 0
+        while True:
+            batch: list[int] = []
+            own: set[int] = set()
+            negatives: set[int] = set()
+            still: deque[int] = deque()
+            # Rows that waited longest go first, each looked at once a batch;
+            # then fresh rows, each looked at once on arrival.
+            for row in chain(_drain(waiting), fresh):
+                if self._fits(row, own, negatives):
+                    batch.append(row)
+                    own.update(self._own[row])
+                    negatives.update(self._negatives[row])
+                    if len(batch) == self.batch_size:
+                        break
+                else:
+                    still.append(row)
+            still.extend(waiting)
+            waiting = still
+            if not batch:
+                return out
+            if len(batch) < self.batch_size and self.drop_last:
+                self._dropped += len(batch)
+                continue
+            out.append(batch)
+
     def batches(self) -> list[list[int]]:
+        """This rank's batches of the epoch."""
         if self._batches is None:
-            remaining = dict.fromkeys(int(i) for i in self._order())
-            out: list[list[int]] = []
-            while remaining:
-                batch: list[int] = []
-                seen: set[int] = set()
-                for row in remaining:
-                    hashes = self._row_hashes[row]
-                    if seen.isdisjoint(hashes):
-                        batch.append(row)
-                        seen |= hashes
-                        if len(batch) == self.batch_size:
-                            break
-                for row in batch:
-                    del remaining[row]
-                if len(batch) < self.batch_size and self.drop_last:
-                    break
-                out.append(batch)
-            self._batches = out
+            every = self._all_batches()
+            even = len(every) - len(every) % self.num_replicas
+            self._dropped += sum(len(b) for b in every[even:])
+            self._batches = every[self.rank : even : self.num_replicas]
         return self._batches
+
+    @property
+    def dropped(self) -> int:
+        """Rows in no batch of any rank this epoch (``drop_last``, or DDP's even split)."""
+        self.batches()
+        return self._dropped
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
