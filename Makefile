@@ -45,6 +45,7 @@ bench: $(BIN)/python
 	$(BIN)/python benches/bench_dedup.py
 	$(BIN)/python benches/bench_pack.py
 	$(BIN)/python benches/bench_bm25.py
+	$(BIN)/python benches/bench_negatives.py
 	$(BIN)/python benches/bench_corrupt.py
 
 clean:

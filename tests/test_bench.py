@@ -29,7 +29,8 @@ def test_bench_writes_table_json_and_chart(small_dataset: Path, tmp_path: Path) 
     )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert {r["suite"] for r in rows} == {"tokenize", "dedup", "pack", "corrupt"}
+    suites = {"tokenize", "dedup", "pack", "bm25", "negatives", "corrupt"}
+    assert {r["suite"] for r in rows} == suites
     assert all(r["throughput"] > 0 for r in rows)
     compared = [r for r in rows if r["baseline"] is not None]
     assert compared and all(r["speedup"] > 0 for r in compared)

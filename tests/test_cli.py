@@ -69,8 +69,18 @@ def test_inspect_reads_raw_text_shards(pydocs: Path) -> None:
 def test_demo_runs_every_stage(tmp_path: Path) -> None:
     result = run_demo(tmp_path / "demo", vocab_size=2000, progress=False, echo=lambda _: None)
     stages = [line.split()[0] for line in result.lines]
-    assert stages == ["corpus", "dedup", "tokenizer", "tokenize", "sample", "pack", "done"]
-    for folder in ("corpus", "dedup", "tokens", "train", "valid", "packed"):
+    assert stages == [
+        "corpus",
+        "dedup",
+        "tokenizer",
+        "tokenize",
+        "sample",
+        "pack",
+        "pairs",
+        "negatives",
+        "done",
+    ]
+    for folder in ("corpus", "dedup", "tokens", "train", "valid", "packed", "negatives"):
         assert (tmp_path / "demo" / folder).is_dir()
     train = tokenmill.open_dataset(tmp_path / "demo" / "train").num_rows
     valid = tokenmill.open_dataset(tmp_path / "demo" / "valid").num_rows

@@ -29,12 +29,15 @@ from tokenmill.collate import (
     SpanCorruptionCollator,
     UL2Collator,
 )
+from tokenmill.contrastive import ContrastiveBatchSampler, ContrastiveCollator
 from tokenmill.dataset import Dataset, open_dataset
 from tokenmill.manifest import Manifest
 from tokenmill.runner import RunReport, run_stage
 from tokenmill.stages.corrupt import CorruptStage, corrupt
 from tokenmill.stages.dedup import DedupOptions, DedupReport, dedup
+from tokenmill.stages.negatives import NegativeOptions, NegativesStage, negatives
 from tokenmill.stages.pack import PackStage, pack
+from tokenmill.stages.pairs import PairsStage, pairs
 from tokenmill.stages.sample import SampleStage, sample
 from tokenmill.stages.tokenize import TokenizeStage, tokenize
 from tokenmill.tokenizer import load_tokenizer, train_tokenizer
@@ -43,6 +46,8 @@ __all__ = [
     "BpeTrainer",
     "CausalLMCollator",
     "ConfigError",
+    "ContrastiveBatchSampler",
+    "ContrastiveCollator",
     "CorruptStage",
     "DataError",
     "Dataset",
@@ -52,7 +57,10 @@ __all__ = [
     "InternalError",
     "MLMCollator",
     "Manifest",
+    "NegativeOptions",
+    "NegativesStage",
     "PackStage",
+    "PairsStage",
     "PrefixLMCollator",
     "RunReport",
     "SampleStage",
@@ -69,9 +77,11 @@ __all__ = [
     "dedup",
     "load_tokenizer",
     "minhash",
+    "negatives",
     "num_threads",
     "open_dataset",
     "pack",
+    "pairs",
     "run_stage",
     "sample",
     "set_num_threads",

@@ -15,6 +15,7 @@ __all__ = [
     "Corruptor",
     "DataError",
     "InternalError",
+    "NegativeMiner",
     "Packer",
     "SchemaError",
     "ShardError",
@@ -27,9 +28,12 @@ __all__ = [
     "best_fit_decreasing",
     "cluster_minhash_files",
     "connected_components",
+    "content_hashes",
     "file_checksum",
     "keep_mask",
     "lsh_candidate_pairs",
+    "make_pairs",
+    "mine_embedding_arrays",
     "minhash_signatures",
     "num_threads",
     "optimal_bands",
@@ -313,3 +317,69 @@ class Corruptor:
 def t5_input_and_target_lengths(
     inputs_length: int, *, noise_density: float = 0.15, mean_span: float = 3.0
 ) -> tuple[int, int]: ...
+def make_pairs(
+    documents: Any,
+    keys: npt.NDArray[np.uint64],
+    *,
+    mode: str,
+    seed: int = 0,
+    epoch: int = 0,
+    column: str = "text",
+    min_ratio: float = 0.1,
+    max_ratio: float = 0.5,
+    keep_probability: float = 0.1,
+    sentence_end_ids: list[int] = ...,
+) -> tuple[pa.Array, pa.Array]: ...
+def content_hashes(values: Any, *, column: str = "text") -> npt.NDArray[np.uint64]: ...
+
+@final
+class NegativeMiner:
+    def __new__(
+        cls,
+        positives: Any,
+        *,
+        strategy: str,
+        num_negatives: int,
+        range_min: int = 0,
+        range_max: int = 99,
+        margin: float = 0.95,
+        k1: float = 1.5,
+        b: float = 0.75,
+        seed: int = 0,
+        epoch: int = 0,
+        column: str = "positive",
+        vectors: Any | None = None,
+    ) -> NegativeMiner: ...
+    @property
+    def documents(self) -> int: ...
+    def mine(
+        self,
+        queries: Any,
+        rows: npt.NDArray[np.uint64],
+        keys: npt.NDArray[np.uint64],
+        *,
+        column: str = "query",
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.uint32],
+        npt.NDArray[np.uint32],
+    ]: ...
+
+def mine_embedding_arrays(
+    documents: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    *,
+    num_negatives: int,
+    range_min: int = 0,
+    range_max: int = 99,
+    margin: float = 0.95,
+    seed: int = 0,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+]: ...

@@ -30,7 +30,7 @@ from tokenmill._core import ConfigError
 from tokenmill._fs import write_atomic
 from tokenmill.dataset import open_dataset
 
-SUITES = ("tokenize", "dedup", "pack", "corrupt")
+SUITES = ("tokenize", "dedup", "pack", "bm25", "negatives", "corrupt")
 
 
 @dataclass
@@ -314,6 +314,106 @@ def _bench_corrupt(
     return out
 
 
+def _queries(texts: pa.Array, count: int | None = 2000, words: int = 8) -> pa.Array:
+    """Eight-word spans of random documents, as the BM25 bench script makes
+    them; with `count=None`, one span of each document, in order."""
+    rng = np.random.default_rng(0)
+    as_list = texts.to_pylist()
+    out = []
+    picks = range(len(as_list)) if count is None else rng.integers(0, len(as_list), count)
+    for doc in picks:
+        split = as_list[doc].split()
+        start = int(rng.integers(0, max(len(split) - words, 1)))
+        out.append(" ".join(split[start : start + words]))
+    return pa.array(out)
+
+
+def _bench_bm25(texts: pa.Array, repeat: int) -> list[Measurement]:
+    queries = _queries(texts)
+    out = []
+    baseline = None
+    try:
+        import bm25s
+
+        as_list = texts.to_pylist()
+        reference = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        reference.index(
+            bm25s.tokenize(as_list, stopwords=None, show_progress=False), show_progress=False
+        )
+        query_list = queries.to_pylist()
+
+        def bm25s_run() -> None:
+            tokens = bm25s.tokenize(query_list, stopwords=None, show_progress=False)
+            reference.retrieve(tokens, k=10, show_progress=False, n_threads=1)
+
+        baseline = "bm25s retrieve, top 10 (one core)"
+        seconds = median_seconds(bm25s_run, repeat)
+        out.append(Measurement("bm25", baseline, 1, len(queries) / seconds, "queries/s"))
+    except ImportError:
+        pass
+    index = _core.Bm25Index(texts)
+    for threads in _thread_counts():
+        seconds = median_seconds(_with_threads(threads, lambda: index.search(queries, 10)), repeat)
+        out.append(
+            Measurement(
+                "bm25",
+                "tokenmill Bm25Index.search, top 10",
+                threads,
+                len(queries) / seconds,
+                "queries/s",
+                baseline,
+            )
+        )
+    return out
+
+
+def _bench_negatives(texts: pa.Array, repeat: int, vectors: int = 20_000) -> list[Measurement]:
+    """Mining as the `negatives` stage does it: every document's own crop as
+    its query, ranked against all documents; and exact cosine mining over
+    random 64-dimensional vectors."""
+    queries = _queries(texts, count=None)
+    rows = np.arange(len(texts), dtype=np.uint64)
+    # A tiny corpus (the tests') has too few distinct texts for four negatives.
+    k = 4 if len(texts) >= 100 else 1
+    out = []
+    if len(texts) > k:
+        miner = _core.NegativeMiner(texts, strategy="bm25", num_negatives=k, column="text")
+        for threads in _thread_counts():
+            seconds = median_seconds(
+                _with_threads(threads, lambda: miner.mine(queries, rows, rows, column="text")),
+                repeat,
+            )
+            out.append(
+                Measurement(
+                    "negatives",
+                    f"tokenmill BM25 mining over {len(texts):,} documents",
+                    threads,
+                    len(texts) / seconds,
+                    "queries/s",
+                )
+            )
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(vectors, 64)).astype(np.float32)
+    noisy = (docs + 0.5 * rng.normal(size=docs.shape)).astype(np.float32)
+    for threads in _thread_counts():
+        seconds = median_seconds(
+            _with_threads(
+                threads, lambda: _core.mine_embedding_arrays(docs, noisy, num_negatives=4)
+            ),
+            1,
+        )
+        out.append(
+            Measurement(
+                "negatives",
+                f"tokenmill exact cosine mining, {vectors:,} x {vectors:,}, dim 64",
+                threads,
+                vectors / seconds,
+                "queries/s",
+            )
+        )
+    return out
+
+
 def run_bench(
     corpus: str | Path | None = None,
     *,
@@ -343,6 +443,10 @@ def run_bench(
             results += _bench_dedup(texts, repeat)
         if "pack" in suites:
             results += _bench_pack(repeat)
+        if "bm25" in suites:
+            results += _bench_bm25(texts, repeat)
+        if "negatives" in suites:
+            results += _bench_negatives(texts, repeat)
         if "corrupt" in suites:
             results += _bench_corrupt(texts, workdir, repeat)
     baselines = {(m.suite, m.implementation): m.throughput for m in results if m.baseline is None}

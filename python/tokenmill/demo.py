@@ -15,9 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill._fs import atomic_path, write_atomic
+from tokenmill.dataset import open_dataset
 from tokenmill.inspection import describe
 from tokenmill.stages.dedup import dedup
+from tokenmill.stages.negatives import NegativeOptions, negatives
 from tokenmill.stages.pack import pack
+from tokenmill.stages.pairs import pairs
 from tokenmill.stages.sample import sample
 from tokenmill.stages.tokenize import tokenize
 from tokenmill.tokenizer import save_tokenizer, train_tokenizer
@@ -182,6 +185,36 @@ def run_demo(
         f"pack       {packed.rows:,} rows of <= 1024 tokens by best-fit decreasing, "
         f"fill {fill:.2%} -> {packed.output}"
     )
+
+    # Cropping needs a few words per document: keep those with at least 16.
+    table = open_dataset(corpus).to_table(columns=["id", "text"])
+    if table.num_rows > 4:
+        import pyarrow.compute as pc
+
+        words = pc.list_value_length(pc.utf8_split_whitespace(table.column("text")))
+        long_enough = table.filter(pc.greater_equal(words, 16))
+        folder = out / "contrastive-docs"
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "docs.parquet") as temporary:
+            pq.write_table(long_enough, temporary, compression="zstd")
+        made = pairs(folder, out / "pairs", "crop", seed=0, overwrite=True, progress=progress)
+        say(
+            f"pairs      {made.rows:,} (query, positive) rows by independent cropping "
+            f"(Contriever) -> {made.output}"
+        )
+        mined = negatives(
+            out / "pairs",
+            out / "negatives",
+            NegativeOptions(strategy="bm25", num_negatives=4),
+            overwrite=True,
+            progress=progress,
+        )
+        totals = mined.manifest.totals if mined.manifest else {}
+        say(
+            f"negatives  4 BM25-hard negatives per row (ranks 0-99, margin 0.95), "
+            f"{totals.get('negatives_topped_up', 0):,} random top-ups, "
+            f"{mined.seconds:.1f}s -> {mined.output}"
+        )
 
     say(
         f"done in {time.perf_counter() - started:.1f}s; look inside with: "

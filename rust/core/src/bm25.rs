@@ -115,13 +115,10 @@ impl Bm25Index {
             starts[t + 1] += starts[t];
         }
         let postings: Vec<(u32, u32)> = counts.iter().map(|&(_, d, tf)| (d, tf)).collect();
-        let n = documents.len() as f32;
         let idf = (0..terms.len())
-            .map(|t| {
-                let df = (starts[t + 1] - starts[t]) as f32;
-                (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
-            })
+            .map(|t| idf(starts[t + 1] - starts[t], documents.len()))
             .collect();
+        let n = documents.len() as f32;
         let lengths: Vec<f32> = documents.iter().map(|d| d.len() as f32).collect();
         let average = (lengths.iter().sum::<f32>() / n).max(f32::MIN_POSITIVE);
         let length_norm = lengths
@@ -157,6 +154,24 @@ impl Bm25Index {
             for &(doc, tf) in &self.postings[self.starts[t]..self.starts[t + 1]] {
                 let tf = tf as f32;
                 scores[doc as usize] += idf * tf / (tf + self.length_norm[doc as usize]);
+            }
+        }
+    }
+
+    /// As `accumulate`, into `scratch`: only the documents the query
+    /// reaches are written, and `scratch` lists each of them once, so a
+    /// query over a large corpus costs its postings, not the corpus size.
+    pub fn accumulate_sparse(&self, query: &[u64], scratch: &mut Accumulator) {
+        scratch.begin(self.documents());
+        for key in query {
+            let Some(&term) = self.terms.get(key) else {
+                continue;
+            };
+            let t = term as usize;
+            let idf = self.idf[t];
+            for &(doc, tf) in &self.postings[self.starts[t]..self.starts[t + 1]] {
+                let tf = tf as f32;
+                scratch.add(doc, idf * tf / (tf + self.length_norm[doc as usize]));
             }
         }
     }
@@ -197,6 +212,87 @@ impl Bm25Index {
     }
 }
 
+/// `ln(1 + (N - df + 0.5) / (df + 0.5))`, in f64: in f32, `1 + x` rounds
+/// to exactly 1 for a term in every document of a corpus past 2^24
+/// documents, and a weight of 0 would make the term invisible.
+fn idf(df: usize, documents: usize) -> f32 {
+    let (df, n) = (df as f64, documents as f64);
+    ((n - df + 0.5) / (df + 0.5)).ln_1p() as f32
+}
+
+/// Scratch space for sparse scoring, reused from query to query without
+/// clearing: a slot belongs to the current query only when its stamp is the
+/// current generation, so starting a query costs nothing, and a document is
+/// listed in `touched` once however often it is reached and whatever it
+/// scores (a weight can round to 0).
+#[derive(Default)]
+pub struct Accumulator {
+    scores: Vec<f32>,
+    stamps: Vec<u32>,
+    generation: u32,
+    touched: Vec<u32>,
+}
+
+impl Accumulator {
+    /// Starts a query over a corpus of `documents`.
+    pub fn begin(&mut self, documents: usize) {
+        if self.scores.len() < documents {
+            self.scores.resize(documents, 0.0);
+            self.stamps.resize(documents, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Once in 2^32 queries: old stamps could alias the new generation.
+            self.stamps.fill(0);
+            self.generation = 1;
+        }
+        self.touched.clear();
+    }
+
+    /// Adds `value` to document `doc`'s score in the current query.
+    #[inline]
+    pub fn add(&mut self, doc: u32, value: f32) {
+        let d = doc as usize;
+        if self.stamps[d] == self.generation {
+            self.scores[d] += value;
+        } else {
+            self.stamps[d] = self.generation;
+            self.scores[d] = value;
+            self.touched.push(doc);
+        }
+    }
+
+    /// Document `doc`'s score in the current query: 0 when not reached.
+    #[inline]
+    pub fn score(&self, doc: u32) -> f32 {
+        let d = doc as usize;
+        if self.stamps[d] == self.generation {
+            self.scores[d]
+        } else {
+            0.0
+        }
+    }
+
+    /// The documents the current query reached, in first-visit order.
+    pub fn touched(&self) -> &[u32] {
+        &self.touched
+    }
+
+    /// The reached documents to reorder in place, beside a score lookup.
+    pub fn touched_and_scores(&mut self) -> (&mut [u32], impl Fn(u32) -> f32 + '_) {
+        let (scores, stamps, generation) = (&self.scores, &self.stamps, self.generation);
+        let score = move |doc: u32| {
+            let d = doc as usize;
+            if stamps[d] == generation {
+                scores[d]
+            } else {
+                0.0
+            }
+        };
+        (&mut self.touched, score)
+    }
+}
+
 /// Best `k` of `scores`, best first; equal scores by lower index.
 fn top_k(scores: &[f32], k: usize) -> Hits {
     let better = |a: &u32, b: &u32| {
@@ -226,29 +322,24 @@ fn top_k(scores: &[f32], k: usize) -> Hits {
 /// [`TokenmillError::Schema`] for a column of neither kind, and
 /// [`TokenmillError::Data`] for text that is not UTF-8.
 pub fn bags(column: &str, array: &dyn arrow_array::Array) -> Result<Vec<Vec<u64>>> {
-    match crate::tokenize::token_lists(column, array) {
-        Ok((ids, offsets)) => {
-            let bag = |w: &[i32]| {
-                ids[w[0] as usize..w[1] as usize]
+    match crate::text::Documents::try_new(column, array, "name a text or token column")? {
+        crate::text::Documents::Tokens { ids, offsets } => Ok((0..offsets.rows())
+            .map(|row| {
+                ids[offsets.range(row)]
                     .iter()
                     .map(|&t| u64::from(t))
                     .collect()
-            };
-            return Ok(offsets.windows(2).map(bag).collect());
-        }
-        // Not a token column: read it as text below.
-        Err(TokenmillError::Schema { .. }) => {}
-        Err(other) => return Err(other),
+            })
+            .collect()),
+        crate::text::Documents::Text(texts) => (0..texts.len())
+            .into_par_iter()
+            .map(|row| {
+                let mut bag = Vec::new();
+                words(texts.get(row)?, &mut bag);
+                Ok(bag)
+            })
+            .collect(),
     }
-    let texts = crate::text::TextColumn::try_new(column, array)?;
-    (0..texts.len())
-        .into_par_iter()
-        .map(|row| {
-            let mut bag = Vec::new();
-            words(texts.get(row)?, &mut bag);
-            Ok(bag)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -313,6 +404,46 @@ mod tests {
         assert!(Bm25Index::build(&docs, Bm25Params { k1: -1.0, b: 0.5 }).is_err());
         assert!(Bm25Index::build(&docs, Bm25Params { k1: 1.0, b: 1.5 }).is_err());
         assert!(Bm25Index::build(&[], Bm25Params::default()).is_err());
+    }
+
+    #[test]
+    fn a_term_in_every_document_keeps_a_positive_weight() {
+        // In f32, 1 + 0.5 / (N + 0.5) is exactly 1 past 2^24 documents.
+        assert!(idf(100_000_000, 100_000_000) > 0.0);
+        assert!(idf(1, 100_000_000) > idf(2, 100_000_000));
+    }
+
+    #[test]
+    fn the_accumulator_lists_each_document_once_even_at_zero() {
+        let mut scratch = Accumulator::default();
+        scratch.begin(4);
+        for (doc, value) in [(2, 0.0), (2, 0.0), (1, 0.5), (2, 1.0), (1, 0.0)] {
+            scratch.add(doc, value);
+        }
+        assert_eq!(scratch.touched(), [2, 1]);
+        assert_eq!(
+            (scratch.score(2), scratch.score(1), scratch.score(0)),
+            (1.0, 0.5, 0.0)
+        );
+        // The next query starts clean without clearing the slots.
+        scratch.begin(4);
+        assert!(scratch.touched().is_empty());
+        assert_eq!(scratch.score(2), 0.0);
+    }
+
+    #[test]
+    fn repeated_query_terms_in_every_document_touch_each_once() {
+        let docs: Vec<Vec<u64>> = (0..50u64).map(|d| vec![7, 100 + d % 5]).collect();
+        let index = Bm25Index::build(&docs, Bm25Params::default()).unwrap();
+        let query = [7, 7, 7, 100, 100];
+        let mut scratch = Accumulator::default();
+        index.accumulate_sparse(&query, &mut scratch);
+        let mut touched = scratch.touched().to_vec();
+        touched.sort_unstable();
+        assert_eq!(touched, (0..50).collect::<Vec<u32>>());
+        for d in 0..50 {
+            assert_eq!(scratch.score(d), index.score(&query, d));
+        }
     }
 
     proptest! {

@@ -9,6 +9,7 @@ use arrow_schema::DataType;
 
 use crate::error::{Result, TokenmillError};
 use crate::rng;
+use crate::tokenize::{any_token_lists, TokenOffsets};
 
 /// A column of documents, read as bytes and checked as UTF-8 row by row.
 ///
@@ -83,6 +84,56 @@ impl TextColumn {
                 "re-encode the source as UTF-8 before this stage",
             )
         })
+    }
+}
+
+/// A column of documents as the contrastive kernels take it: token ids
+/// (`list<uint32>` or `large_list<uint32>`) or text, decided once here
+/// rather than by each kernel.
+pub enum Documents<'a> {
+    Tokens {
+        ids: &'a [u32],
+        offsets: TokenOffsets<'a>,
+    },
+    Text(TextColumn),
+}
+
+impl<'a> Documents<'a> {
+    /// Reads `array` as token lists when it is one, else as text.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Schema`] for a column of neither kind (with `fix`
+    /// as the advice); [`TokenmillError::Data`] for a null token list or id.
+    pub fn try_new(column: &str, array: &'a dyn Array, fix: &str) -> Result<Self> {
+        match any_token_lists(column, array) {
+            Ok((ids, offsets)) => return Ok(Self::Tokens { ids, offsets }),
+            // Not a token column: read it as text below.
+            Err(TokenmillError::Schema { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        let texts = TextColumn::try_new(column, array).map_err(|_| {
+            TokenmillError::schema(
+                column,
+                format!(
+                    "expected text or list<uint32> token ids, found {}",
+                    array.data_type()
+                ),
+                fix,
+            )
+        })?;
+        Ok(Self::Text(texts))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Tokens { offsets, .. } => offsets.rows(),
+            Self::Text(texts) => texts.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

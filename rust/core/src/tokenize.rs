@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Array, ListArray, UInt32Array};
+use arrow_array::{
+    Array, GenericListArray, LargeListArray, ListArray, OffsetSizeTrait, UInt32Array,
+};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field};
 use rayon::prelude::*;
@@ -364,31 +366,86 @@ pub fn list_of_u32(values: Vec<u32>, lengths: &[usize]) -> Result<ListArray> {
 ///
 /// # Errors
 ///
-/// [`TokenmillError::Schema`] for any other type.
+/// [`TokenmillError::Schema`] for any other type, [`TokenmillError::Data`]
+/// for a null list or a null id.
 pub fn token_lists<'a>(
     column: &str,
     tokens: &'a dyn arrow_array::Array,
 ) -> Result<(&'a [u32], &'a [i32])> {
-    let schema_error = || {
-        TokenmillError::schema(
-            column,
-            format!(
-                "expected list<uint32> token ids, found {}",
-                tokens.data_type()
-            ),
-            "run `tokenmill tokenize` first, or name the token column with --token-column",
-        )
-    };
     let list = tokens
         .as_any()
         .downcast_ref::<ListArray>()
-        .ok_or_else(schema_error)?;
+        .ok_or_else(|| token_schema_error(column, tokens))?;
+    checked_lists(column, tokens, list)
+}
+
+/// Row offsets into a token column's flat ids, from `list` (i32) or
+/// `large_list` (i64) arrays: a corpus past 2^31 ids needs the latter.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenOffsets<'a> {
+    Small(&'a [i32]),
+    Large(&'a [i64]),
+}
+
+impl TokenOffsets<'_> {
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Small(o) => o.len() - 1,
+            Self::Large(o) => o.len() - 1,
+        }
+    }
+
+    /// Where row `row`'s ids lie in the flat ids.
+    #[inline]
+    pub fn range(&self, row: usize) -> std::ops::Range<usize> {
+        // Offsets of a valid list array are non-negative and ascending.
+        match self {
+            Self::Small(o) => o[row] as usize..o[row + 1] as usize,
+            Self::Large(o) => o[row] as usize..o[row + 1] as usize,
+        }
+    }
+}
+
+/// As [`token_lists`], for `list<uint32>` or `large_list<uint32>`.
+///
+/// # Errors
+///
+/// As [`token_lists`].
+pub fn any_token_lists<'a>(
+    column: &str,
+    tokens: &'a dyn arrow_array::Array,
+) -> Result<(&'a [u32], TokenOffsets<'a>)> {
+    if let Some(list) = tokens.as_any().downcast_ref::<LargeListArray>() {
+        let (ids, offsets) = checked_lists(column, tokens, list)?;
+        return Ok((ids, TokenOffsets::Large(offsets)));
+    }
+    let (ids, offsets) = token_lists(column, tokens)?;
+    Ok((ids, TokenOffsets::Small(offsets)))
+}
+
+fn token_schema_error(column: &str, tokens: &dyn Array) -> TokenmillError {
+    TokenmillError::schema(
+        column,
+        format!(
+            "expected list<uint32> token ids, found {}",
+            tokens.data_type()
+        ),
+        "run `tokenmill tokenize` first, or name the token column with --token-column",
+    )
+}
+
+fn checked_lists<'a, O: OffsetSizeTrait>(
+    column: &str,
+    tokens: &dyn Array,
+    list: &'a GenericListArray<O>,
+) -> Result<(&'a [u32], &'a [O])> {
     let values = list
         .values()
         .as_any()
         .downcast_ref::<UInt32Array>()
-        .ok_or_else(schema_error)?;
-    let offsets = list.value_offsets();
+        .ok_or_else(|| token_schema_error(column, tokens))?;
+    let offsets: &[O] = list.value_offsets();
     if list.null_count() > 0 {
         let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0);
         return Err(TokenmillError::data(
@@ -398,9 +455,9 @@ pub fn token_lists<'a>(
         ));
     }
     // Offsets index the values buffer, which a sliced array shares with its parent.
-    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+    let (first, last) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
     if let Some(at) = (first..last).find(|&i| values.is_null(i)) {
-        let row = offsets.partition_point(|&o| o as usize <= at) - 1;
+        let row = offsets.partition_point(|&o| o.as_usize() <= at) - 1;
         return Err(TokenmillError::data(
             row,
             "a token id is null",

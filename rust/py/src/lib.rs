@@ -9,7 +9,9 @@ mod bm25;
 mod corrupt;
 mod dedup;
 mod error;
+mod negatives;
 mod pack;
+mod pairs;
 mod random;
 mod tokenizer;
 mod utils;
@@ -42,6 +44,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     bm25::register(module)?;
     corrupt::register(module)?;
     pack::register(module)?;
+    pairs::register(module)?;
+    negatives::register(module)?;
     random::register(module)?;
     tokenizer::register(module)?;
     Ok(())
