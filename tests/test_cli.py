@@ -21,6 +21,7 @@ def test_every_command_has_help() -> None:
         ["dedup"],
         ["inspect"],
         ["demo"],
+        ["train"],
         ["tokenizer", "train"],
     )
     for command in commands:
@@ -67,7 +68,9 @@ def test_inspect_reads_raw_text_shards(pydocs: Path) -> None:
 
 
 def test_demo_runs_every_stage(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", vocab_size=2000, progress=False, echo=lambda _: None)
+    result = run_demo(
+        tmp_path / "demo", vocab_size=2000, progress=False, echo=lambda _: None, train_steps=2
+    )
     stages = [line.split()[0] for line in result.lines]
     assert stages == [
         "corpus",
@@ -78,8 +81,12 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
         "pack",
         "pairs",
         "negatives",
+        "corrupt",
+        *["train"] * 7,
         "done",
     ]
+    trained = [line.split()[1] for line in result.lines if line.startswith("train ")]
+    assert trained == ["clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive"]
     for folder in ("corpus", "dedup", "tokens", "train", "valid", "packed", "negatives"):
         assert (tmp_path / "demo" / folder).is_dir()
     train = tokenmill.open_dataset(tmp_path / "demo" / "train").num_rows
