@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tokenmill.models import (  # noqa: E402
+    HAVE_FLEX,
     AttentionMask,
     DecoderLM,
     DualEncoder,
@@ -165,5 +166,96 @@ def test_every_family_overfits_a_tiny_batch() -> None:
 
 
 def test_base_is_gpt2_small() -> None:
-    model = DecoderLM(model_config("base", 50257))
+    with torch.device("meta"):  # counts parameters without allocating them
+        model = DecoderLM(model_config("base", 50257))
     assert 123e6 < model.num_parameters() < 125e6
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_prefix", [True, False])
+def test_flex_mask_mod_matches_the_dense_mask(causal: bool, with_prefix: bool) -> None:
+    # The FlexAttention rule, evaluated densely on the CPU, is the dense
+    # boolean mask SDPA gets, including over the padding to FLEX_BLOCK.
+    docs = torch.tensor([[0, 0, 0, 1, 1, 1, 1, -1, -1], [2, 2, 2, 2, 3, 3, 4, -1, -1]])
+    prefix = torch.tensor([[1, 1, 0, 1, 0, 0, 0, 0, 0], [1, 1, 1, 0, 1, 0, 1, 0, 0]]).bool()
+    mask = AttentionMask(docs, causal=causal, prefix=prefix if with_prefix else None)
+    dense = mask.dense()[:, 0]
+    width = 16
+    mask_mod = mask.mask_mod(width)
+    b = torch.arange(2)[:, None, None]
+    q = torch.arange(width)[None, :, None]
+    k = torch.arange(width)[None, None, :]
+    grid = mask_mod(b, torch.zeros_like(b), q, k)
+    assert torch.equal(grid[:, :9, :9], dense)
+    assert not grid[:, :7, 7:].any()  # real tokens never reach the padding
+    assert torch.equal(grid[:, 9:, 9:].diagonal(dim1=1, dim2=2), torch.ones(2, 7, dtype=torch.bool))
+    if HAVE_FLEX:
+        from torch.nn.attention.flex_attention import create_mask
+
+        created = create_mask(mask.mask_mod(), 2, 1, 9, 9, device="cpu")
+        assert torch.equal(created[:, 0], dense)
+
+
+def test_padding_masks_use_sdpa_and_match_the_dense_rule() -> None:
+    real = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    q, k, v = (torch.randn(2, 2, 6, 8) for _ in range(3))
+    for causal in (True, False):
+        padding = AttentionMask.padding(real, causal=causal)
+        assert padding.document_ids is None and not padding.flex(q)
+        reference = AttentionMask(torch.where(real.bool(), 0, -1), causal=causal)
+        got, want = padding.attend(q, k, v, 0.0), reference.attend(q, k, v, 0.0)
+        assert torch.allclose(got[0, :, :4], want[0, :, :4], atol=1e-6)
+        assert torch.allclose(got[1], want[1], atol=1e-6)
+
+
+def test_decoder_loss_is_next_token_cross_entropy() -> None:
+    model = DecoderLM(config())
+    ids = torch.randint(0, VOCAB, (2, 10))
+    loss, logits = model(ids, ids)
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1)
+    )
+    assert torch.allclose(loss, expected)
+
+
+def test_encoder_decoder_logits_never_see_their_own_target() -> None:
+    # decoder_input_ids[t + 1] is labels[t]: changing it must leave the
+    # logits at positions <= t alone, and change the later ones.
+    model = EncoderDecoder(config())
+    model.eval()
+    inputs = torch.randint(4, VOCAB, (1, 8))
+    labels = torch.randint(4, VOCAB, (1, 6))
+    ones8, ones6 = torch.ones(1, 8, dtype=torch.long), torch.ones(1, 6, dtype=torch.long)
+
+    def logits(targets: torch.Tensor) -> torch.Tensor:
+        decoder_inputs = torch.cat([torch.zeros(1, 1, dtype=torch.long), targets[:, :-1]], 1)
+        with torch.no_grad():
+            return model(
+                inputs,
+                decoder_inputs,
+                targets,
+                attention_mask=ones8,
+                decoder_attention_mask=ones6,
+            )[1]
+
+    base = logits(labels)
+    t = 2
+    changed = labels.clone()
+    changed[0, t] = (changed[0, t] + 1) % VOCAB
+    after = logits(changed)
+    assert torch.equal(base[:, : t + 1], after[:, : t + 1])
+    assert not torch.allclose(base[:, t + 1 :], after[:, t + 1 :])
+
+
+def test_mlm_projects_only_the_masked_positions() -> None:
+    model = EncoderMLM(config())
+    ids = torch.randint(0, VOCAB, (2, 12))
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[1, 5], labels[1, 7] = 1, 2, 3
+    docs = torch.zeros_like(ids)
+    loss, logits = model(ids, labels, document_ids=docs)
+    assert logits.shape == (3, VOCAB)
+    _, full = model(ids, document_ids=docs)
+    assert torch.allclose(logits, full[labels != -100], atol=1e-5)
+    expected = torch.nn.functional.cross_entropy(full[labels != -100], labels[labels != -100])
+    assert torch.allclose(loss, expected, atol=1e-5)

@@ -73,12 +73,17 @@ def model_config(size: str, vocab_size: int, **overrides: Any) -> ModelConfig:
 
 # --- Masks ----------------------------------------------------------------
 
+#: FlexAttention's block size: flex rows are padded to a multiple of it, so
+#: one compiled kernel serves every batch width up to the next multiple.
+FLEX_BLOCK = 128
+
 _compiled_flex: Any = None
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask: Any) -> Tensor:
     # Uncompiled flex_attention materializes the scores; compiled, it is a
-    # fused kernel that skips the masked blocks.
+    # fused kernel that skips the masked blocks. Widths arrive padded to
+    # FLEX_BLOCK, so static shapes compile once per (batch, width / 128).
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
@@ -93,21 +98,35 @@ class AttentionMask:
     token always attends itself, so padding rows are never empty (an empty
     softmax row is NaN, and NaN would spread).
 
-    `document_ids` None means one document per row and no padding: plain
-    causal attention then runs SDPA's `is_causal` kernel.
+    Three forms, each with the cheapest kernel that keeps the rule:
+
+    - `document_ids` and `key_padding` None: one document per row, no
+      padding: SDPA with `is_causal` (or no mask).
+    - `key_padding` (`[B, T]`, True on real tokens, right-padded rows of one
+      document each): SDPA; causal rows need no mask at all (a real query
+      never reaches the padding after it), bidirectional ones a key mask.
+    - `document_ids` (packed documents, -1 on padding) and optional
+      `prefix`: a FlexAttention block mask on CUDA when `use_flex`, so
+      packed rows cost no dense `T x T` mask; else a dense boolean mask.
     """
 
     document_ids: Tensor | None
     causal: bool
     prefix: Tensor | None = None
     use_flex: bool = False
+    key_padding: Tensor | None = None
 
     def __post_init__(self) -> None:
         self._dense: Tensor | None = None
         self._block: Any = None
 
+    @classmethod
+    def padding(cls, attention_mask: Tensor, *, causal: bool) -> AttentionMask:
+        """Right-padded rows of one document each (`attention_mask` 1 on real tokens)."""
+        return cls(None, causal=causal, key_padding=attention_mask.bool())
+
     def dense(self) -> Tensor:
-        """`[B, 1, T, T]` bool, True where attention is allowed."""
+        """`[B, 1, T, T]` bool, True where attention is allowed (packed form)."""
         if self._dense is None:
             assert self.document_ids is not None
             docs = self.document_ids
@@ -122,29 +141,60 @@ class AttentionMask:
             self._dense = allowed[:, None]
         return self._dense
 
-    def block_mask(self) -> Any:
+    def mask_mod(self, width: int | None = None) -> Any:
+        """The rule as FlexAttention's `mask_mod(b, h, q, k)`, over rows
+        padded to `width` (extra positions form a padding document)."""
+        assert self.document_ids is not None
+        docs, prefix, causal = self.document_ids, self.prefix, self.causal
+        extra = (width or docs.shape[1]) - docs.shape[1]
+        if extra:
+            docs = F.pad(docs, (0, extra), value=-1)
+            if prefix is not None:
+                prefix = F.pad(prefix, (0, extra), value=False)
+
+        def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+            allowed = docs[b, q] == docs[b, k]
+            if causal:
+                order = k <= q
+                if prefix is not None:
+                    order = order | (prefix[b, q] & prefix[b, k])
+                allowed = allowed & order
+            return allowed | (q == k)
+
+        return mask_mod
+
+    def block_mask(self, width: int) -> Any:
         if self._block is None:
             assert self.document_ids is not None and HAVE_FLEX
-            docs, prefix, causal = self.document_ids, self.prefix, self.causal
-
-            def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
-                allowed = docs[b, q] == docs[b, k]
-                if causal:
-                    order = k <= q
-                    if prefix is not None:
-                        order = order | (prefix[b, q] & prefix[b, k])
-                    allowed = allowed & order
-                return allowed | (q == k)
-
-            batch, width = docs.shape
-            self._block = create_block_mask(mask_mod, batch, None, width, width, device=docs.device)
+            batch = self.document_ids.shape[0]
+            device = self.document_ids.device
+            self._block = create_block_mask(
+                self.mask_mod(width), batch, None, width, width, device=device
+            )
         return self._block
+
+    def flex(self, q: Tensor) -> bool:
+        """Whether this mask runs FlexAttention for queries `q`: packed or
+        prefix masks on CUDA only; padding-only masks stay on SDPA."""
+        return self.use_flex and self.document_ids is not None and q.is_cuda and HAVE_FLEX
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, dropout: float) -> Tensor:
         if self.document_ids is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, dropout_p=dropout)
-        if self.use_flex and q.is_cuda and HAVE_FLEX:
-            return _flex(q, k, v, self.block_mask())
+            allowed = None
+            if self.key_padding is not None and not self.causal:
+                real = self.key_padding
+                # A row of padding only attends everything rather than nothing.
+                allowed = (real | ~real.any(1, keepdim=True))[:, None, None, :]
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, is_causal=self.causal, dropout_p=dropout
+            )
+        if self.flex(q):
+            # FlexAttention has no dropout; the models it serves train with none by default.
+            width = q.shape[2]
+            padded = -(-width // FLEX_BLOCK) * FLEX_BLOCK
+            if padded != width:
+                q, k, v = (F.pad(t, (0, 0, 0, padded - width)) for t in (q, k, v))
+            return _flex(q, k, v, self.block_mask(padded))[:, :, :width]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense(), dropout_p=dropout)
 
 
@@ -307,6 +357,9 @@ class LanguageModel(nn.Module):
 
     #: True when `logits[:, t]` predicts `labels[:, t + 1]` (decoders read their own labels).
     shifts_labels = False
+    #: True when, given labels, the logits are only the scored positions'
+    #: (`[targets, vocab]`, in the order of `labels[labels != -100]`).
+    gathers_targets = False
     config: ModelConfig
 
     def num_parameters(self) -> int:
@@ -343,7 +396,12 @@ class DecoderLM(LanguageModel):
 
 
 class EncoderMLM(LanguageModel):
-    """Bidirectional encoder predicting the original token at masked positions."""
+    """Bidirectional encoder predicting the original token at masked positions.
+
+    Given labels, only the masked positions (about 15%) go through the
+    vocabulary projection, and the logits returned are theirs alone."""
+
+    gathers_targets = True
 
     def __init__(self, config: ModelConfig, *, use_flex: bool = False) -> None:
         super().__init__()
@@ -362,8 +420,11 @@ class EncoderMLM(LanguageModel):
     ) -> tuple[Tensor | None, Tensor]:
         mask = AttentionMask(document_ids, causal=False, use_flex=self.use_flex)
         hidden = self.stack(input_ids, mask, position_ids)
-        logits = hidden @ self.stack.tokens.weight.T
-        return (None if labels is None else _lm_loss(logits, labels)), logits
+        if labels is None:
+            return None, hidden @ self.stack.tokens.weight.T
+        scored = labels != IGNORE_INDEX
+        logits = hidden[scored] @ self.stack.tokens.weight.T
+        return _lm_loss(logits, labels[scored]), logits
 
 
 class EncoderDecoder(LanguageModel):
@@ -387,13 +448,9 @@ class EncoderDecoder(LanguageModel):
         attention_mask: Tensor,
         decoder_attention_mask: Tensor,
     ) -> tuple[Tensor | None, Tensor]:
-        encoder_mask = AttentionMask(
-            padding_documents(attention_mask), causal=False, use_flex=self.use_flex
-        )
+        encoder_mask = AttentionMask.padding(attention_mask, causal=False)
         memory = self.encoder(input_ids, encoder_mask)
-        decoder_mask = AttentionMask(
-            padding_documents(decoder_attention_mask), causal=True, use_flex=self.use_flex
-        )
+        decoder_mask = AttentionMask.padding(decoder_attention_mask, causal=True)
         hidden = self.decoder(
             decoder_input_ids, decoder_mask, memory=memory, memory_mask=attention_mask
         )
@@ -427,10 +484,7 @@ class DualEncoder(nn.Module):
         return count_parameters(self)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        mask = AttentionMask(
-            padding_documents(attention_mask), causal=False, use_flex=self.use_flex
-        )
-        hidden = self.stack(input_ids, mask)
+        hidden = self.stack(input_ids, AttentionMask.padding(attention_mask, causal=False))
         weights = attention_mask.to(hidden.dtype)[:, :, None]
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
         return F.normalize(pooled.float(), dim=-1)
