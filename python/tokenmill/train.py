@@ -61,6 +61,8 @@ from tokenmill.tokenizer import load_tokenizer
 
 OBJECTIVES = ("clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive")
 CORRUPT_OBJECTIVES = ("mlm", "span", "bart", "prefix", "ul2")
+#: Objectives whose targets are the text itself, so bits per byte means something.
+BYTE_OBJECTIVES = ("clm", "prefix")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 #: Parquet datasets up to this size are decoded whole for training (see `_Rows`).
@@ -182,6 +184,14 @@ def _check_stage(objective: str, dataset: Dataset) -> dict[str, Any]:
             )
         if "input_ids" not in names:
             raise SchemaError(f"{dataset.root} has no input_ids; run `tokenmill pack` first")
+        if stage != "pack" and "seq_lens" not in names:
+            # Unpacked rows would train on padding-ragged batches and, with
+            # rows longer than the model, fail later: ask for pack output.
+            raise SchemaError(
+                f"{dataset.root} was made by {made_for if stage else 'no tokenmill stage'} and "
+                "holds unpacked rows: --objective clm trains on `tokenmill pack` output; "
+                f"run `tokenmill pack {dataset.root} -o PACKED --seq-len N` and train on PACKED"
+            )
     elif objective in CORRUPT_OBJECTIVES:
         if stage != "corrupt":
             raise SchemaError(
@@ -236,11 +246,14 @@ def plan_data(config: TrainConfig) -> DataPlan:
     tokenizer_path = config.tokenizer or params.get("tokenizer")
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     if config.objective == "contrastive" and tokenizer is None:
-        texts = pa.types.is_string(dataset.schema.field("query").type) or pa.types.is_large_string(
-            dataset.schema.field("query").type
-        )
-        if texts:
+        query_type = dataset.schema.field("query").type
+        if pa.types.is_string(query_type) or pa.types.is_large_string(query_type):
             raise ConfigError("the pairs hold text: pass --tokenizer tokenizer.json")
+        if config.vocab_size is None:
+            raise ConfigError(
+                f"{dataset.root} holds token ids and names no tokenizer, so the model's "
+                "vocabulary is unknown: pass --tokenizer or --vocab-size"
+            )
     layout = str(params.get("options", {}).get("layout", "decoder"))
     family = _family(config.objective, layout)
 
@@ -248,6 +261,13 @@ def plan_data(config: TrainConfig) -> DataPlan:
     columns = tuple(c for c in ("input_ids", "labels", "seq_lens", "prefix_lens") if c in names)
     if config.objective == "contrastive":
         largest, longest = -1, config.contrastive_max_len
+        if tokenizer is None:  # token-id pairs: check their ids against --vocab-size
+            id_columns = tuple(
+                c
+                for c in ("query", "positive")
+                if c in names and pa.types.is_list(dataset.schema.field(c).type)
+            )
+            largest = _scan_tokens(dataset, id_columns)[0]
     else:
         token_columns = tuple(c for c in ("input_ids", "labels") if c in names)
         largest, longest = _scan_tokens(dataset, token_columns)
@@ -389,9 +409,8 @@ class ClmBatch:
         if self.document_mask:
             out["document_ids"] = batch["document_ids"]
             out["position_ids"] = batch["position_ids"]
-        elif not bool(real.all()):
-            # Plain causal attention over the row, documents and all; only padding is masked.
-            out["document_ids"] = torch.where(real.bool(), 0, -1)
+        # Else plain causal attention over the row, documents and all: padding
+        # is right of every real token, so no real query reaches it.
         out["num_tokens"] = int(real.sum())
         return out
 
@@ -611,6 +630,8 @@ def _targets(model: nn.Module, batch: dict[str, Any], logits: Tensor) -> tuple[T
     labels = batch["labels"]
     if getattr(model, "shifts_labels", False):
         return logits[:, :-1], labels[:, 1:]
+    if getattr(model, "gathers_targets", False):
+        return logits, labels[labels != IGNORE_INDEX]
     return logits, labels
 
 
@@ -669,7 +690,8 @@ def evaluate_contrastive(
     autocast: Callable[[], Any],
 ) -> dict[str, float]:
     """InfoNCE loss over held-out batches, and retrieval of each held-out
-    query's positive among all held-out positives (recall@10, MRR@10)."""
+    query's positive among all held-out positives (recall@10, MRR@10), with
+    the pool's size and the recall@10 of a random ranking (10 / pool)."""
     model.eval()
     encoder: Any = model
     losses, queries, documents = [], [], []
@@ -688,7 +710,13 @@ def evaluate_contrastive(
     scores = torch.cat(queries) @ torch.cat(documents).T
     ranked = scores.topk(min(10, scores.shape[1]), dim=1).indices.cpu().numpy()
     model.train()
-    return {"loss": float(np.mean(losses)), **retrieval_metrics(ranked)}
+    pool = scores.shape[1]
+    return {
+        "loss": float(np.mean(losses)),
+        **retrieval_metrics(ranked),
+        "pool": float(pool),
+        "random_recall@10": min(10, pool) / pool,
+    }
 
 
 # --- The loop -------------------------------------------------------------
@@ -723,16 +751,93 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    # No weight decay on biases, norms and embeddings' scale-free parameters
-    # (the 1-D ones), as nanoGPT does.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    keep = [p for p in model.parameters() if p.dim() < 2]
+def _optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices of the blocks only: not on
+    biases and norms (1-D) nor on embeddings (token, position, and so the
+    tied LM head), as GPT-2 and nanoGPT do. `parameters()` yields a shared
+    tensor once, so a tied embedding lands in one group."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay: list[nn.Parameter] = []
+    keep: list[nn.Parameter] = []
+    for param in model.parameters():
+        (decay if param.dim() >= 2 and id(param) not in embeddings else keep).append(param)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": keep, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=False)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=fused)
+
+
+def target_count(model: nn.Module, batch: dict[str, Any]) -> int:
+    """The targets a micro-batch scores: label positions that are not -100
+    (after the decoder's shift), or one per query for contrastive batches."""
+    labels = batch["labels"]
+    if labels.dim() == 1:
+        return int(labels.numel())
+    if getattr(model, "shifts_labels", False):
+        labels = labels[:, 1:]
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def accumulate(
+    trained: nn.Module,
+    model: nn.Module,
+    batches: list[dict[str, Any]],
+    device: torch.device,
+    autocast: Callable[[], Any],
+    *,
+    distributed: bool = False,
+) -> Tensor:
+    """Forward and backward over one step's micro-batches. The gradient is
+    that of the loss summed over every target of the window (all
+    micro-batches, all ranks) divided by their count, so a micro-batch with
+    more targets weighs more, as it would in one big batch. Returns this
+    rank's token-weighted loss over the window, on the device (no sync)."""
+    counts = [target_count(model, b) for b in batches]
+    total: Tensor | float = float(max(sum(counts), 1))
+    scale = 1.0
+    if distributed:
+        import torch.distributed as dist
+
+        # DDP averages gradients over ranks: scale by the world size so the
+        # result is the sum over every rank's targets / the global count.
+        scale = float(dist.get_world_size())
+        total_tensor = torch.tensor(float(sum(counts)), device=device)
+        dist.all_reduce(total_tensor)
+        total = total_tensor.clamp(min=1)
+    window = torch.zeros((), device=device)
+    local = float(max(sum(counts), 1))
+    for micro, (batch, count) in enumerate(zip(batches, counts, strict=True)):
+        sync = contextlib.nullcontext()
+        if distributed and micro < len(batches) - 1:
+            sync = trained.no_sync()  # type: ignore[operator]
+        with sync:
+            with autocast():
+                loss, _ = trained(**_to_device(batch, device))
+            # `loss` is the mean over this micro-batch's targets.
+            (loss * (count * scale) / total).backward()
+        window += loss.detach().float() * (count / local)
+    return window
+
+
+def train_step(
+    trained: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[dict[str, Any]],
+    device: torch.device,
+    autocast: Callable[[], Any],
+    *,
+    clip: float,
+    distributed: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One optimizer step (the path `train` takes, and the GPU bench times):
+    accumulate, clip, AdamW. Returns (loss, grad norm) on the device."""
+    loss = accumulate(trained, model, batches, device, autocast, distributed=distributed)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, norm
 
 
 def build_model(plan: DataPlan, config: TrainConfig, *, use_flex: bool) -> nn.Module:
@@ -782,6 +887,25 @@ class _Recorder:
             handle.write(json.dumps(record) + "\n")
 
 
+def _identity(config: TrainConfig, plan: DataPlan, world: int) -> dict[str, Any]:
+    """What a checkpoint must share with the run resuming it: the settings
+    that shape the trajectory, the process count and global batch (the data
+    order and the gradient depend on them), and the data itself (its row
+    count and its manifest's fingerprint; the path may move)."""
+    manifest = plan.dataset.manifest
+    return {
+        **config.trajectory(),
+        "world_size": world,
+        "global_batch": config.batch_size * config.grad_accum * world,
+        "data_rows": plan.dataset.num_rows,
+        "data_fingerprint": manifest.fingerprint if manifest is not None else None,
+    }
+
+
+#: Held-out pools smaller than this make recall@10 coarse (and easy): warn.
+MIN_RETRIEVAL_POOL = 100
+
+
 def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainResult:
     """Trains `config.objective` on `config.data` into `config.output`; see the module docstring."""
     _validate(config)
@@ -794,29 +918,28 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
             f"{output} already holds a checkpoint: pass --resume to continue it or "
             "--overwrite to start again"
         )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    plan = plan_data(config)
+    identity = _identity(config, plan, world)
     checkpoint: dict[str, Any] | None = None
     if config.resume:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         saved = checkpoint["trajectory"]
-        changed = {
-            k: (saved.get(k), v) for k, v in config.trajectory().items() if saved.get(k) != v
-        }
+        changed = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
         if changed:
             what = ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in changed.items())
             raise ConfigError(
-                f"{checkpoint_path} was made with another configuration: {what}; "
-                "resume with the settings it was made with, or start a new run"
+                f"{checkpoint_path} was made with another configuration, process count or "
+                f"data: {what}; resume with what it was made with, or start a new run"
             )
-    plan = plan_data(config)
-    if checkpoint is not None and checkpoint["model_config"] != asdict(
-        model_config(config.size, plan.vocab_size, max_seq_len=plan.max_len)
-    ):
-        raise ConfigError(
-            f"{checkpoint_path} holds a model of {checkpoint['model_config']}, but this data "
-            "needs another (vocabulary or row length changed); start a new run"
-        )
+        if checkpoint["model_config"] != asdict(
+            model_config(config.size, plan.vocab_size, max_seq_len=plan.max_len)
+        ):
+            raise ConfigError(
+                f"{checkpoint_path} holds a model of {checkpoint['model_config']}, but this "
+                "data needs another (vocabulary or row length changed); start a new run"
+            )
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world > 1
     rank = 0
     device = _device(config.device)
@@ -833,18 +956,20 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     main = rank == 0
     if config.threads:
         torch.set_num_threads(config.threads)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
     if main:
         output.mkdir(parents=True, exist_ok=True)
         write_atomic(output / "config.json", (json.dumps(asdict(config), indent=2) + "\n").encode())
 
     # Same seed, same init on every rank: DDP then starts from identical replicas.
     torch.manual_seed(config.seed)
-    model = build_model(plan, config, use_flex=device.type == "cuda").to(device)
-    optimizer = _optimizer(model, config)
-    use_bf16 = device.type == "cuda"
+    model = build_model(plan, config, use_flex=cuda).to(device)
+    optimizer = _optimizer(model, config, fused=cuda)
 
     def autocast() -> Any:
-        if use_bf16:
+        if cuda:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -856,6 +981,13 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     if plan.family == "dual-encoder":
         stream, eval_rows, contrastive_collate = _contrastive(plan, config, rank, world)
         if main:
+            if eval_rows.num_rows < MIN_RETRIEVAL_POOL:
+                echo(
+                    f"warning: retrieval is scored over a pool of only {eval_rows.num_rows} "
+                    f"held-out positives (random recall@10 = "
+                    f"{min(10, eval_rows.num_rows) / max(eval_rows.num_rows, 1):.2f}); "
+                    f"hold out {MIN_RETRIEVAL_POOL} or more rows (--eval or --eval-fraction)"
+                )
             try:
                 bm25 = bm25_baseline(eval_rows)
             except _core.TokenmillError as err:
@@ -874,9 +1006,12 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
         stream = _token_stream(plan, train_member, collate, config)
         if main:
             eval_batches = _eval_token_batches(plan, hold, collate, config)
+    # Bits per byte only where the targets are the text itself, in order:
+    # span, ul2 and mlm targets are sentinels and fragments, bart's copy
+    # the text the encoder already reads.
     bytes_per_id = (
         byte_lengths(plan.tokenizer)
-        if plan.tokenizer is not None and plan.family != "dual-encoder"
+        if plan.tokenizer is not None and config.objective in BYTE_OBJECTIVES
         else None
     )
 
@@ -893,9 +1028,7 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        trained = DistributedDataParallel(
-            trained, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        trained = DistributedDataParallel(trained, device_ids=[device.index] if cuda else None)
 
     recorder = _Recorder(output / METRICS, main, start if checkpoint is not None else None)
     result = TrainResult(output=output, parameters=count_parameters(model))
@@ -903,7 +1036,9 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
         echo(
             f"train {config.objective}: {plan.family} {config.size} "
             f"({result.parameters / 1e6:.2f}M parameters), {config.steps} steps of "
-            f"{config.batch_size}x{config.grad_accum} on {device}"
+            f"{config.batch_size}x{config.grad_accum}"
+            + (f"x{world} ranks" if distributed else "")
+            + f" on {device}"
             + (f", resumed at step {start}" if start else "")
         )
 
@@ -921,55 +1056,64 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
 
     stop = config.stop_at or config.steps
     started = time.perf_counter()
-    tokens_seen = 0
     window_tokens, window_start = 0, time.perf_counter()
+    # Losses stay on the device until a log step: one host sync per log
+    # interval, not per step.
+    pending: list[tuple[int, Tensor]] = []
     for step in range(start, stop):
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        step_loss = torch.zeros((), device=device)
-        for micro in range(config.grad_accum):
-            batch = next(stream)
-            window_tokens += batch["num_tokens"]
-            sync = contextlib.nullcontext()
-            if distributed and micro < config.grad_accum - 1:
-                sync = trained.no_sync()  # type: ignore[operator]
-            with sync:
-                with autocast():
-                    loss, _ = trained(**_to_device(batch, device))
-                (loss / config.grad_accum).backward()
-            step_loss += loss.detach() / config.grad_accum
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip or float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        batches = [next(stream) for _ in range(config.grad_accum)]
+        window_tokens += sum(b["num_tokens"] for b in batches)
+        loss, norm = train_step(
+            trained,
+            model,
+            optimizer,
+            batches,
+            device,
+            autocast,
+            clip=config.clip,
+            distributed=distributed,
+        )
         done = step + 1
-        value = float(step_loss)
-        result.losses[done] = value
-        if main and (done % config.log_every == 0 or done == stop or step == start):
+        pending.append((done, loss))
+        # The records depend on the step alone, not on where a run started
+        # or stopped: a resumed run writes what the uninterrupted one does.
+        log = done % config.log_every == 0 or done in (1, config.steps)
+        evaluating = bool(config.eval_every) and done % config.eval_every == 0
+        evaluating = evaluating and done < config.steps
+        if log or evaluating or done == stop:
+            values = torch.stack([t for _, t in pending]).tolist()
+            result.losses.update(zip((s for s, _ in pending), values, strict=True))
+            pending.clear()
+        if main and log:
             elapsed = max(time.perf_counter() - window_start, 1e-9)
-            tokens_seen += window_tokens
             recorder.add(
                 {
                     "step": done,
                     "split": "train",
-                    "loss": value,
+                    "loss": result.losses[done],
                     "lr": lr,
                     "grad_norm": float(norm),
                     "tokens_per_s": window_tokens / elapsed,
                 }
             )
             window_tokens, window_start = 0, time.perf_counter()
-        if main and config.eval_every and done % config.eval_every == 0 and done < stop:
+        if main and evaluating:
             metrics = evaluate(done)
-            echo(f"  step {done}: train loss {value:.4f}, eval loss {metrics['loss']:.4f}")
+            echo(
+                f"  step {done}: train loss {result.losses[done]:.4f}, "
+                f"eval loss {metrics['loss']:.4f}"
+            )
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < stop:
-            _save(output, model, optimizer, stream, done, config, main)
-    if main:
+            _save(output, model, optimizer, stream, done, identity, main)
+    if main and stop == config.steps:
         result.final = evaluate(stop)
-    _save(output, model, optimizer, stream, stop, config, main)
+    _save(output, model, optimizer, stream, stop, identity, main)
     result.seconds = time.perf_counter() - started
     if main:
-        result.summary = _summary(config, plan, result, start)
+        result.summary = _summary(config, plan, result, start, stop)
         echo(result.summary)
         write_atomic(output / "summary.txt", (result.summary + "\n").encode())
         if config.plots:
@@ -987,7 +1131,7 @@ def _save(
     optimizer: torch.optim.Optimizer,
     stream: Stream,
     step: int,
-    config: TrainConfig,
+    identity: dict[str, Any],
     main: bool,
 ) -> None:
     """Everything an exact resume needs; written atomically by rank 0."""
@@ -999,7 +1143,7 @@ def _save(
         "optimizer": optimizer.state_dict(),
         "data": stream.state_dict(),
         "rng": torch.get_rng_state(),
-        "trajectory": config.trajectory(),
+        "trajectory": identity,
         "model_config": asdict(cast(Any, model).config),
     }
     temporary = output / (CHECKPOINT + ".tmp")
@@ -1007,14 +1151,27 @@ def _save(
     temporary.replace(output / CHECKPOINT)
 
 
-def _summary(config: TrainConfig, plan: DataPlan, result: TrainResult, start: int) -> str:
+def loss_means(losses: list[float], count: int = 5) -> tuple[float, float]:
+    """Mean train loss of the first and of the last `count` steps: one
+    step's loss is one batch's, too noisy to compare."""
+    if not losses:
+        return math.nan, math.nan
+    return float(np.mean(losses[:count])), float(np.mean(losses[-count:]))
+
+
+def _summary(
+    config: TrainConfig, plan: DataPlan, result: TrainResult, start: int, stop: int
+) -> str:
     losses = list(result.losses.values())
+    first, last = loss_means(losses)
     rows = [
         ("objective", f"{config.objective} ({plan.family}, {config.size})"),
         ("parameters", f"{result.parameters / 1e6:.2f}M"),
-        ("steps", f"{start} -> {start + len(losses)} in {result.seconds:.1f}s"),
-        ("train loss", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"),
+        ("steps", f"{start} -> {stop} of {config.steps} in {result.seconds:.1f}s"),
+        ("train loss", f"{first:.4f} -> {last:.4f} (mean of the first / last 5 steps)"),
     ]
+    if stop < config.steps:
+        rows.append(("stopped", f"at step {stop}; continue with --resume"))
     names = {
         "loss": "eval loss",
         "perplexity": "eval perplexity",
@@ -1028,6 +1185,11 @@ def _summary(config: TrainConfig, plan: DataPlan, result: TrainResult, start: in
     for key, label in names.items():
         if key in result.final:
             rows.append((label, f"{result.final[key]:.4f}"))
+    if "pool" in result.final:
+        pool = int(result.final["pool"])
+        rows.append(
+            ("retrieval pool", f"{pool} positives; random recall@10 {min(10, pool) / pool:.4f}")
+        )
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
 
