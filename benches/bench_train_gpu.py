@@ -8,12 +8,22 @@ and the share of wall time spent collating batches (CausalLMCollator on
 packed rows). The rows are synthetic packed rows (random tokens, log-normal
 document lengths), so the script needs no data.
 
+Each step is `tokenmill.train.train_step`, the step `train()` runs: the
+same model class, AdamW param groups (fused on CUDA), bf16 autocast,
+token-weighted accumulation, clipping; with `--compile`, torch.compile as
+`train --compile`. What differs from `train()`: the batches are synthetic
+rows collated in the loop (no DataLoader, no held-out evaluation, logging
+or checkpoints), so the collate share is the collator's cost alone.
+
 MFU = (6 * N * tokens/s + attention FLOPs) / peak, with N the parameters
-without position embeddings and attention counted as nanoGPT does
-(12 * layers * d_model * seq_len per token, i.e. as if every token attended
-the whole row; a document mask does less work, so its MFU is a lower bound).
-The peak is the card's dense bf16: 989 TFLOPs for H100 SXM and H200;
-`--peak-tflops` for others.
+without position embeddings. `mfu` counts attention as nanoGPT does (12 *
+layers * d_model * seq_len per token, as if every token attended the whole
+row). For the document-masked variant that counts FLOPs the kernel skips,
+so its `mfu` is an overestimate, not a lower bound; `mfu_documents`
+counts each token's attention over its own document only (sum of squared
+document lengths), the work a block-sparse kernel can at best do. The peak
+is the card's dense bf16: H100 SXM 989, H100 PCIe 756, H100 NVL 835, H200
+989 TFLOPs; `--peak-tflops` for others.
 
     python benches/bench_train_gpu.py                      # CUDA, base, seq 1024
     python benches/bench_train_gpu.py --device cpu --size tiny --steps 2 --seq-len 64 --no-compile
@@ -32,7 +42,15 @@ import numpy as np
 
 from _harness import REPO
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0}
+#: Dense bf16 TFLOPs by device-name substring, most specific first
+#: (torch names the SXM H100 "NVIDIA H100 80GB HBM3").
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+)
 
 
 def synthetic_rows(count: int, seq_len: int, vocab: int, seed: int) -> list[dict[str, Any]]:
@@ -61,19 +79,20 @@ def peak_flops(device: Any, override: float | None) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((t * 1e12 for key, t in PEAK_BF16_TFLOPS.items() if key in name), None)
+    return next((t * 1e12 for key, t in PEAK_BF16_TFLOPS if key in name), None)
 
 
 def run_variant(args: argparse.Namespace, document_mask: bool, device: Any) -> dict[str, Any]:
     import torch
 
     from tokenmill.models import DecoderLM, model_config
-    from tokenmill.train import ClmBatch
+    from tokenmill.train import ClmBatch, TrainConfig, _optimizer, train_step
 
     torch.manual_seed(0)
     config = model_config(args.size, args.vocab, max_seq_len=args.seq_len)
     model = DecoderLM(config, use_flex=document_mask and device.type == "cuda").to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
+    settings = TrainConfig(objective="clm", data="", output="", size=args.size)
+    optimizer = _optimizer(model, settings, fused=device.type == "cuda")
     trained: Any = torch.compile(model) if args.compile else model
     collate = ClmBatch(pad_id=0, document_mask=document_mask)
     rows = synthetic_rows(args.batch_size * (args.steps + args.warmup), args.seq_len, args.vocab, 0)
@@ -88,27 +107,26 @@ def run_variant(args: argparse.Namespace, document_mask: bool, device: Any) -> d
 
     collate_seconds = 0.0
     tokens = 0
+    attended = 0  # sum over tokens of the length of the row / document they attend
     started = 0.0
     for step in range(args.warmup + args.steps):
         if step == args.warmup:  # compile and autotune happen in the warm-up steps
             sync()
-            started, collate_seconds, tokens = time.perf_counter(), 0.0, 0
+            started, collate_seconds, tokens, attended = time.perf_counter(), 0.0, 0, 0
         tick = time.perf_counter()
-        batch = collate(rows[step * args.batch_size : (step + 1) * args.batch_size])
-        tokens += batch.pop("num_tokens")
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        chunk = rows[step * args.batch_size : (step + 1) * args.batch_size]
+        batch = collate(chunk)
+        tokens += batch["num_tokens"]
+        attended += sum(int((r["seq_lens"] ** 2).sum()) for r in chunk)
         collate_seconds += time.perf_counter() - tick
-        with autocast():
-            loss, _ = trained(**inputs)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, _ = train_step(trained, model, optimizer, [batch], device, autocast, clip=1.0)
     sync()
     seconds = time.perf_counter() - started
     rate = tokens / seconds
     parameters = model.num_parameters()
     flops_per_token = 6 * parameters + 12 * config.n_layer * config.d_model * args.seq_len
+    mean_attended = attended / max(tokens, 1) if document_mask else args.seq_len
+    flops_documents = 6 * parameters + 12 * config.n_layer * config.d_model * mean_attended
     peak = peak_flops(device, args.peak_tflops)
     return {
         "variant": "document-masked" if document_mask else "plain causal",
@@ -121,6 +139,7 @@ def run_variant(args: argparse.Namespace, document_mask: bool, device: Any) -> d
         "compile": args.compile,
         "tokens_per_s": rate,
         "mfu": flops_per_token * rate / peak if peak else None,
+        "mfu_documents": flops_documents * rate / peak if peak else None,
         "collate_share": collate_seconds / seconds,
         "final_loss": float(loss.detach()),
     }
@@ -148,10 +167,14 @@ def main() -> None:
     else:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     results = [run_variant(args, mask, device) for mask in (True, False)]
-    print(f"{'variant':<16} {'tokens/s':>12} {'MFU':>7} {'collate':>8}  ({results[0]['device']})")
+    device_name = results[0]["device"]
+    header = f"{'variant':<16} {'tokens/s':>12} {'MFU':>7} {'MFU doc':>8} {'collate':>8}"
+    print(f"{header}  ({device_name})")
     for r in results:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        print(f"{r['variant']:<16} {r['tokens_per_s']:>12,.0f} {mfu:>7} {r['collate_share']:>8.1%}")
+        doc = f"{r['mfu_documents']:.1%}" if r["mfu_documents"] is not None else "n/a"
+        share = r["collate_share"]
+        print(f"{r['variant']:<16} {r['tokens_per_s']:>12,.0f} {mfu:>7} {doc:>8} {share:>8.1%}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "train_gpu.json"
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -14,7 +14,7 @@ import click
 import tokenmill
 from tokenmill.bench import SUITES, format_table, run_bench
 from tokenmill.corruption import MODES as CORRUPT_MODES
-from tokenmill.demo import run_demo
+from tokenmill.demo import DEMO_TRAIN_STEPS, run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
 from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
@@ -937,9 +937,18 @@ def train_command(
 )
 @click.option("--vocab-size", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def demo_command(output: Path, vocab_size: int, progress: bool | None) -> None:
+@click.option(
+    "--train-steps",
+    type=click.IntRange(min=0),
+    default=DEMO_TRAIN_STEPS,
+    show_default=True,
+    help="Steps to train each model family on the CPU (needs PyTorch); 0: skip training.",
+)
+def demo_command(output: Path, vocab_size: int, progress: bool | None, train_steps: int) -> None:
     """Build a corpus from the Python installation and run every stage on it."""
-    run_demo(output, vocab_size=vocab_size, progress=progress, echo=click.echo)
+    run_demo(
+        output, vocab_size=vocab_size, progress=progress, echo=click.echo, train_steps=train_steps
+    )
 
 
 def main() -> None:

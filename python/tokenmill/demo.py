@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 import sysconfig
 import time
 import warnings
@@ -108,6 +109,18 @@ def build_corpus(folder: str | Path, *, code_bytes: int = 3_000_000) -> Path:
     return out
 
 
+#: Rows of this many tokens keep the demo's CPU training to seconds per family.
+DEMO_SEQ_LEN = 128
+#: Steps per family: enough for every family's loss to fall clearly.
+DEMO_TRAIN_STEPS = 60
+#: Step sizes per objective. The LM families learn a tiny model fast at a
+#: high rate; InfoNCE at temperature 0.1 collapses to uniform scores (loss
+#: ln(batch documents)) at that rate, so it gets a gentler one and a longer warmup.
+DEMO_LR = {"contrastive": 5e-4}
+DEMO_WARMUP = {"contrastive": 10}
+DEMO_TEMPERATURE = 0.1
+
+
 @dataclass
 class DemoResult:
     folder: Path
@@ -120,11 +133,13 @@ def run_demo(
     vocab_size: int = 8192,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
-    train_steps: int = 30,
+    train_steps: int = DEMO_TRAIN_STEPS,
+    plots: bool = True,
 ) -> DemoResult:
     """Builds the corpus and runs every stage on it, printing what each made;
     then, with `train_steps` > 0 and PyTorch installed, trains a tiny model
-    of every family on it for that many steps on the CPU."""
+    of every family on it for that many steps on the CPU (`plots`: write
+    each run's curves.png)."""
     out = Path(folder)
     lines: list[str] = []
 
@@ -221,7 +236,7 @@ def run_demo(
         )
 
     if train_steps > 0:
-        _train_every_family(out, tokenizer_path, train_steps, progress, say)
+        _train_every_family(out, tokenizer_path, train_steps, progress, say, plots=plots)
 
     say(
         f"done in {time.perf_counter() - started:.1f}s; look inside with: "
@@ -229,10 +244,6 @@ def run_demo(
     )
     write_atomic(out / "summary.txt", ("\n".join(lines) + "\n").encode())
     return DemoResult(out, lines)
-
-
-#: Rows of this many tokens keep the demo's CPU training to seconds per family.
-DEMO_SEQ_LEN = 128
 
 
 def _chunk_documents(source: Path, folder: Path, length: int) -> Path:
@@ -263,9 +274,11 @@ def _train_every_family(
     steps: int,
     progress: bool | None,
     say: Callable[[str], None],
+    *,
+    plots: bool = True,
 ) -> None:
     try:
-        from tokenmill.train import TrainConfig, train
+        from tokenmill.train import TrainConfig, loss_means, train
     except ImportError:
         say("train      skipped: PyTorch is not installed (pip install torch)")
         return
@@ -302,28 +315,48 @@ def _train_every_family(
             output=str(out / "runs" / objective),
             steps=steps,
             batch_size=8,
-            lr=2e-3,
-            warmup=max(1, steps // 10),
+            lr=DEMO_LR.get(objective, 2e-3),
+            warmup=min(steps, DEMO_WARMUP.get(objective, max(1, steps // 10))),
             device="cpu",
             tokenizer=str(tokenizer_path),
             eval_batches=4,
             log_every=max(1, steps // 10),
             contrastive_max_len=64,
+            temperature=DEMO_TEMPERATURE,
+            # Hold out enough pairs that recall@10 is not near-certain by chance.
+            eval_fraction=0.15 if objective == "contrastive" else 0.05,
             overwrite=True,
             threads=2,
+            plots=plots,
         )
         result = train(config, echo=lambda _: None)
-        losses = list(result.losses.values())
+        first, last = loss_means(list(result.losses.values()))
         final = result.final
         extra = ""
         if "bits_per_byte" in final:
             extra = f", {final['bits_per_byte']:.2f} bits/byte"
-        if "recall@10" in final:
+        if objective == "contrastive":
+            # Uniform scores give ln(documents per batch): the loss must fall below it.
+            documents = config.batch_size * (1 + _negatives_per_row(data))
             extra = (
-                f", recall@10 {final['recall@10']:.2f} (BM25 {final.get('bm25_recall@10', 0):.2f})"
+                f" (uniform ln({documents}) = {math.log(documents):.2f})"
+                f", recall@10 {final['recall@10']:.2f} over {int(final['pool'])} "
+                f"(BM25 {final.get('bm25_recall@10', 0):.2f}, "
+                f"random {final['random_recall@10']:.2f})"
             )
         say(
             f"train      {objective:<11} tiny, {steps} steps on CPU in {result.seconds:4.1f}s: "
-            f"train loss {losses[0]:.2f} -> {losses[-1]:.2f}, eval loss {final['loss']:.2f}"
-            f"{extra} -> {result.output}"
+            f"train loss {first:.2f} -> {last:.2f} (mean of first / last 5 steps), "
+            f"eval loss {final['loss']:.2f}{extra} -> {result.output}"
         )
+
+
+def _negatives_per_row(data: Path) -> int:
+    dataset = open_dataset(data)
+    if "negatives" not in dataset.schema.names:
+        return 0
+    column = dataset.to_table(columns=["negatives"]).column("negatives")
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(column)
+    return int(pc.max(lengths).as_py() or 0)
