@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ def test_every_command_has_help() -> None:
         ["dedup"],
         ["inspect"],
         ["demo"],
+        ["train"],
         ["tokenizer", "train"],
     )
     for command in commands:
@@ -67,7 +69,16 @@ def test_inspect_reads_raw_text_shards(pydocs: Path) -> None:
 
 
 def test_demo_runs_every_stage(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", vocab_size=2000, progress=False, echo=lambda _: None)
+    # One training step per family, no plots: the stages are under test, not learning.
+    has_torch = importlib.util.find_spec("torch") is not None
+    result = run_demo(
+        tmp_path / "demo",
+        vocab_size=2000,
+        progress=False,
+        echo=lambda _: None,
+        train_steps=1,
+        plots=False,
+    )
     stages = [line.split()[0] for line in result.lines]
     assert stages == [
         "corpus",
@@ -78,8 +89,14 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
         "pack",
         "pairs",
         "negatives",
+        *(["corrupt", *["train"] * 7] if has_torch else ["train"]),
         "done",
     ]
+    trained = [line.split()[1] for line in result.lines if line.startswith("train ")]
+    if has_torch:
+        assert trained == ["clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive"]
+    else:
+        assert trained == ["skipped:"]
     for folder in ("corpus", "dedup", "tokens", "train", "valid", "packed", "negatives"):
         assert (tmp_path / "demo" / folder).is_dir()
     train = tokenmill.open_dataset(tmp_path / "demo" / "train").num_rows

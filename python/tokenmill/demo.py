@@ -4,6 +4,8 @@ through every stage tokenmill has. No download."""
 from __future__ import annotations
 
 import ast
+import itertools
+import math
 import sysconfig
 import time
 import warnings
@@ -107,6 +109,18 @@ def build_corpus(folder: str | Path, *, code_bytes: int = 3_000_000) -> Path:
     return out
 
 
+#: Rows of this many tokens keep the demo's CPU training to seconds per family.
+DEMO_SEQ_LEN = 128
+#: Steps per family: enough for every family's loss to fall clearly.
+DEMO_TRAIN_STEPS = 60
+#: Step sizes per objective. The LM families learn a tiny model fast at a
+#: high rate; InfoNCE at temperature 0.1 collapses to uniform scores (loss
+#: ln(batch documents)) at that rate, so it gets a gentler one and a longer warmup.
+DEMO_LR = {"contrastive": 5e-4}
+DEMO_WARMUP = {"contrastive": 10}
+DEMO_TEMPERATURE = 0.1
+
+
 @dataclass
 class DemoResult:
     folder: Path
@@ -119,8 +133,13 @@ def run_demo(
     vocab_size: int = 8192,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    train_steps: int = DEMO_TRAIN_STEPS,
+    plots: bool = True,
 ) -> DemoResult:
-    """Builds the corpus and runs every stage on it, printing what each made."""
+    """Builds the corpus and runs every stage on it, printing what each made;
+    then, with `train_steps` > 0 and PyTorch installed, trains a tiny model
+    of every family on it for that many steps on the CPU (`plots`: write
+    each run's curves.png)."""
     out = Path(folder)
     lines: list[str] = []
 
@@ -216,9 +235,128 @@ def run_demo(
             f"{mined.seconds:.1f}s -> {mined.output}"
         )
 
+    if train_steps > 0:
+        _train_every_family(out, tokenizer_path, train_steps, progress, say, plots=plots)
+
     say(
         f"done in {time.perf_counter() - started:.1f}s; look inside with: "
         f"tokenmill inspect {out / 'tokens'} --tokenizer {tokenizer_path}"
     )
     write_atomic(out / "summary.txt", ("\n".join(lines) + "\n").encode())
     return DemoResult(out, lines)
+
+
+def _chunk_documents(source: Path, folder: Path, length: int) -> Path:
+    """Token documents cut into chunks of 2 to `length` tokens, as one shard."""
+    import numpy as np
+
+    tokens = open_dataset(source).to_table(columns=["input_ids"]).column("input_ids")
+    pieces = []
+    for chunk in tokens.chunks:
+        offsets = chunk.offsets.to_numpy()
+        values = chunk.values
+        for start, end in itertools.pairwise(offsets):
+            for piece in range(int(start), int(end), length):
+                if min(int(end), piece + length) - piece >= 2:
+                    pieces.append((piece, min(int(end), piece + length), values))
+    flat = pa.concat_arrays([v.slice(a, b - a) for a, b, v in pieces])
+    offsets = np.concatenate([[0], np.cumsum([b - a for a, b, _ in pieces])]).astype(np.int32)
+    column = pa.ListArray.from_arrays(pa.array(offsets), flat)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "chunks.parquet") as temporary:
+        pq.write_table(pa.table({"input_ids": column}), temporary)
+    return folder
+
+
+def _train_every_family(
+    out: Path,
+    tokenizer_path: Path,
+    steps: int,
+    progress: bool | None,
+    say: Callable[[str], None],
+    *,
+    plots: bool = True,
+) -> None:
+    try:
+        from tokenmill.train import TrainConfig, loss_means, train
+    except ImportError:
+        say("train      skipped: PyTorch is not installed (pip install torch)")
+        return
+    from tokenmill.corruption import MODES
+    from tokenmill.stages.corrupt import corrupt
+
+    tick = time.perf_counter()
+    # The prefix split needs 2 tokens per document, and packing a long
+    # document leaves a tail of any length: cut documents into chunks of at
+    # most DEMO_SEQ_LEN first, keep those of 2 tokens or more, then pack.
+    _chunk_documents(out / "train", out / "chunks", DEMO_SEQ_LEN)
+    pack(out / "chunks", out / "packed-128", DEMO_SEQ_LEN, overwrite=True, progress=progress)
+    for mode in MODES:
+        corrupt(
+            out / "packed-128",
+            out / f"corrupt-{mode}",
+            mode,
+            tokenizer_path,
+            overwrite=True,
+            progress=progress,
+        )
+    say(
+        f"corrupt    {', '.join(MODES)} from rows packed to {DEMO_SEQ_LEN} tokens "
+        f"({time.perf_counter() - tick:.1f}s) -> {out / 'corrupt-MODE'}"
+    )
+    sources = {"clm": out / "packed-128", "contrastive": out / "negatives"}
+    for objective in ("clm", *MODES, "contrastive"):
+        data = sources.get(objective, out / f"corrupt-{objective}")
+        if not data.exists():
+            continue
+        config = TrainConfig(
+            objective=objective,
+            data=str(data),
+            output=str(out / "runs" / objective),
+            steps=steps,
+            batch_size=8,
+            lr=DEMO_LR.get(objective, 2e-3),
+            warmup=min(steps, DEMO_WARMUP.get(objective, max(1, steps // 10))),
+            device="cpu",
+            tokenizer=str(tokenizer_path),
+            eval_batches=4,
+            log_every=max(1, steps // 10),
+            contrastive_max_len=64,
+            temperature=DEMO_TEMPERATURE,
+            # Hold out enough pairs that recall@10 is not near-certain by chance.
+            eval_fraction=0.15 if objective == "contrastive" else 0.05,
+            overwrite=True,
+            threads=2,
+            plots=plots,
+        )
+        result = train(config, echo=lambda _: None)
+        first, last = loss_means(list(result.losses.values()))
+        final = result.final
+        extra = ""
+        if "bits_per_byte" in final:
+            extra = f", {final['bits_per_byte']:.2f} bits/byte"
+        if objective == "contrastive":
+            # Uniform scores give ln(documents per batch): the loss must fall below it.
+            documents = config.batch_size * (1 + _negatives_per_row(data))
+            extra = (
+                f" (uniform ln({documents}) = {math.log(documents):.2f})"
+                f", recall@10 {final['recall@10']:.2f} over {int(final['pool'])} "
+                f"(BM25 {final.get('bm25_recall@10', 0):.2f}, "
+                f"random {final['random_recall@10']:.2f})"
+            )
+        say(
+            f"train      {objective:<11} tiny, {steps} steps on CPU in {result.seconds:4.1f}s: "
+            f"train loss {first:.2f} -> {last:.2f} (mean of first / last 5 steps), "
+            f"eval loss {final['loss']:.2f}{extra} -> {result.output}"
+        )
+
+
+def _negatives_per_row(data: Path) -> int:
+    dataset = open_dataset(data)
+    if "negatives" not in dataset.schema.names:
+        return 0
+    column = dataset.to_table(columns=["negatives"]).column("negatives")
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(column)
+    return int(pc.max(lengths).as_py() or 0)

@@ -1,0 +1,297 @@
+"""`tokenmill train`: every objective trains from the stage that prepares it,
+resumes exactly, and refuses bad input before any step."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+import tokenmill
+from tests.conftest import write_shards
+
+torch = pytest.importorskip("torch")
+
+from tokenmill.train import (  # noqa: E402
+    CorruptedRowCollator,
+    TrainConfig,
+    _optimizer,
+    accumulate,
+    loss_means,
+    train,
+)
+from tokenmill_cli.main import cli  # noqa: E402
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "pack",
+    "my",
+    "box",
+    "with",
+    "five",
+    "dozen",
+    "liquor",
+    "jugs",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, small_tokenizer: Path) -> Path:
+    """Token shards packed to 48 tokens, corrupted for every mode, and pairs."""
+    root = tmp_path_factory.mktemp("train")
+    texts = [
+        " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(4 + i % 9)) + "."
+        for i in range(240)
+    ]
+    table = pa.table({"id": [f"d{i}" for i in range(240)], "text": texts})
+    write_shards(root / "text", {"a.parquet": table.slice(0, 120), "b.parquet": table.slice(120)})
+    tokenmill.tokenize(root / "text", root / "tokens", small_tokenizer, progress=False)
+    tokenmill.pack(root / "tokens", root / "packed", 48, progress=False)
+    for mode in ("mlm", "span", "bart", "prefix", "ul2"):
+        tokenmill.corrupt(root / "packed", root / mode, mode, small_tokenizer, progress=False)
+    tokenmill.pairs(root / "text", root / "pairs", "crop", progress=False)
+    return root
+
+
+STEPS = 16
+
+
+def run(prepared: Path, objective: str, tmp_path: Path, **options: object) -> TrainConfig:
+    data = {"clm": "packed", "contrastive": "pairs"}.get(objective, objective)
+    settings: dict[str, object] = {
+        "objective": objective,
+        "data": str(prepared / data),
+        "output": str(tmp_path / objective),
+        "steps": STEPS,
+        "batch_size": 8,
+        "lr": 5e-3,
+        "warmup": 2,
+        "log_every": 1,
+        "eval_batches": 2,
+        "threads": 2,
+        "plots": False,
+        "tokenizer": None,
+    }
+    settings.update(options)
+    return TrainConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def tokenizer(small_tokenizer: Path) -> str:
+    return str(small_tokenizer)
+
+
+@pytest.mark.parametrize(
+    "objective", ["clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive"]
+)
+def test_every_objective_trains_and_writes_its_metrics(
+    prepared: Path, tmp_path: Path, tokenizer: str, objective: str
+) -> None:
+    config = run(prepared, objective, tmp_path, tokenizer=tokenizer, plots=objective == "clm")
+    if objective == "contrastive":  # InfoNCE collapses to ln(batch) at the LM rate
+        config.lr, config.warmup = 2e-3, 2
+    result = train(config, echo=lambda _: None)
+    losses = list(result.losses.values())
+    first, last = loss_means(losses, 3)
+    # InfoNCE on this tiny set halves within a few steps, then levels off.
+    factor = 0.9 if objective == "contrastive" else 0.8
+    assert last < factor * first, losses
+    records = [json.loads(x) for x in (result.output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, STEPS + 1))
+    final = records[-1]
+    assert final["split"] == "eval" and final["loss"] == result.final["loss"]
+    if objective == "contrastive":
+        assert {"recall@10", "mrr@10", "bm25_recall@10", "bm25_mrr@10"} <= set(final)
+        assert final["random_recall@10"] == min(10, final["pool"]) / final["pool"]
+    else:
+        assert 0 <= final["accuracy"] <= 1
+        # Bits per byte only where the targets are the text itself.
+        assert ("bits_per_byte" in final) == (objective in ("clm", "prefix"))
+    assert "eval loss" in (result.output / "summary.txt").read_text()
+    if objective == "clm":
+        assert (result.output / "curves.png").stat().st_size > 1000
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    # Throughput is the one field that depends on the clock.
+    lines = (path / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "tokens_per_s"} for x in lines]
+
+
+def test_resume_reproduces_the_uninterrupted_run(
+    prepared: Path, tmp_path: Path, tokenizer: str
+) -> None:
+    options = {"steps": 8, "log_every": 3, "eval_every": 4, "tokenizer": tokenizer}
+    whole = train(run(prepared, "mlm", tmp_path / "a", **options), echo=print)
+    part = run(prepared, "mlm", tmp_path / "b", stop_at=5, **options)
+    first = train(part, echo=print)
+    assert first.final == {} and "continue with --resume" in first.summary
+    part.stop_at, part.resume = None, True
+    rest = train(part, echo=print)
+    assert list(first.losses) == [1, 2, 3, 4, 5] and list(rest.losses) == [6, 7, 8]
+    assert {**first.losses, **rest.losses} == whole.losses  # exact, not approximate
+    assert rest.final == whole.final
+    # The same records, no extra eval at the stop nor train record at the restart.
+    assert _records(tmp_path / "b" / "mlm") == _records(tmp_path / "a" / "mlm")
+
+
+def test_resume_checks_the_configuration(
+    prepared: Path, tmp_path: Path, tokenizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = run(prepared, "clm", tmp_path, steps=4, stop_at=2, tokenizer=tokenizer)
+    train(config, echo=lambda _: None)
+    config.stop_at, config.resume, config.lr = None, True, 1e-4
+    with pytest.raises(tokenmill.ConfigError, match=r"another configuration.*lr=0\.005"):
+        train(config, echo=lambda _: None)
+    config.lr = 5e-3
+    # Another process count changes the data order and the global batch.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(tokenmill.ConfigError, match=r"world_size=1 \(now 2\).*global_batch=8"):
+        train(config, echo=lambda _: None)
+    monkeypatch.delenv("WORLD_SIZE")
+    # Other data (same objective, other rows) is refused too.
+    checkpoint_path = tmp_path / "clm" / "checkpoint.pt"
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    checkpoint["trajectory"]["data_rows"] += 1
+    torch.save(checkpoint, checkpoint_path)
+    with pytest.raises(tokenmill.ConfigError, match="data_rows="):
+        train(config, echo=lambda _: None)
+    config.resume = False
+    with pytest.raises(tokenmill.ConfigError, match="already holds a checkpoint"):
+        train(config, echo=lambda _: None)
+    fresh = run(prepared, "clm", tmp_path / "fresh", resume=True)
+    with pytest.raises(tokenmill.ConfigError, match="does not exist"):
+        train(fresh, echo=lambda _: None)
+
+
+def _mlm_rows(prepared: Path, count: int) -> list[dict[str, object]]:
+    table = tokenmill.open_dataset(prepared / "mlm").to_table().slice(0, count)
+    return [
+        {k: np.asarray(v) for k, v in row.items() if k in ("input_ids", "labels", "seq_lens")}
+        for row in table.to_pylist()
+    ]
+
+
+def test_grad_accumulation_weighs_targets_as_one_big_batch(prepared: Path) -> None:
+    # mlm rows hold different numbers of targets: two half batches
+    # accumulated must give the gradient of the full batch.
+    from tokenmill.models import EncoderMLM, model_config
+
+    rows = _mlm_rows(prepared, 6)
+    vocab = 1 + max(int(np.max(r["input_ids"])) for r in rows)
+    collate = CorruptedRowCollator("encoder", pad_id=0, decoder_start_id=0)
+    halves = [collate(rows[:2]), collate(rows[2:])]
+    counts = [int((h["labels"] != -100).sum()) for h in halves]
+    assert counts[0] / 2 != counts[1] / 4  # the halves' targets per row differ
+
+    def gradient(batches: list[dict[str, object]]) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = EncoderMLM(model_config("tiny", vocab, n_layer=1, max_seq_len=64))
+        accumulate(model, model, batches, torch.device("cpu"), contextlib.nullcontext)
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for got, want in zip(gradient(halves), gradient([collate(rows)]), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_weight_decay_spares_embeddings_norms_and_biases(prepared: Path) -> None:
+    from tokenmill.models import EncoderDecoder, model_config
+
+    model = EncoderDecoder(model_config("tiny", 300, n_layer=1, max_seq_len=64))
+    decay, keep = _optimizer(model, run(prepared, "span", Path("unused"))).param_groups
+    decayed = {id(p) for p in decay["params"]}
+    assert decay["weight_decay"] > 0 and keep["weight_decay"] == 0
+    names = {id(p): n for n, p in model.named_parameters()}  # a tied weight named once
+    assert len(decay["params"]) + len(keep["params"]) == len(names)
+    for param_id, name in names.items():
+        spared = name.endswith("bias") or "norm" in name or "tokens" in name
+        spared = spared or "positions" in name
+        assert (param_id in decayed) != spared, name
+
+
+def test_corrupted_rows_feed_the_decoder_its_labels_shifted_right() -> None:
+    rows = [
+        {"input_ids": np.array([5, 6, 7]), "labels": np.array([8, 9, 10, 11])},
+        {"input_ids": np.array([5, 6]), "labels": np.array([12, -100, 13])},
+    ]
+    batch = CorruptedRowCollator("encoder-decoder", pad_id=0, decoder_start_id=2)(rows)
+    labels = batch["labels"].numpy()
+    assert labels.tolist() == [[8, 9, 10, 11], [12, -100, 13, -100]]
+    expected = np.concatenate([np.full((2, 1), 2), np.where(labels == -100, 0, labels)[:, :-1]], 1)
+    assert batch["decoder_input_ids"].numpy().tolist() == expected.tolist()
+    assert batch["decoder_attention_mask"].numpy().tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+def test_data_for_another_objective_is_refused(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(tokenmill.SchemaError, match="corrupt` --mode mlm, not for --objective clm"):
+        train(run(prepared, "clm", tmp_path, data=str(prepared / "mlm")), echo=print)
+    with pytest.raises(tokenmill.SchemaError, match="--mode span, not for --objective bart"):
+        train(run(prepared, "bart", tmp_path, data=str(prepared / "span")), echo=print)
+    with pytest.raises(tokenmill.SchemaError, match="run `tokenmill corrupt --mode mlm`"):
+        train(run(prepared, "mlm", tmp_path, data=str(prepared / "packed")), echo=print)
+    with pytest.raises(tokenmill.SchemaError, match="contrastive reads"):
+        train(run(prepared, "contrastive", tmp_path, data=str(prepared / "packed")), echo=print)
+
+
+def test_clm_needs_packed_rows(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(tokenmill.SchemaError, match=r"unpacked rows.*run `tokenmill pack"):
+        train(run(prepared, "clm", tmp_path, data=str(prepared / "tokens")), echo=print)
+
+
+def test_contrastive_token_ids_need_a_vocabulary(tmp_path: Path) -> None:
+    ids = pa.array([[5, 6, 7], [8, 9], [10, 11, 12], [13, 14]], type=pa.list_(pa.int32()))
+    write_shards(tmp_path / "pairs", {"a.parquet": pa.table({"query": ids, "positive": ids})})
+    config = run(tmp_path, "contrastive", tmp_path / "out", data=str(tmp_path / "pairs"))
+    with pytest.raises(tokenmill.ConfigError, match="pass --tokenizer or --vocab-size"):
+        train(config, echo=print)
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused(prepared: Path, tmp_path: Path) -> None:
+    config = run(prepared, "clm", tmp_path, tokenizer=None, vocab_size=50)
+    with pytest.raises(tokenmill.DataError, match="outside the model's vocabulary of 50"):
+        train(config, echo=print)
+    assert not (tmp_path / "clm").exists()  # refused before anything was written
+
+
+def test_cli_trains_and_reports_bad_input_in_one_line(
+    prepared: Path, tmp_path: Path, tokenizer: str
+) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["train", "--objective", "prefix", str(prepared / "prefix"), "-o", str(out)]
+    result = runner.invoke(cli, [*args, "--steps", "3", "--torch-threads", "2", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "train loss" in result.output and (out / "checkpoint.pt").exists()
+    other = str(tmp_path / "other")
+    bad = runner.invoke(cli, ["train", "--objective", "clm", str(prepared / "ul2"), "-o", other])
+    assert bad.exit_code == 1
+    assert bad.output.count("\n") == 1 and bad.output.startswith("Error: SchemaError:")
+
+
+def test_gpu_bench_runs_in_cpu_smoke_mode(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "benches" / "bench_train_gpu.py"
+    smoke = ["--device", "cpu", "--size", "tiny", "--steps", "1", "--warmup", "1"]
+    smoke += ["--seq-len", "32", "--batch-size", "2", "--vocab", "128", "--no-compile"]
+    subprocess.run(
+        [sys.executable, str(script), *smoke, "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=script.parent,
+    )
+    results = json.loads((tmp_path / "train_gpu.json").read_text())
+    assert [r["variant"] for r in results] == ["document-masked", "plain causal"]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] is None for r in results)
