@@ -213,6 +213,28 @@ mod tests {
     }
 
     #[test]
+    fn draws_are_consecutive_blocks() {
+        // The stream is blocks 0, 1, 2, ... of the row's counter, however
+        // many blocks a refill computes.
+        let stream = StreamKey::new(9, "blocks", 3);
+        let row_key = 0x0123_4567_89ab_cdef_u64;
+        let mut rng = stream.row(row_key);
+        for block in 0..20u32 {
+            let expected = philox4x32_10(
+                [row_key as u32, (row_key >> 32) as u32, block, 0],
+                stream.key,
+            );
+            let drawn = [
+                rng.next_u32(),
+                rng.next_u32(),
+                rng.next_u32(),
+                rng.next_u32(),
+            ];
+            assert_eq!(drawn, expected, "block {block}");
+        }
+    }
+
+    #[test]
     fn uniform_draws_have_the_right_moments() {
         let stream = StreamKey::new(1, "test", 0);
         let n = 200_000;

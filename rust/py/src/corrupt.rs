@@ -21,7 +21,7 @@ use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
 use crate::tokenizer::PyTokenizer;
-use crate::utils::{detach, list_of, to_pyarrow};
+use crate::utils::{detach, detach_inline, list_of, to_pyarrow};
 
 /// The vocabulary as corruption sees it: size, special ids, word starts.
 #[pyclass(name = "Vocab", module = "tokenmill._core", frozen)]
@@ -88,11 +88,12 @@ fn config_error(problem: String, fix: &str) -> TokenmillError {
     TokenmillError::config(problem, fix)
 }
 
-/// Token rows copied out of a 2-D integer array (rows cut at `lengths`).
-fn rows_from_numpy(
+/// The `[rows, width]` shape of a 2-D token array and each row's length
+/// (`lengths`, else the full width).
+fn matrix_rows(
     tokens: &Bound<'_, PyUntypedArray>,
     lengths: Option<Vec<i64>>,
-) -> BindingResult<(Vec<u32>, Vec<usize>)> {
+) -> BindingResult<(usize, Vec<usize>)> {
     if tokens.ndim() != 2 {
         return Err(config_error(
             format!(
@@ -103,30 +104,6 @@ fn rows_from_numpy(
         )
         .into());
     }
-    let widened: Vec<i64> = if let Ok(a) = tokens.cast::<numpy::PyArray2<i64>>() {
-        a.readonly().as_array().iter().copied().collect()
-    } else if let Ok(a) = tokens.cast::<numpy::PyArray2<i32>>() {
-        a.readonly()
-            .as_array()
-            .iter()
-            .map(|&v| i64::from(v))
-            .collect()
-    } else if let Ok(a) = tokens.cast::<numpy::PyArray2<u32>>() {
-        a.readonly()
-            .as_array()
-            .iter()
-            .map(|&v| i64::from(v))
-            .collect()
-    } else {
-        return Err(config_error(
-            format!(
-                "token arrays must hold int64, int32 or uint32, not {}",
-                tokens.dtype()
-            ),
-            "convert the array with .astype(numpy.int64)",
-        )
-        .into());
-    };
     let shape = tokens.shape();
     let (rows, width) = (shape[0], shape[1]);
     let lengths: Vec<usize> = match lengths {
@@ -152,20 +129,38 @@ fn rows_from_numpy(
             .collect::<Result<_, _>>()?,
         None => vec![width; rows],
     };
+    Ok((width, lengths))
+}
+
+/// Token rows cut out of a row-major `[rows, width]` buffer at `lengths`,
+/// checked to be valid ids (runs without the GIL).
+fn cut_rows<T: Copy + Into<i64>>(
+    data: &[T],
+    width: usize,
+    lengths: &[usize],
+) -> Result<(Vec<u32>, Vec<usize>), TokenmillError> {
     let mut values = Vec::with_capacity(lengths.iter().sum());
-    let mut offsets = Vec::with_capacity(rows + 1);
+    let mut offsets = Vec::with_capacity(lengths.len() + 1);
     offsets.push(0);
     for (r, &n) in lengths.iter().enumerate() {
-        for &v in &widened[r * width..r * width + n] {
-            let id = u32::try_from(v).map_err(|_| {
-                TokenmillError::data(
-                    r,
-                    format!("token id {v} is not a valid id"),
-                    "pass non-negative token ids; padding belongs past each row's length",
-                )
-            })?;
-            values.push(id);
+        let row = &data[r * width..r * width + n];
+        // Check the row's range in one vectorizable pass, then copy.
+        let (low, high) = row.iter().fold((0i64, 0i64), |(lo, hi), &v| {
+            let v: i64 = v.into();
+            (lo.min(v), hi.max(v))
+        });
+        if low < 0 || high > i64::from(u32::MAX) {
+            let bad = if low < 0 { low } else { high };
+            return Err(TokenmillError::data(
+                r,
+                format!("token id {bad} is not a valid id"),
+                "pass non-negative token ids; padding belongs past each row's length",
+            ));
         }
+        values.extend(row.iter().map(|&v| {
+            let v: i64 = v.into();
+            v as u32
+        }));
         offsets.push(values.len());
     }
     Ok((values, offsets))
@@ -322,15 +317,58 @@ impl PyCorruptor {
             corruptor.corrupt(&rows, &keys, seed, epoch)
         };
         if let Ok(array) = tokens.cast::<PyUntypedArray>() {
-            let (values, offsets) = rows_from_numpy(array, lengths)?;
-            return detach(py, || Ok(run(&values, &offsets, segments_of(&seq_lens)?)?));
+            let (width, lengths) = matrix_rows(array, lengths)?;
+            // Borrow the buffer and cut rows without the GIL; the collators
+            // hand over C-contiguous arrays, anything else is copied first.
+            macro_rules! cut_and_run {
+                ($t:ty) => {
+                    if let Ok(typed) = array.cast::<numpy::PyArray2<$t>>() {
+                        let readonly = typed.readonly();
+                        let owned;
+                        let data: &[$t] = match readonly.as_slice() {
+                            Ok(slice) => slice,
+                            Err(_) => {
+                                owned = readonly.as_array().iter().copied().collect::<Vec<_>>();
+                                &owned
+                            }
+                        };
+                        let work = || {
+                            let (values, offsets) = cut_rows(data, width, &lengths)?;
+                            Ok(run(&values, &offsets, segments_of(&seq_lens)?)?)
+                        };
+                        return if data.len() < corrupt::PARALLEL_MIN_TOKENS {
+                            detach_inline(py, work)
+                        } else {
+                            detach(py, work)
+                        };
+                    }
+                };
+            }
+            cut_and_run!(i64);
+            cut_and_run!(i32);
+            cut_and_run!(u32);
+            return Err(config_error(
+                format!(
+                    "token arrays must hold int64, int32 or uint32, not {}",
+                    array.dtype()
+                ),
+                "convert the array with .astype(numpy.int64)",
+            )
+            .into());
         }
         let array = tokens.extract::<PyArray>()?.array().clone();
-        detach(py, || {
+        let work = || {
             let (values, offsets) = token_lists(column, array.as_ref())?;
             let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
             Ok(run(values, &offsets, segments_of(&seq_lens)?)?)
-        })
+        };
+        // A collator's batch runs where it is; a stage's batch goes to the pool.
+        let tokens = array.to_data().child_data().first().map_or(0, |c| c.len());
+        if tokens < corrupt::PARALLEL_MIN_TOKENS {
+            detach_inline(py, work)
+        } else {
+            detach(py, work)
+        }
     }
 }
 

@@ -92,22 +92,34 @@ where
     T: Send,
     F: FnOnce() -> Result<T, BindingError> + Send,
 {
-    py.detach(|| {
-        let pool = pool();
-        match catch_unwind(AssertUnwindSafe(|| pool.install(work))) {
-            Ok(result) => result,
-            Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                Err(BindingError::Python(InternalError::new_err(format!(
-                    "internal error: {what}; please report this with the command that raised it"
-                ))))
-            }
+    py.detach(|| guarded(|| pool().install(work)))
+}
+
+/// As [`detach`], on the calling thread: for work too small to split, where
+/// handing it to a pool thread and waking it would cost more than the work
+/// (a collator's batch takes about 100 µs).
+pub fn detach_inline<T, F>(py: Python<'_>, work: F) -> BindingResult<T>
+where
+    T: Send,
+    F: FnOnce() -> Result<T, BindingError> + Send,
+{
+    py.detach(|| guarded(work))
+}
+
+fn guarded<T>(work: impl FnOnce() -> Result<T, BindingError>) -> BindingResult<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(BindingError::Python(InternalError::new_err(format!(
+                "internal error: {what}; please report this with the command that raised it"
+            ))))
         }
-    })
+    }
 }
 
 /// Hands an array to pyarrow through the Arrow C data interface, without a copy.

@@ -77,6 +77,39 @@ impl MlmOptions {
     }
 }
 
+/// Gaps between successes of independent Bernoulli(p) trials, drawn by
+/// inversion: `floor(ln(u) / ln(1 - p))` is geometric on {0, 1, ...}.
+struct GeometricGaps {
+    log_q: f64,
+    p: f64,
+}
+
+impl GeometricGaps {
+    fn new(p: f64) -> Self {
+        Self {
+            log_q: (1.0 - p).ln(),
+            p,
+        }
+    }
+
+    /// Trials to skip before the next success (`usize::MAX`: never).
+    #[inline]
+    fn next(&mut self, rng: &mut RowRng) -> usize {
+        if self.p <= 0.0 {
+            return usize::MAX;
+        }
+        if self.p >= 1.0 {
+            return 0;
+        }
+        // 32 bits are plenty here and take one draw: u is in (0, 1), so
+        // ln(u) is finite; the largest gap, ln(2^-33) / ln(1 - p), is met
+        // with probability about 2^-33.
+        let u = (f64::from(rng.next_u32()) + 0.5) * (1.0 / 4_294_967_296.0);
+        // Float-to-int casts saturate, so a huge gap is simply "past the row".
+        (u.ln() / self.log_q).floor() as usize
+    }
+}
+
 /// Replaces a chosen token 80/10/10 and records its label.
 #[inline]
 fn replace(
@@ -107,20 +140,26 @@ pub(super) fn corrupt(
 ) -> Result<()> {
     let thresholds = options.replacement_thresholds();
     if options.span.is_none() && !options.whole_word {
-        // The hot path: one draw decides each token, a second its replacement.
-        let choose = threshold(options.probability);
-        out.inputs.values.reserve(row.len());
-        out.labels.values.reserve(row.len());
-        for &token in row {
-            if !vocab.is_special(token) && u64::from(rng.next_u32()) < choose {
-                out.inputs
-                    .values
-                    .push(replace(token, thresholds, options, vocab, rng));
-                out.labels.values.push(token as i32);
-            } else {
-                out.inputs.values.push(token);
-                out.labels.values.push(IGNORE_INDEX);
+        // The hot path: copy the row, then visit only the chosen positions.
+        // Each position is chosen independently with probability p, so the
+        // gaps between chosen ones are geometric: one draw per chosen token
+        // instead of one per token. A chosen special token is passed over,
+        // which leaves every other token's chance at exactly p.
+        let first = out.inputs.values.len();
+        out.inputs.values.extend_from_slice(row);
+        let label_first = out.labels.values.len();
+        out.labels
+            .values
+            .resize(label_first + row.len(), IGNORE_INDEX);
+        let mut gaps = GeometricGaps::new(options.probability);
+        let mut i = gaps.next(rng);
+        while i < row.len() {
+            let token = row[i];
+            if !vocab.is_special(token) {
+                out.inputs.values[first + i] = replace(token, thresholds, options, vocab, rng);
+                out.labels.values[label_first + i] = token as i32;
             }
+            i = i.saturating_add(1).saturating_add(gaps.next(rng));
         }
         return Ok(());
     }
@@ -142,11 +181,12 @@ pub(super) fn corrupt(
         collect_words(vocab, row, &starts, document.clone(), &mut words);
         match &options.span {
             None => {
-                let choose = threshold(options.probability);
-                for &(a, b) in &words {
-                    if u64::from(rng.next_u32()) < choose {
-                        chosen[a..b].fill(true);
-                    }
+                let mut gaps = GeometricGaps::new(options.probability);
+                let mut w = gaps.next(rng);
+                while w < words.len() {
+                    let (a, b) = words[w];
+                    chosen[a..b].fill(true);
+                    w = w.saturating_add(1).saturating_add(gaps.next(rng));
                 }
             }
             Some(lengths) => choose_spans(options.probability, lengths, &words, rng, &mut spans),

@@ -340,7 +340,7 @@ pub struct Corruptor {
 
 /// Below this many tokens a batch runs on the calling thread: a collator's
 /// batch is done before rayon would have woken its workers.
-const PARALLEL_MIN_TOKENS: usize = 1 << 16;
+pub const PARALLEL_MIN_TOKENS: usize = 1 << 16;
 
 impl Corruptor {
     /// # Errors
@@ -498,15 +498,23 @@ impl Corruptor {
 /// Row keys from the rows' own tokens, for callers whose rows carry no id
 /// (a collator fed bare token lists): a row's draws then follow its content.
 pub fn row_keys_from_tokens(values: &[u32], offsets: &[usize]) -> Vec<u64> {
-    let mut bytes = Vec::new();
     offsets
         .windows(2)
-        .map(|w| {
-            bytes.clear();
-            bytes.extend(values[w[0]..w[1]].iter().flat_map(|t| t.to_le_bytes()));
-            crate::rng::row_key_from_bytes(&bytes)
-        })
+        .map(|w| crate::rng::row_key_from_bytes(le_bytes(&values[w[0]..w[1]]).as_ref()))
         .collect()
+}
+
+/// The little-endian bytes of `tokens`, borrowed where memory already holds them so.
+fn le_bytes(tokens: &[u32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: u32 has no padding and any byte pattern is a valid u8; the
+        // length covers exactly the slice's memory.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(tokens.as_ptr().cast::<u8>(), std::mem::size_of_val(tokens))
+        })
+    } else {
+        std::borrow::Cow::Owned(tokens.iter().flat_map(|t| t.to_le_bytes()).collect())
+    }
 }
 
 /// Checks a rate option lies in `[0, 1]`.
