@@ -89,12 +89,22 @@ fn noise_budget(length: usize, density: f64, mean_span: f64) -> (usize, usize) {
 }
 
 /// Noise tokens and spans per document of a packed row: the row gets T5's
-/// budget for its whole length (so output lengths stay static), spans
-/// shared out first (a document of `l` tokens holds at most `l / 2`, each
-/// after a clean token), then noise tokens (at least one per span, leaving
-/// at least one clean token per span), so no span crosses into the next
-/// document. A row under 2 tokens gets no noise, as T5's mask gives it.
-fn budgets(segments: &[u32], density: f64, mean_span: f64) -> Result<Vec<(usize, usize)>> {
+/// budget for its whole length, spans shared out first (a document of `l`
+/// tokens holds at most `l / 2`, each after a clean token), then noise
+/// tokens (at least one per span, leaving at least one clean token per
+/// span), so no span crosses into the next document. A row under 2 tokens
+/// gets no noise, as T5's mask gives it.
+///
+/// When the documents are too short to hold the noise in T5's span count,
+/// `exact` (span mode: output lengths must stay static) makes it an error;
+/// otherwise (UL2's long-span denoisers) spans are added until the noise
+/// fits.
+fn budgets(
+    segments: &[u32],
+    density: f64,
+    mean_span: f64,
+    exact: bool,
+) -> Result<Vec<(usize, usize)>> {
     let lengths: Vec<usize> = segments.iter().map(|&l| l as usize).collect();
     let total: usize = lengths.iter().sum();
     if total < 2 {
@@ -106,26 +116,33 @@ fn budgets(segments: &[u32], density: f64, mean_span: f64) -> Result<Vec<(usize,
     }
     let zeros = vec![0; lengths.len()];
     let span_capacity: Vec<usize> = lengths.iter().map(|&l| l / 2).collect();
-    let (span_parts, spans) = apportion(spans, &lengths, &zeros, &span_capacity);
-    let noise_high: Vec<usize> = span_parts
-        .iter()
-        .zip(&lengths)
-        .map(|(&s, &l)| if s == 0 { 0 } else { l - s })
-        .collect();
-    let (noise_parts, placed) = apportion(noise.max(spans), &lengths, &span_parts, &noise_high);
-    if placed != noise {
-        // Shapes would silently differ from T5's; better to say so.
-        return Err(TokenmillError::data(
-            0,
-            format!(
-                "its {} documents are too short to hold {noise} noise tokens in {spans} spans \
-                 without a span crossing a document boundary",
-                lengths.len()
-            ),
-            "pack longer documents together, or lower the noise density",
-        ));
+    let most_spans: usize = span_capacity.iter().sum();
+    let mut wanted = spans;
+    loop {
+        let (span_parts, spans) = apportion(wanted, &lengths, &zeros, &span_capacity);
+        let noise_high: Vec<usize> = span_parts
+            .iter()
+            .zip(&lengths)
+            .map(|(&s, &l)| if s == 0 { 0 } else { l - s })
+            .collect();
+        let (noise_parts, placed) = apportion(noise.max(spans), &lengths, &span_parts, &noise_high);
+        if placed == noise || (!exact && wanted >= most_spans) {
+            return Ok(noise_parts.into_iter().zip(span_parts).collect());
+        }
+        if exact {
+            // Shapes would silently differ from T5's; better to say so.
+            return Err(TokenmillError::data(
+                0,
+                format!(
+                    "its {} documents are too short to hold {noise} noise tokens in {spans} \
+                     spans without a span crossing a document boundary",
+                    lengths.len()
+                ),
+                "pack longer documents together, or lower the noise density",
+            ));
+        }
+        wanted += 1;
     }
-    Ok(noise_parts.into_iter().zip(span_parts).collect())
 }
 
 pub(super) fn corrupt(
@@ -136,6 +153,7 @@ pub(super) fn corrupt(
     out: &mut Corrupted,
 ) -> Result<()> {
     corrupt_with(
+        true,
         options,
         options.noise_density,
         options.mean_span,
@@ -148,7 +166,9 @@ pub(super) fn corrupt(
 
 /// Span corruption at a given density and mean span (UL2's R and X
 /// denoisers call this with their own settings).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn corrupt_with(
+    exact: bool,
     options: &SpanOptions,
     density: f64,
     mean_span: f64,
@@ -173,7 +193,10 @@ pub(super) fn corrupt_with(
     let mut clean_lengths = Vec::new();
     let mut sentinel = 0usize;
     let mut start = 0usize;
-    for (&length, (noise, spans)) in segments.iter().zip(budgets(segments, density, mean_span)?) {
+    for (&length, (noise, spans)) in segments
+        .iter()
+        .zip(budgets(segments, density, mean_span, exact)?)
+    {
         let document = &row[start..start + length as usize];
         start += length as usize;
         if noise == 0 || spans == 0 {
@@ -446,6 +469,18 @@ mod tests {
             "the 1-token document is left as it is"
         );
         assert_eq!(uncorrupt(out.inputs.row(0), out.labels.row(0)), row);
+    }
+
+    #[test]
+    fn long_spans_in_short_documents_add_spans_unless_exact() {
+        // UL2's X denoiser (density 0.5, mean span 64) on 128 tokens in
+        // three documents: one span cannot hold 64 noise tokens in any one.
+        let parts = budgets(&[40, 40, 48], 0.5, 64.0, false).unwrap();
+        assert_eq!(parts.iter().map(|p| p.0).sum::<usize>(), 64);
+        for (&(noise, spans), l) in parts.iter().zip([40usize, 40, 48]) {
+            assert!((noise == 0 && spans == 0) || (spans <= noise && noise + spans <= l));
+        }
+        assert!(budgets(&[40, 40, 48], 0.5, 64.0, true).is_err());
     }
 
     #[test]

@@ -107,9 +107,16 @@ pub(super) fn corrupt(
     out.denoiser.push(chosen as u8);
     out.inputs.values.push(*token);
     match denoiser {
-        Denoiser::Span { density, mean_span } => {
-            corrupt_with(&options.span, *density, *mean_span, row, segments, rng, out)
-        }
+        Denoiser::Span { density, mean_span } => corrupt_with(
+            false,
+            &options.span,
+            *density,
+            *mean_span,
+            row,
+            segments,
+            rng,
+            out,
+        ),
         Denoiser::Prefix => {
             // One cut per row, as T5's `prefix_lm` cuts concatenated inputs:
             // a cut is not a span, so it may fall in any document of a packed row.
