@@ -241,6 +241,11 @@ def test_collator_accepts_every_batch_form(tokenizer: tokenmill.Tokenizer) -> No
         for name in r:
             assert torch.equal(r[name], results[0][name]), name
     assert results[0]["input_ids"].dtype == torch.int64
+    # Lists of Python ints are read in Rust; a bad id names its row.
+    with pytest.raises(tokenmill.DataError, match="row 1: -2 is not a token id"):
+        collator([[300, 301], [302, -2]])
+    with pytest.raises(tokenmill.DataError, match="row 0: x is not a token id"):
+        collator([[300, "x"]])
     # Another epoch, other noise; the same epoch again, the same noise.
     collator.set_epoch(1)
     assert not torch.equal(collator(rows)["labels"], results[0]["labels"])

@@ -46,6 +46,7 @@ __all__ = [
     "t5_input_and_target_lengths",
     "text_hashes",
     "token_hashes",
+    "token_lists_from_python",
     "uniform",
 ]
 
@@ -314,6 +315,7 @@ class Corruptor:
         decoder_start_id: int | None = None,
     ) -> dict[str, npt.NDArray[np.int64]]: ...
 
+def token_lists_from_python(rows: list[list[int]]) -> pa.ListArray: ...
 def t5_input_and_target_lengths(
     inputs_length: int, *, noise_density: float = 0.15, mean_span: float = 3.0
 ) -> tuple[int, int]: ...

@@ -304,6 +304,8 @@ def _token_list_array(rows: Sequence[Any]) -> pa.Array:
         return pa.ListArray.from_arrays(
             pa.array(offsets), pa.array(flat.astype(np.uint32)), type=TOKEN_LIST
         )
+    if isinstance(rows, list) and all(type(row) is list for row in rows):
+        return _core.token_lists_from_python(rows)
     try:
         return pa.array(rows, type=TOKEN_LIST)
     except (pa.ArrowInvalid, OverflowError, TypeError) as err:
