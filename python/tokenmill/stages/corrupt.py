@@ -98,6 +98,7 @@ class CorruptStage(Stage):
         if self.raw_length is not None:
             self._check_sentinels(self.raw_length)
         self._tokenize: TokenizeStage | None = None
+        self._tokenizer_stage: TokenizeStage | None = None
         self._packer: _core.Packer | None = None
         self._shard = ""
         self._rows_out = 0
@@ -154,11 +155,14 @@ class CorruptStage(Stage):
         self._tokenize = None
         if self.input_column not in schema.names:
             if self.text_column in schema.names:
-                self._tokenize = TokenizeStage(
-                    self.tokenizer_path,
-                    text_column=self.text_column,
-                    output_column=self.input_column,
-                )
+                # Built once: it loads and checksums the tokenizer.
+                if self._tokenizer_stage is None:
+                    self._tokenizer_stage = TokenizeStage(
+                        self.tokenizer_path,
+                        text_column=self.text_column,
+                        output_column=self.input_column,
+                    )
+                self._tokenize = self._tokenizer_stage
                 schema = self._tokenize.output_schema(schema)
             else:
                 raise SchemaError(
