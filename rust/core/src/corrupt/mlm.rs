@@ -79,47 +79,134 @@ impl MlmOptions {
 
 /// Gaps between successes of independent Bernoulli(p) trials, drawn by
 /// inversion: `floor(ln(u) / ln(1 - p))` is geometric on {0, 1, ...}.
+///
+/// Gaps are made [`GAP_BLOCK`] at a time: the log of a block of uniforms is
+/// straight-line float arithmetic the compiler turns into SIMD, where a libm
+/// call per gap was the masking loop's largest cost.
 struct GeometricGaps {
-    log_q: f32,
+    inverse_log_q: f32,
     p: f64,
+    block: [u32; GAP_BLOCK],
+    /// With [`GeometricGaps::paired`], one more uniform per gap, drawn in
+    /// the same refill, for the decision the chosen trial needs.
+    draws: Option<[u32; GAP_BLOCK]>,
+    used: usize,
 }
+
+const GAP_BLOCK: usize = 16;
 
 impl GeometricGaps {
     fn new(p: f64) -> Self {
         Self {
-            log_q: (1.0 - p).ln() as f32,
+            inverse_log_q: (1.0 / (1.0 - p).ln()) as f32,
             p,
+            block: [0; GAP_BLOCK],
+            draws: None,
+            used: GAP_BLOCK,
         }
+    }
+
+    /// Gaps that each come with a uniform 32-bit draw.
+    fn paired(p: f64) -> Self {
+        Self {
+            draws: Some([0; GAP_BLOCK]),
+            ..Self::new(p)
+        }
+    }
+
+    /// The next gap and its draw (see [`GeometricGaps::paired`]).
+    #[inline(always)]
+    fn next_with_draw(&mut self, rng: &mut RowRng) -> (usize, u32) {
+        let gap = self.next(rng);
+        if gap == usize::MAX {
+            return (gap, 0);
+        }
+        let draws = self.draws.as_ref().expect("paired gaps");
+        (gap, draws[self.used - 1])
     }
 
     /// Trials to skip before the next success (`usize::MAX`: never).
-    #[inline]
+    #[inline(always)]
     fn next(&mut self, rng: &mut RowRng) -> usize {
+        // p = 1 needs no case of its own: ln(1 - p) = -inf makes every gap 0.
         if self.p <= 0.0 {
             return usize::MAX;
         }
-        if self.p >= 1.0 {
-            return 0;
+        if self.used == GAP_BLOCK {
+            self.refill(rng);
         }
-        // One 32-bit draw and an f32 log: the gap's distribution is off by
-        // about 2^-24 relatively, far below any test's tolerance, and the
-        // log is the loop's largest cost. u lies in (0, 1], so ln(u) is finite.
-        let u = (rng.next_u32() as f32 + 0.5) * (1.0 / 4_294_967_296.0);
-        // Float-to-int casts saturate, so a huge gap is simply "past the row".
-        (u.ln() / self.log_q).floor() as usize
+        let gap = self.block[self.used];
+        self.used += 1;
+        gap as usize
+    }
+
+    #[inline(never)]
+    fn refill(&mut self, rng: &mut RowRng) {
+        let uniforms = rng.next_16();
+        if let Some(draws) = &mut self.draws {
+            *draws = rng.next_16();
+        }
+        for (gap, &bits) in self.block.iter_mut().zip(&uniforms) {
+            // The top 24 bits, exactly an f32 (and as a signed int, a
+            // conversion SIMD has), give u in (0, 1). The smallest u caps a
+            // gap at 17.3 / p trials, a cut of the tail's e^-17.3 = 3e-8 of
+            // mass; with a log good to ~1e-7, the distribution moves far
+            // less than any test's tolerance.
+            let u = (((bits >> 8) as i32) as f32 + 0.5) * (1.0 / 16_777_216.0);
+            // f32 max and min drop a NaN operand, so any product lands in
+            // [0, MAX_GAP] (a p too small for f64 makes the inverse -inf).
+            #[allow(clippy::manual_clamp)] // clamp would keep a NaN
+            let trials = (ln_unit(u) * self.inverse_log_q).max(0.0).min(MAX_GAP);
+            // SAFETY: `trials` is finite and within [0, 2^30], inside i32.
+            *gap = unsafe { trials.to_int_unchecked::<i32>() } as u32;
+        }
+        self.used = 0;
     }
 }
 
-/// Replaces a chosen token 80/10/10 and records its label.
+/// A gap past any row (rows are far shorter than 2^30 tokens).
+const MAX_GAP: f32 = 1_073_741_824.0;
+
+/// Natural log of `x` in (0, 1], to about 1e-7 relative: Cephes' `logf`
+/// reduction and polynomial, branch-free so a loop over it vectorizes.
+#[inline(always)]
+fn ln_unit(x: f32) -> f32 {
+    // x = 2^e * m with m in [sqrt(1/2), sqrt(2)): shift the exponent field
+    // by the bits of sqrt(1/2) so the split lands there.
+    let bits = x.to_bits();
+    let e = (bits.wrapping_sub(0x3f35_04f3) as i32) >> 23;
+    let m = f32::from_bits(bits.wrapping_sub((e as u32) << 23));
+    let z = m - 1.0;
+    let zz = z * z;
+    let mut poly = 7.037_683_6e-2_f32;
+    for c in [
+        -1.151_461e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_5e-1,
+        -2.499_999_4e-1,
+        3.333_333e-1,
+    ] {
+        poly = poly * z + c;
+    }
+    let e = e as f32;
+    let tail = z * zz * poly - 2.121_944_4e-4 * e - 0.5 * zz;
+    z + tail + 0.693_359_4 * e
+}
+
+/// Replaces a chosen token 80/10/10 by the uniform 32-bit `draw`.
 #[inline]
 fn replace(
     token: u32,
+    draw: u32,
     thresholds: (u64, u64),
     options: &MlmOptions,
     vocab: &Vocab,
     rng: &mut RowRng,
 ) -> u32 {
-    let draw = u64::from(rng.next_u32());
+    let draw = u64::from(draw);
     if draw < thresholds.0 {
         options.mask_id
     } else if draw < thresholds.1 {
@@ -151,15 +238,18 @@ pub(super) fn corrupt(
         out.labels
             .values
             .resize(label_first + row.len(), IGNORE_INDEX);
-        let mut gaps = GeometricGaps::new(options.probability);
-        let mut i = gaps.next(rng);
+        let mut gaps = GeometricGaps::paired(options.probability);
+        let (mut i, mut draw) = gaps.next_with_draw(rng);
         while i < row.len() {
             let token = row[i];
             if !vocab.is_special(token) {
-                out.inputs.values[first + i] = replace(token, thresholds, options, vocab, rng);
+                out.inputs.values[first + i] =
+                    replace(token, draw, thresholds, options, vocab, rng);
                 out.labels.values[label_first + i] = token as i32;
             }
-            i = i.saturating_add(1).saturating_add(gaps.next(rng));
+            let (gap, next_draw) = gaps.next_with_draw(rng);
+            i = i.saturating_add(1).saturating_add(gap);
+            draw = next_draw;
         }
         return Ok(());
     }
@@ -199,7 +289,8 @@ pub(super) fn corrupt(
     if options.span.is_none() {
         for (i, (&token, &pick)) in row.iter().zip(&chosen).enumerate() {
             if pick {
-                out.inputs.values[first + i] = replace(token, thresholds, options, vocab, rng);
+                out.inputs.values[first + i] =
+                    replace(token, rng.next_u32(), thresholds, options, vocab, rng);
                 out.labels.values.push(token as i32);
             } else {
                 out.labels.values.push(IGNORE_INDEX);
@@ -442,6 +533,22 @@ mod tests {
         batch.word_ids = None;
         let err = corruptor.corrupt(&batch, &keys, 0, 0).unwrap_err();
         assert!(err.to_string().contains("where words start"), "{err}");
+    }
+
+    #[test]
+    fn ln_unit_matches_the_standard_log() {
+        let mut worst = 0f64;
+        for i in 0..=200_000u32 {
+            // Spread over (0, 1], many decades down, through the reduction's seams.
+            let x = (i as f32 / 200_000.0).powi(9).max(f32::MIN_POSITIVE);
+            let exact = f64::from(x).ln();
+            let relative = (f64::from(ln_unit(x)) - exact).abs() / exact.abs().max(1e-30);
+            if x < 1.0 {
+                worst = worst.max(relative);
+            }
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(ln_unit(1.0), 0.0);
     }
 
     #[test]

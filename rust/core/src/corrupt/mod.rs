@@ -465,7 +465,10 @@ impl Corruptor {
                     &whole[..]
                 }
             };
-            if let Some(&bad) = row.iter().find(|&&t| t >= self.vocab.size) {
+            // A branch-free maximum vectorizes where a search would not.
+            let highest = row.iter().copied().max().unwrap_or(0);
+            if highest >= self.vocab.size {
+                let bad = highest;
                 return Err(TokenmillError::data(
                     i,
                     format!(
@@ -563,14 +566,22 @@ fn random_segmentation(n: usize, k: usize, rng: &mut RowRng, out: &mut Vec<usize
         return;
     }
     let slots = n - 1; // cut after item j, j in 1..=n-1 (stored as j-1)
-    let mut cuts = vec![0u64; slots.div_ceil(64)];
+                       // Rows of up to 4096 tokens keep the bitset on the stack: an allocation
+                       // per call cost as much as the draws.
+    let mut on_stack = [0u64; 64];
+    let mut on_heap = Vec::new();
+    let words = slots.div_ceil(64);
+    let cuts: &mut [u64] = if words <= on_stack.len() {
+        &mut on_stack[..words]
+    } else {
+        on_heap.resize(words, 0);
+        &mut on_heap
+    };
     for j in (slots - (k - 1))..slots {
         let t = rng.below(j as u32 + 1) as usize;
-        let pick = if cuts[t / 64] >> (t % 64) & 1 == 1 {
-            j
-        } else {
-            t
-        };
+        // Branch-free: whether t is taken is a coin flip to the predictor.
+        let taken = (cuts[t / 64] >> (t % 64) & 1) as usize;
+        let pick = t + (j - t) * taken;
         cuts[pick / 64] |= 1 << (pick % 64);
     }
     let mut previous = 0;
