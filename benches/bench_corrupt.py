@@ -186,6 +186,16 @@ def bench_span(stream: np.ndarray, bpe_path: Path, count: int, repeat: int) -> l
     for form, batches in (("list of dicts", as_dicts), ("2-D numpy", data), ("Arrow", as_arrow)):
         rate = tokens_per_second(ours, batches, tokens, repeat)
         out.append(entry("span", "tokenmill SpanCorruptionCollator", form, rate, base))
+    # The reference returns no attention mask (static shapes need none); so,
+    # for the same three outputs, neither does this one.
+    same_outputs = SpanCorruptionCollator(
+        bpe_path, return_tensors="np", seed=0, return_attention_mask=False
+    )
+    assert set(same_outputs(data[0])) == set(reference(data[0]))
+    for form, batches in (("list of dicts", as_dicts), ("2-D numpy", data), ("Arrow", as_arrow)):
+        rate = tokens_per_second(same_outputs, batches, tokens, repeat)
+        name = "tokenmill SpanCorruptionCollator, no attention_mask"
+        out.append(entry("span", name, form, rate, base))
     kernel = tokens_per_second(
         lambda a: ours.corruptor.corrupt(a, seed=0), as_arrow, tokens, repeat
     )

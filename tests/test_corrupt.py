@@ -229,6 +229,10 @@ def test_collator_accepts_every_batch_form(tokenizer: tokenmill.Tokenizer) -> No
     collator = tokenmill.SpanCorruptionCollator(tokenizer, seed=3)
     forms = [
         rows,
+        rows.astype(np.int32),
+        rows.astype(np.uint32),
+        rows.astype(np.uint16),
+        np.asfortranarray(rows),
         torch.from_numpy(rows),
         rows.tolist(),
         [r for r in rows],
@@ -241,7 +245,17 @@ def test_collator_accepts_every_batch_form(tokenizer: tokenmill.Tokenizer) -> No
         for name in r:
             assert torch.equal(r[name], results[0][name]), name
     assert results[0]["input_ids"].dtype == torch.int64
+    # Without the mask (T5's static shapes need none), the rest is unchanged.
+    unmasked = tokenmill.SpanCorruptionCollator(tokenizer, seed=3, return_attention_mask=False)
+    plain = unmasked(rows)
+    assert set(plain) == set(results[0]) - {"attention_mask"}
+    for name in plain:
+        assert torch.equal(plain[name], results[0][name]), name
     # Lists of Python ints are read in Rust; a bad id names its row.
+    bad = rows.copy()
+    bad[2, 7] = -5
+    with pytest.raises(tokenmill.DataError, match="row 2: token id -5 is not a valid id"):
+        collator(bad)
     with pytest.raises(tokenmill.DataError, match="row 1: -2 is not a token id"):
         collator([[300, 301], [302, -2]])
     with pytest.raises(tokenmill.DataError, match="row 0: x is not a token id"):

@@ -313,6 +313,7 @@ class Corruptor:
         pad_id: int = 0,
         pad_to_multiple_of: int = 1,
         decoder_start_id: int | None = None,
+        attention_mask: bool = True,
     ) -> dict[str, npt.NDArray[np.int64]]: ...
 
 def token_lists_from_python(rows: list[list[int]]) -> pa.ListArray: ...

@@ -268,11 +268,14 @@ TOKEN_LIST = pa.list_(pa.field("item", pa.uint32(), nullable=False))
 WORD_ID_LIST = pa.list_(pa.field("item", pa.int32(), nullable=False))
 
 
+_ENGINE_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.uint32))
+
+
 def _token_matrix(values: Any) -> npt.NDArray[Any]:
     """A 2-D batch as a contiguous array the engine reads (int64, int32 or
     uint32 kept as they are; other integer types, uint16 say, widened)."""
     array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-    if array.dtype not in (np.int64, np.int32, np.uint32):
+    if array.dtype not in _ENGINE_DTYPES:
         if not np.issubdtype(array.dtype, np.integer):
             raise ConfigError(f"token arrays must hold integers, not {array.dtype}")
         array = array.astype(np.int64)
@@ -397,7 +400,9 @@ class _CorruptionCollator:
     of their tokens; each row's corruption is then a pure function of (seed,
     epoch, key), so worker processes, resumed loaders and the `corrupt` stage
     all produce the same rows. Call :meth:`set_epoch` at each epoch for fresh
-    noise.
+    noise. `return_attention_mask=False` leaves out `attention_mask`, as
+    Hugging Face tokenizers do: rows of one length (T5's static shapes) need
+    none.
     """
 
     mode = ""
@@ -411,6 +416,7 @@ class _CorruptionCollator:
         pad_to_multiple_of: int = 1,
         key_column: str = "id",
         return_tensors: str = "pt",
+        return_attention_mask: bool = True,
         **options: Any,
     ) -> None:
         from tokenmill.corruption import build_corruptor
@@ -432,6 +438,7 @@ class _CorruptionCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.key_column = key_column
         self.return_tensors = return_tensors
+        self.return_attention_mask = return_attention_mask
         self.decoder_start_id: int | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -457,7 +464,11 @@ class _CorruptionCollator:
         self.__dict__.update(state)
 
     def __call__(self, batch: Any) -> dict[str, Any]:
-        given = corruption_input(batch, key_column=self.key_column)
+        if type(batch) is np.ndarray and batch.ndim == 2 and batch.dtype in _ENGINE_DTYPES:
+            # The engine reads these as they are: skip the general path's checks.
+            given = CorruptionInput(batch, None, None)
+        else:
+            given = corruption_input(batch, key_column=self.key_column)
         out: dict[str, Any] = self.corruptor.corrupt_padded(
             given.tokens,
             given.keys,
@@ -469,6 +480,7 @@ class _CorruptionCollator:
             pad_id=self.pad_id,
             pad_to_multiple_of=self.pad_to_multiple_of,
             decoder_start_id=self.decoder_start_id,
+            attention_mask=self.return_attention_mask,
         )
         out = self._finish(out)
         return _to_tensors(out) if self.return_tensors == "pt" else out

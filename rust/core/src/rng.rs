@@ -275,6 +275,55 @@ impl RowRng {
     }
 }
 
+/// A row's draws taken sixteen at a time into a local buffer, for hot loops:
+/// the buffer's position then lives in a register, where [`RowRng`]'s own
+/// must go back to memory around every possible refill. Creating one skips
+/// to the stream's next group, as [`RowRng::next_16`] does.
+pub struct Draws<'a> {
+    rng: &'a mut RowRng,
+    block: [u32; GROUP_WORDS],
+    used: usize,
+}
+
+impl<'a> Draws<'a> {
+    pub fn new(rng: &'a mut RowRng) -> Self {
+        Self {
+            rng,
+            block: [0; GROUP_WORDS],
+            used: GROUP_WORDS,
+        }
+    }
+
+    #[inline(always)]
+    pub fn next_u32(&mut self) -> u32 {
+        if self.used == GROUP_WORDS {
+            self.block = self.rng.next_16();
+            self.used = 0;
+        }
+        let value = self.block[self.used];
+        self.used += 1;
+        value
+    }
+
+    /// Uniform in `[0, n)`, as [`RowRng::below`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n == 0`.
+    #[inline(always)]
+    pub fn below(&mut self, n: u32) -> u32 {
+        assert!(n > 0, "below(0) has no value to return");
+        let mut product = u64::from(self.next_u32()) * u64::from(n);
+        if (product as u32) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (product as u32) < threshold {
+                product = u64::from(self.next_u32()) * u64::from(n);
+            }
+        }
+        (product >> 32) as u32
+    }
+}
+
 /// Row key of a document id given as bytes (a string id column).
 #[inline]
 pub fn row_key_from_bytes(id: &[u8]) -> u64 {

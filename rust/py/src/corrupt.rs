@@ -173,6 +173,10 @@ fn cut_rows<T: Copy + Into<i64>>(
 /// Row `i` padded to `width` as int64, the layout PyTorch losses take,
 /// written in one pass.
 fn padded<T: Copy + Into<i64>>(lists: &Lists<T>, width: usize, fill: i64) -> Vec<i64> {
+    if lists.values.len() == lists.rows() * width {
+        // Every row is full (static shapes): one widening pass, no per-row work.
+        return lists.values.iter().map(|&v| v.into()).collect();
+    }
     let mut out = Vec::with_capacity(lists.rows() * width);
     for r in 0..lists.rows() {
         out.extend(lists.row(r).iter().map(|&v| v.into()));
@@ -329,9 +333,12 @@ impl PyCorruptor {
                     if let Ok(typed) = array.cast::<numpy::PyArray2<$t>>() {
                         let readonly = typed.readonly();
                         let owned;
+                        // `as_slice` also accepts Fortran order, which
+                        // would read columns as rows.
+                        let c_order = typed.is_c_contiguous();
                         let data: &[$t] = match readonly.as_slice() {
-                            Ok(slice) => slice,
-                            Err(_) => {
+                            Ok(slice) if c_order => slice,
+                            _ => {
                                 owned = readonly.as_array().iter().copied().collect::<Vec<_>>();
                                 &owned
                             }
@@ -606,7 +613,8 @@ impl PyCorruptor {
     /// `labels` (padded with -100), `decoder_input_ids` when
     /// `decoder_start_id` is given (labels shifted right), `prefix_lens`
     /// `[batch, documents]` and `denoiser` where the mode makes them.
-    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, word_ids = None, column = "input_ids", pad_id = 0, pad_to_multiple_of = 1, decoder_start_id = None))]
+    /// `attention_mask=False` leaves the mask out.
+    #[pyo3(signature = (tokens, keys = None, *, seed, epoch = 0, lengths = None, seq_lens = None, word_ids = None, column = "input_ids", pad_id = 0, pad_to_multiple_of = 1, decoder_start_id = None, attention_mask = true))]
     #[allow(clippy::too_many_arguments)]
     fn corrupt_padded<'py>(
         &self,
@@ -622,6 +630,7 @@ impl PyCorruptor {
         pad_id: i64,
         pad_to_multiple_of: usize,
         decoder_start_id: Option<i64>,
+        attention_mask: bool,
     ) -> BindingResult<Bound<'py, PyDict>> {
         let out = self.run(
             py, tokens, keys, seed, epoch, lengths, seq_lens, word_ids, column,
@@ -633,11 +642,14 @@ impl PyCorruptor {
             let width = round_up(out.inputs.max_len(), pad_to_multiple_of);
             let label_width = round_up(out.labels.max_len(), pad_to_multiple_of);
             let inputs = padded(&out.inputs, width, pad_id);
-            let mut mask = Vec::with_capacity(rows * width);
-            for r in 0..rows {
-                mask.resize(r * width + out.inputs.row(r).len(), 1);
-                mask.resize((r + 1) * width, 0);
-            }
+            let mask = attention_mask.then(|| {
+                let mut mask = Vec::with_capacity(rows * width);
+                for r in 0..rows {
+                    mask.resize(r * width + out.inputs.row(r).len(), 1);
+                    mask.resize((r + 1) * width, 0);
+                }
+                mask
+            });
             let labels = padded(&out.labels, label_width, i64::from(corrupt::IGNORE_INDEX));
             let decoder = decoder_start_id.map(|start| {
                 let mut shifted = vec![pad_id; rows * label_width];
@@ -672,7 +684,9 @@ impl PyCorruptor {
         let (width, label_width, inputs, mask, labels, decoder, prefix_width, prefix) = arrays;
         let dict = PyDict::new(py);
         dict.set_item("input_ids", array2(py, rows, width, inputs))?;
-        dict.set_item("attention_mask", array2(py, rows, width, mask))?;
+        if let Some(mask) = mask {
+            dict.set_item("attention_mask", array2(py, rows, width, mask))?;
+        }
         dict.set_item("labels", array2(py, rows, label_width, labels))?;
         if let Some(decoder) = decoder {
             dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;

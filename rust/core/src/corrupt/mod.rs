@@ -17,7 +17,7 @@ mod ul2;
 use rayon::prelude::*;
 
 use crate::error::{Result, TokenmillError};
-use crate::rng::{RowRng, StreamKey};
+use crate::rng::{Draws, RowRng, StreamKey};
 
 pub use bart::{BartOptions, MaskLength};
 pub use mlm::{MlmOptions, SpanLengths};
@@ -565,33 +565,53 @@ fn random_segmentation(n: usize, k: usize, rng: &mut RowRng, out: &mut Vec<usize
         out.push(n);
         return;
     }
-    let slots = n - 1; // cut after item j, j in 1..=n-1 (stored as j-1)
-                       // Rows of up to 4096 tokens keep the bitset on the stack: an allocation
-                       // per call cost as much as the draws.
-    let mut on_stack = [0u64; 64];
-    let mut on_heap = Vec::new();
-    let words = slots.div_ceil(64);
-    let cuts: &mut [u64] = if words <= on_stack.len() {
-        &mut on_stack[..words]
-    } else {
-        on_heap.resize(words, 0);
-        &mut on_heap
-    };
-    for j in (slots - (k - 1))..slots {
-        let t = rng.below(j as u32 + 1) as usize;
-        // Branch-free: whether t is taken is a coin flip to the predictor.
-        let taken = (cuts[t / 64] >> (t % 64) & 1) as usize;
-        let pick = t + (j - t) * taken;
-        cuts[pick / 64] |= 1 << (pick % 64);
-    }
-    let mut previous = 0;
-    for (w, &word) in cuts.iter().enumerate() {
-        let mut bits = word;
+    // Cut j (0-based) falls after item j + 1.
+    let slots = n - 1;
+    let mut draws = Draws::new(rng);
+    // Floyd: for each j, draw t in [0, j]; take t, or j if t is taken. The
+    // choice is branch-free, as whether t is taken is a coin flip to the
+    // branch predictor.
+    let mut push_cuts = |word: usize, mut bits: u64, previous: &mut usize| {
         while bits != 0 {
-            let cut = w * 64 + bits.trailing_zeros() as usize + 1;
-            out.push(cut - previous);
-            previous = cut;
+            let cut = word * 64 + bits.trailing_zeros() as usize + 1;
+            out.push(cut - *previous);
+            *previous = cut;
             bits &= bits - 1;
+        }
+    };
+    let mut previous = 0;
+    if slots <= 128 {
+        // T5's noise segmentation, and most rows' clean one fit here: the set
+        // stays in registers instead of a load and store per draw.
+        let mut cuts = 0u128;
+        for j in (slots - (k - 1))..slots {
+            let t = draws.below(j as u32 + 1) as usize;
+            let taken = (cuts >> t) as usize & 1;
+            let pick = t + (j - t) * taken;
+            cuts |= 1u128 << pick;
+        }
+        push_cuts(0, cuts as u64, &mut previous);
+        push_cuts(1, (cuts >> 64) as u64, &mut previous);
+    } else {
+        // Rows of up to 4096 tokens keep the bitset on the stack: an
+        // allocation per call cost as much as the draws.
+        let mut on_stack = [0u64; 64];
+        let mut on_heap = Vec::new();
+        let words = slots.div_ceil(64);
+        let cuts: &mut [u64] = if words <= on_stack.len() {
+            &mut on_stack[..words]
+        } else {
+            on_heap.resize(words, 0);
+            &mut on_heap
+        };
+        for j in (slots - (k - 1))..slots {
+            let t = draws.below(j as u32 + 1) as usize;
+            let taken = (cuts[t / 64] >> (t % 64) & 1) as usize;
+            let pick = t + (j - t) * taken;
+            cuts[pick / 64] |= 1 << (pick % 64);
+        }
+        for (word, &bits) in cuts.iter().enumerate() {
+            push_cuts(word, bits, &mut previous);
         }
     }
     out.push(n - previous);

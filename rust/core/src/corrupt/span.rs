@@ -289,12 +289,10 @@ fn corrupt_document_spans(
             written += clean + 1;
             at += clean;
             labels[labelled] = id as i32;
-            for (label, &token) in labels[labelled + 1..=labelled + noisy]
-                .iter_mut()
-                .zip(&document[at..at + noisy])
-            {
-                *label = token as i32;
-            }
+            copy_short(
+                &mut labels[labelled + 1..=labelled + noisy],
+                &document[at..at + noisy],
+            );
             labelled += noisy + 1;
             at += noisy;
         }
@@ -302,31 +300,68 @@ fn corrupt_document_spans(
     Ok(())
 }
 
-/// `dst.copy_from_slice(src)` for the short runs between spans: two
+/// `dst[i] = src[i] as D` for the short runs between spans: a few
 /// overlapping fixed-size moves per size class, inlined, instead of a call
-/// to memcpy (a loop of moves would be turned back into that call).
+/// to memcpy, which loops and copies of more than 64 bytes turn into (and
+/// which costs more than copying a span's few tokens).
 #[inline]
-fn copy_short(dst: &mut [u32], src: &[u32]) {
+fn copy_short<D: FromId>(dst: &mut [D], src: &[u32]) {
     #[inline(always)]
-    fn ends<const N: usize>(dst: &mut [u32], src: &[u32]) {
+    fn block<const N: usize, D: FromId>(dst: &mut [D], src: &[u32]) {
+        let (dst, src) = (&mut dst[..N], &src[..N]);
+        for i in 0..N {
+            dst[i] = D::from_id(src[i]);
+        }
+    }
+    #[inline(always)]
+    fn ends<const N: usize, D: FromId>(dst: &mut [D], src: &[u32]) {
         let n = src.len();
-        dst[..N].copy_from_slice(&src[..N]);
-        dst[n - N..].copy_from_slice(&src[n - N..]);
+        block::<N, D>(dst, src);
+        block::<N, D>(&mut dst[n - N..], &src[n - N..]);
     }
     debug_assert_eq!(dst.len(), src.len());
     match src.len() {
         0 => {}
-        1 => dst[0] = src[0],
+        1 => dst[0] = D::from_id(src[0]),
         2..=3 => {
-            dst[0] = src[0];
-            dst[1] = src[1];
-            dst[src.len() - 1] = src[src.len() - 1];
+            let n = src.len();
+            dst[0] = D::from_id(src[0]);
+            dst[1] = D::from_id(src[1]);
+            dst[n - 1] = D::from_id(src[n - 1]);
         }
-        4..=7 => ends::<4>(dst, src),
-        8..=15 => ends::<8>(dst, src),
-        16..=31 => ends::<16>(dst, src),
-        32..=63 => ends::<32>(dst, src),
-        _ => dst.copy_from_slice(src),
+        4..=7 => ends::<4, D>(dst, src),
+        8..=15 => ends::<8, D>(dst, src),
+        16..=31 => ends::<16, D>(dst, src),
+        32..=63 => {
+            ends::<16, D>(&mut dst[..32], &src[..32]);
+            let n = src.len();
+            ends::<16, D>(&mut dst[n - 32..], &src[n - 32..]);
+        }
+        _ => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = D::from_id(s);
+            }
+        }
+    }
+}
+
+/// How an output buffer holds a token id: inputs as the id, labels as the
+/// i32 the losses read (ids index a vocabulary, so they are below 2^31).
+trait FromId: Copy {
+    fn from_id(id: u32) -> Self;
+}
+
+impl FromId for u32 {
+    #[inline(always)]
+    fn from_id(id: u32) -> u32 {
+        id
+    }
+}
+
+impl FromId for i32 {
+    #[inline(always)]
+    fn from_id(id: u32) -> i32 {
+        id as i32
     }
 }
 
@@ -604,6 +639,9 @@ mod tests {
             let mut dst = vec![u32::MAX; n];
             copy_short(&mut dst, &src[..n]);
             assert_eq!(dst, &src[..n]);
+            let mut labels = vec![-1i32; n];
+            copy_short(&mut labels, &src[..n]);
+            assert!(labels.iter().zip(&src).all(|(&l, &s)| l == s as i32));
         }
     }
 
