@@ -23,10 +23,13 @@ torch = pytest.importorskip("torch")
 
 from tokenmill.train import (  # noqa: E402
     CorruptedRowCollator,
+    Stream,
     TrainConfig,
+    _contrastive,
     _optimizer,
     accumulate,
     loss_means,
+    plan_data,
     train,
 )
 from tokenmill_cli.main import cli  # noqa: E402
@@ -236,6 +239,30 @@ def test_ddp_on_two_processes_trains_as_one_with_the_global_batch(
     resumed = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)
     for name, tensor in checkpoint["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
+
+
+def _first_epoch(stream: Stream) -> list[list[list[int]]]:
+    """The query ids of each batch the stream yields in its first epoch."""
+    out = []
+    while True:
+        batch = next(stream)
+        if stream.epoch:
+            return out
+        out.append(batch["query_input_ids"].tolist())
+
+
+def test_ddp_ranks_take_as_many_contrastive_batches_each_epoch(
+    prepared: Path, tmp_path: Path, tokenizer: str
+) -> None:
+    # Batch j of an epoch goes to rank j % 2: an odd last batch must be
+    # dropped, or rank 0 would train a step longer on each epoch than rank 1.
+    config = run(prepared, "contrastive", tmp_path, batch_size=9, tokenizer=tokenizer)
+    plan = plan_data(config)
+    single = _first_epoch(_contrastive(plan, config, 0, 1)[0])
+    assert len(single) % 2 == 1  # the case this is about
+    ranks = [_first_epoch(_contrastive(plan, config, rank, 2)[0]) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) // 2
+    assert [b for pair in zip(*ranks, strict=True) for b in pair] == single[:-1]
 
 
 def test_resume_checks_the_configuration(

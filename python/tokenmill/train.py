@@ -570,14 +570,21 @@ def _contrastive(
         doc_max_length=config.contrastive_max_len,
     )
     # One sampler per epoch: batches share no text, so in-batch negatives are true negatives.
+    # Under DDP it gives every rank as many batches (an odd last one is dropped):
+    # else one rank would start its next epoch a step before the others, and a
+    # resume, which restores rank 0's position on every rank, would misplace them.
     sampler = ContrastiveBatchSampler(
-        train_rows, config.batch_size, seed=config.seed, drop_last=True
+        train_rows,
+        config.batch_size,
+        seed=config.seed,
+        drop_last=True,
+        num_replicas=world,
+        rank=rank,
     )
 
     def batches(epoch: int, seen: int) -> Iterator[dict[str, Any]]:
         sampler.set_epoch(epoch)
-        mine = sampler.batches()[rank::world]
-        for indices in mine[seen:]:
+        for indices in sampler.batches()[seen:]:
             batch = collate(train_rows.take(pa.array(indices)))
             batch["num_tokens"] = int(
                 batch["query_attention_mask"].sum() + batch["doc_attention_mask"].sum()
