@@ -950,10 +950,12 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     distributed = world > 1
     rank = 0
     device = _device(config.device)
+    owns_group = False
     if distributed:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend)
+            owns_group = True
         rank = dist.get_rank()
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -1137,6 +1139,10 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
             plot_metrics(recorder.records, output / "curves.png", config.objective)
     if distributed:
         dist.barrier()
+        if owns_group:
+            # A group left alive makes NCCL warn at exit (and may leave its
+            # work unfinished); a group the caller made is the caller's to end.
+            dist.destroy_process_group()
     return result
 
 
