@@ -160,7 +160,7 @@ def _torchrun(
     """`tokenmill train --objective clm` as `processes` Gloo ranks on the CPU."""
     # The ranks must import the tokenmill under test, not another install.
     here = [str(Path(m.__file__).resolve().parents[1]) for m in (tokenmill, tokenmill_cli)]
-    path = os.pathsep.join([*here, os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join(p for p in [*here, os.environ.get("PYTHONPATH")] if p)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path, TOKENMILL_PROGRESS="0")
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     launch += ["--nproc_per_node", str(processes), "-m", "tokenmill_cli", "train"]
@@ -176,6 +176,7 @@ def _torchrun(
     return done
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_trains_as_one_with_the_global_batch(
     prepared: Path, tmp_path: Path, tokenizer: str
 ) -> None:
