@@ -202,12 +202,14 @@ def test_ddp_on_two_processes_trains_as_one_with_the_global_batch(
     # One process with the global batch. Rank r of W reads rows r, r+W, ...
     # of the epoch's order, so step k's 2 x 8 rows are rows 16k..16k+15 of
     # the order, the very rows one process reads as a batch of 16, and the
-    # epochs end at the same step. The gradient is the sum over every
-    # target divided by the global target count either way. What differs
-    # is only float summation order (two half batches, then Gloo's sum), so
-    # the trajectories agree to float32 rounding, not bit for bit: seen up to
-    # 3e-6 relative on the losses and 3e-5 on the grad norm (the sum of
-    # squares of every gradient, after a clipped spike at step 6).
+    # epochs end at the same step (119 training rows: 7 steps, so step 8
+    # starts the second epoch; the short tail is dropped either way). The
+    # gradient is the sum over every target divided by the global target
+    # count either way. What differs is only float summation order (two
+    # half batches, then Gloo's sum), so the trajectories agree to float32
+    # rounding, not bit for bit: seen up to 3e-6 relative on the losses and
+    # 3e-5 on the grad norm (the root of a sum over every gradient, after
+    # a clipped spike at step 6).
     single = train(
         run(
             prepared,
