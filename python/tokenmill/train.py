@@ -39,6 +39,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -569,14 +570,21 @@ def _contrastive(
         doc_max_length=config.contrastive_max_len,
     )
     # One sampler per epoch: batches share no text, so in-batch negatives are true negatives.
+    # Under DDP it gives every rank as many batches (an odd last one is dropped):
+    # else one rank would start its next epoch a step before the others, and a
+    # resume, which restores rank 0's position on every rank, would misplace them.
     sampler = ContrastiveBatchSampler(
-        train_rows, config.batch_size, seed=config.seed, drop_last=True
+        train_rows,
+        config.batch_size,
+        seed=config.seed,
+        drop_last=True,
+        num_replicas=world,
+        rank=rank,
     )
 
     def batches(epoch: int, seen: int) -> Iterator[dict[str, Any]]:
         sampler.set_epoch(epoch)
-        mine = sampler.batches()[rank::world]
-        for indices in mine[seen:]:
+        for indices in sampler.batches()[seen:]:
             batch = collate(train_rows.take(pa.array(indices)))
             batch["num_tokens"] = int(
                 batch["query_attention_mask"].sum() + batch["doc_attention_mask"].sum()
@@ -792,13 +800,13 @@ def accumulate(
     that of the loss summed over every target of the window (all
     micro-batches, all ranks) divided by their count, so a micro-batch with
     more targets weighs more, as it would in one big batch. Returns this
-    rank's token-weighted loss over the window, on the device (no sync)."""
+    rank's share of the window's token-weighted loss (its targets' summed
+    loss over every rank's target count), on the device (no sync): on one
+    process the loss itself; under DDP, summed over ranks, the global loss."""
     counts = [target_count(model, b) for b in batches]
     total: Tensor | float = float(max(sum(counts), 1))
     scale = 1.0
     if distributed:
-        import torch.distributed as dist
-
         # DDP averages gradients over ranks: scale by the world size so the
         # result is the sum over every rank's targets / the global count.
         scale = float(dist.get_world_size())
@@ -806,7 +814,6 @@ def accumulate(
         dist.all_reduce(total_tensor)
         total = total_tensor.clamp(min=1)
     window = torch.zeros((), device=device)
-    local = float(max(sum(counts), 1))
     for micro, (batch, count) in enumerate(zip(batches, counts, strict=True)):
         sync = contextlib.nullcontext()
         if distributed and micro < len(batches) - 1:
@@ -816,7 +823,7 @@ def accumulate(
                 loss, _ = trained(**_to_device(batch, device))
             # `loss` is the mean over this micro-batch's targets.
             (loss * (count * scale) / total).backward()
-        window += loss.detach().float() * (count / local)
+        window += loss.detach().float() * (count / total)
     return window
 
 
@@ -943,12 +950,12 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     distributed = world > 1
     rank = 0
     device = _device(config.device)
+    owns_group = False
     if distributed:
-        import torch.distributed as dist
-
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend)
+            owns_group = True
         rank = dist.get_rank()
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -1057,15 +1064,16 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     stop = config.stop_at or config.steps
     started = time.perf_counter()
     window_tokens, window_start = 0, time.perf_counter()
-    # Losses stay on the device until a log step: one host sync per log
-    # interval, not per step.
+    # Losses stay on the device until a log step: one host sync (and under
+    # DDP one all-reduce) per log interval, not per step.
     pending: list[tuple[int, Tensor]] = []
+    pending_tokens = 0
     for step in range(start, stop):
         lr = learning_rate(config, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches = [next(stream) for _ in range(config.grad_accum)]
-        window_tokens += sum(b["num_tokens"] for b in batches)
+        pending_tokens += sum(b["num_tokens"] for b in batches)
         loss, norm = train_step(
             trained,
             model,
@@ -1084,9 +1092,20 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
         evaluating = bool(config.eval_every) and done % config.eval_every == 0
         evaluating = evaluating and done < config.steps
         if log or evaluating or done == stop:
-            values = torch.stack([t for _, t in pending]).tolist()
+            flushed = torch.stack([t for _, t in pending])
+            if distributed:
+                # Each rank holds its share of every step's loss and its own
+                # tokens: the sums over ranks are the global batch's (in
+                # float64, exact for any token count; NCCL and Gloo take it).
+                flushed = flushed.double()
+                flushed = torch.cat([flushed, flushed.new_tensor([pending_tokens])])
+                dist.all_reduce(flushed)
+                flushed, pending_tokens = flushed[:-1], int(flushed[-1])
+            values = flushed.tolist()
             result.losses.update(zip((s for s, _ in pending), values, strict=True))
+            window_tokens += pending_tokens
             pending.clear()
+            pending_tokens = 0
         if main and log:
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             recorder.add(
@@ -1119,9 +1138,11 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
         if config.plots:
             plot_metrics(recorder.records, output / "curves.png", config.objective)
     if distributed:
-        import torch.distributed as dist
-
         dist.barrier()
+        if owns_group:
+            # A group left alive makes NCCL warn at exit (and may leave its
+            # work unfinished); a group the caller made is the caller's to end.
+            dist.destroy_process_group()
     return result
 
 
