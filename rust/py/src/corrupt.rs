@@ -12,9 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::PyArray;
 use tokenmill_core::corrupt::{
-    self, BartOptions, Corrupted, Corruptor, Denoiser, Lists, MaskLength, MlmOptions, Mode,
-    PrefixLayout, PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions, TokenRows,
-    Ul2Options,
+    self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, Lists, MaskLength,
+    MlmOptions, Mode, PrefixLayout, PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions,
+    TokenRows, Ul2Options,
 };
 use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
@@ -138,10 +138,12 @@ fn cut_rows<T: Copy + Into<i64>>(
     data: &[T],
     width: usize,
     lengths: &[usize],
+    keys: Option<&mut Vec<u64>>,
 ) -> Result<(Vec<u32>, Vec<usize>), TokenmillError> {
     let mut values = Vec::with_capacity(lengths.iter().sum());
     let mut offsets = Vec::with_capacity(lengths.len() + 1);
     offsets.push(0);
+    let mut keys = keys;
     for (r, &n) in lengths.iter().enumerate() {
         let row = &data[r * width..r * width + n];
         // An id outside [0, 2^32) has high bits as u64 (negative ones too):
@@ -164,6 +166,10 @@ fn cut_rows<T: Copy + Into<i64>>(
                 format!("token id {bad} is not a valid id"),
                 "pass non-negative token ids; padding belongs past each row's length",
             ));
+        }
+        if let Some(keys) = keys.as_deref_mut() {
+            // Hashed while the row is still in L1, not in a second pass.
+            keys.push(corrupt::row_key_from_tokens(&values[values.len() - n..]));
         }
         offsets.push(values.len());
     }
@@ -256,7 +262,135 @@ fn aligned_word_ids(
     Ok(aligned)
 }
 
+/// How `corrupt_padded` lays out its arrays.
+struct Layout {
+    pad_id: i64,
+    pad_to_multiple_of: usize,
+    decoder_start_id: Option<i64>,
+    attention_mask: bool,
+}
+
+/// T5's decoder inputs: a padded `[rows, width]` label matrix shifted right
+/// behind `start`, ignored positions as `pad_id`.
+fn shifted_right(labels: &[i64], rows: usize, width: usize, start: i64, pad_id: i64) -> Vec<i64> {
+    let ignored = i64::from(corrupt::IGNORE_INDEX);
+    let mut out = Vec::with_capacity(rows * width);
+    for row in labels.chunks_exact(width.max(1)).take(rows) {
+        if width == 0 {
+            break;
+        }
+        out.push(start);
+        out.extend(
+            row[..width - 1]
+                .iter()
+                .map(|&l| if l == ignored { pad_id } else { l }),
+        );
+    }
+    out
+}
+
+/// A row-major `[rows, width]` matrix widened to `[rows, padded]` with `fill`
+/// (returned as it is when the width already fits).
+fn repadded(values: Vec<i64>, rows: usize, width: usize, padded: usize, fill: i64) -> Vec<i64> {
+    if padded == width {
+        return values;
+    }
+    let mut out = Vec::with_capacity(rows * padded);
+    for row in values.chunks_exact(width.max(1)).take(rows) {
+        out.extend_from_slice(&row[..width]);
+        out.resize(out.len() + padded - width, fill);
+    }
+    out.resize(rows * padded, fill);
+    out
+}
+
+/// The arrays of a [`DenseCorrupted`] batch, as `corrupt_padded` returns them.
+fn dense_batch<'py>(
+    py: Python<'py>,
+    dense: DenseCorrupted,
+    layout: &Layout,
+) -> BindingResult<Bound<'py, PyDict>> {
+    let rows = dense.rows;
+    let width = round_up(dense.input_width, layout.pad_to_multiple_of);
+    let label_width = round_up(dense.label_width, layout.pad_to_multiple_of);
+    let (inputs, mask, labels, decoder) = py.detach(|| {
+        let inputs = repadded(dense.inputs, rows, dense.input_width, width, layout.pad_id);
+        let mask = layout.attention_mask.then(|| {
+            let mut mask = Vec::with_capacity(rows * width);
+            for r in 0..rows {
+                mask.resize(r * width + dense.input_width, 1i64);
+                mask.resize((r + 1) * width, 0);
+            }
+            mask
+        });
+        let ignored = i64::from(corrupt::IGNORE_INDEX);
+        let labels = repadded(dense.labels, rows, dense.label_width, label_width, ignored);
+        let decoder = layout
+            .decoder_start_id
+            .map(|start| shifted_right(&labels, rows, label_width, start, layout.pad_id));
+        (inputs, mask, labels, decoder)
+    });
+    let dict = PyDict::new(py);
+    dict.set_item("input_ids", array2(py, rows, width, inputs))?;
+    if let Some(mask) = mask {
+        dict.set_item("attention_mask", array2(py, rows, width, mask))?;
+    }
+    dict.set_item("labels", array2(py, rows, label_width, labels))?;
+    if let Some(decoder) = decoder {
+        dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;
+    }
+    Ok(dict)
+}
+
 impl PyCorruptor {
+    /// The span fast path of `corrupt_padded`: a C-ordered 2-D array of
+    /// whole rows goes to [`Corruptor::span_dense`]. `None` sends the batch
+    /// down the general path (another mode, another layout, a big batch).
+    fn span_dense(
+        &self,
+        py: Python<'_>,
+        tokens: &Bound<'_, PyAny>,
+        keys: Option<&PyReadonlyArray1<'_, u64>>,
+        seed: u64,
+        epoch: u64,
+    ) -> BindingResult<Option<DenseCorrupted>> {
+        if !matches!(self.inner.mode(), Mode::Span(_)) {
+            return Ok(None);
+        }
+        let Ok(array) = tokens.cast::<PyUntypedArray>() else {
+            return Ok(None);
+        };
+        if array.ndim() != 2 || !array.is_c_contiguous() {
+            return Ok(None);
+        }
+        let (rows, width) = (array.shape()[0], array.shape()[1]);
+        let keys = keys.map(|k| k.as_array().to_vec());
+        if keys.as_ref().is_some_and(|k| k.len() != rows) {
+            return Ok(None); // the general path says what is wrong
+        }
+        let corruptor = &self.inner;
+        macro_rules! dense_of {
+            ($t:ty) => {
+                if let Ok(typed) = array.cast::<numpy::PyArray2<$t>>() {
+                    let readonly = typed.readonly();
+                    let Ok(data) = readonly.as_slice() else {
+                        return Ok(None);
+                    };
+                    let work =
+                        || Ok(corruptor.span_dense(data, width, keys.as_deref(), seed, epoch)?);
+                    return detach_inline(py, work);
+                }
+            };
+        }
+        if width == 0 {
+            return Ok(None);
+        }
+        dense_of!(i64);
+        dense_of!(i32);
+        dense_of!(u32);
+        Ok(None)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -288,9 +422,13 @@ impl PyCorruptor {
                 })
                 .transpose()
         };
-        let run = |values: &[u32], offsets: &[usize], segments: Segmentation| {
+        let run = |values: &[u32],
+                   offsets: &[usize],
+                   segments: Segmentation,
+                   hashed_keys: Option<Vec<u64>>| {
             let keys = given_keys
                 .clone()
+                .or(hashed_keys)
                 .unwrap_or_else(|| corrupt::row_keys_from_tokens(values, offsets));
             if keys.len() != offsets.len() - 1 {
                 return Err(config_error(
@@ -344,8 +482,11 @@ impl PyCorruptor {
                             }
                         };
                         let work = || {
-                            let (values, offsets) = cut_rows(data, width, &lengths)?;
-                            Ok(run(&values, &offsets, segments_of(&seq_lens)?)?)
+                            let mut keys = Vec::new();
+                            let hash = given_keys.is_none().then_some(&mut keys);
+                            let (values, offsets) = cut_rows(data, width, &lengths, hash)?;
+                            let hashed = given_keys.is_none().then_some(keys);
+                            Ok(run(&values, &offsets, segments_of(&seq_lens)?, hashed)?)
                         };
                         return if data.len() < corrupt::PARALLEL_MIN_TOKENS {
                             detach_inline(py, work)
@@ -371,7 +512,7 @@ impl PyCorruptor {
         let work = || {
             let (values, offsets) = token_lists(column, array.as_ref())?;
             let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
-            Ok(run(values, &offsets, segments_of(&seq_lens)?)?)
+            Ok(run(values, &offsets, segments_of(&seq_lens)?, None)?)
         };
         // A collator's batch runs where it is; a stage's batch goes to the pool.
         let tokens = array.to_data().child_data().first().map_or(0, |c| c.len());
@@ -632,6 +773,18 @@ impl PyCorruptor {
         decoder_start_id: Option<i64>,
         attention_mask: bool,
     ) -> BindingResult<Bound<'py, PyDict>> {
+        let layout = Layout {
+            pad_id,
+            pad_to_multiple_of,
+            decoder_start_id,
+            attention_mask,
+        };
+        let plain_rows = lengths.is_none() && seq_lens.is_none() && word_ids.is_none();
+        if plain_rows {
+            if let Some(dense) = self.span_dense(py, tokens, keys.as_ref(), seed, epoch)? {
+                return dense_batch(py, dense, &layout);
+            }
+        }
         let out = self.run(
             py, tokens, keys, seed, epoch, lengths, seq_lens, word_ids, column,
         )?;
@@ -651,23 +804,8 @@ impl PyCorruptor {
                 mask
             });
             let labels = padded(&out.labels, label_width, i64::from(corrupt::IGNORE_INDEX));
-            let decoder = decoder_start_id.map(|start| {
-                let mut shifted = vec![pad_id; rows * label_width];
-                for r in 0..rows {
-                    let row = &mut shifted[r * label_width..(r + 1) * label_width];
-                    if label_width > 0 {
-                        row[0] = start;
-                    }
-                    for (slot, &label) in row[1..].iter_mut().zip(out.labels.row(r)) {
-                        *slot = if label == corrupt::IGNORE_INDEX {
-                            pad_id
-                        } else {
-                            i64::from(label)
-                        };
-                    }
-                }
-                shifted
-            });
+            let decoder = decoder_start_id
+                .map(|start| shifted_right(&labels, rows, label_width, start, pad_id));
             let prefix_width = out.prefix_lens.max_len();
             let prefix = padded(&out.prefix_lens, prefix_width, 0);
             (
@@ -721,16 +859,39 @@ fn token_lists_from_python<'py>(
                 "pass lists of non-negative integers",
             )
         })?;
-        values.reserve(row.len());
-        for item in row.iter() {
-            let id: u32 = item.extract().map_err(|_| {
-                TokenmillError::data(
-                    r,
-                    format!("{item} is not a token id"),
-                    "token ids are integers in [0, 2^32)",
-                )
-            })?;
-            values.push(id);
+        let n = row.len();
+        values.reserve(n);
+        for i in 0..n {
+            // Straight through the C API: a bound item and a checked
+            // extraction per token cost three times as much, and reading
+            // ints bounded collators fed Python lists.
+            // SAFETY: the GIL is held and `row` keeps the list alive; the
+            // item is a borrowed reference used before any Python code can
+            // run, and a NULL (the list shrank under an `__index__`) is an error.
+            let id = unsafe {
+                let item = pyo3::ffi::PyList_GetItem(row.as_ptr(), i as pyo3::ffi::Py_ssize_t);
+                if item.is_null() {
+                    -1
+                } else {
+                    pyo3::ffi::PyLong_AsLong(item)
+                }
+            };
+            match u32::try_from(id) {
+                Ok(id) => values.push(id),
+                Err(_) => {
+                    // -1 may be an error or the id -1: either way not an id.
+                    let _ = PyErr::take(py);
+                    let item = row
+                        .get_item(i)
+                        .map_or_else(|_| "?".to_owned(), |v| v.to_string());
+                    return Err(TokenmillError::data(
+                        r,
+                        format!("{item} is not a token id"),
+                        "token ids are integers in [0, 2^32)",
+                    )
+                    .into());
+                }
+            }
         }
         offsets.push(values.len());
     }

@@ -265,6 +265,19 @@ impl<T: Copy> Lists<T> {
     }
 }
 
+/// Rows corrupted into row-major int64 buffers of one width each (see
+/// [`Corruptor::span_dense`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenseCorrupted {
+    pub rows: usize,
+    /// `[rows, input_width]`, row-major.
+    pub inputs: Vec<i64>,
+    pub input_width: usize,
+    /// `[rows, label_width]`, row-major.
+    pub labels: Vec<i64>,
+    pub label_width: usize,
+}
+
 /// The corrupted rows: model inputs, labels, and what some modes add.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Corrupted {
@@ -432,6 +445,141 @@ impl Corruptor {
         Ok(out)
     }
 
+    /// Span corruption of a row-major `[rows, width]` batch (a 2-D array)
+    /// straight into int64 buffers: T5's rows of one length all come out one
+    /// length, so a collator needs neither intermediate lists nor a padding
+    /// pass. Each row goes through the same code as in [`Corruptor::corrupt`]
+    /// and is keyed the same way (`keys`, else its tokens hashed as
+    /// [`row_keys_from_tokens`] does), so the rows are identical.
+    ///
+    /// Returns `Ok(None)` for modes other than span, or a batch large enough
+    /// to be worth the thread pool: [`Corruptor::corrupt`] handles those.
+    ///
+    /// # Errors
+    ///
+    /// As [`Corruptor::corrupt`]: a token id that is negative or outside the
+    /// vocabulary, a row under 2 tokens, too few sentinels for the row.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `data.len()` is not a multiple of `width`, or `keys` does
+    /// not hold one key per row.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokenmill_core::corrupt::{Corruptor, Mode, SpanOptions, Vocab};
+    /// let vocab = Vocab::new(200, &[0, 1]).unwrap();
+    /// let span = SpanOptions {
+    ///     noise_density: 0.15,
+    ///     mean_span: 3.0,
+    ///     sentinels: (100..200).rev().collect(),
+    ///     eos: Some(1),
+    /// };
+    /// let corruptor = Corruptor::new(Mode::Span(span), vocab).unwrap();
+    /// let batch: Vec<i64> = (0..2 * 40).map(|i| 2 + i % 90).collect();
+    /// let dense = corruptor.span_dense(&batch, 40, None, 7, 0).unwrap().unwrap();
+    /// assert_eq!((dense.rows, dense.input_width, dense.label_width), (2, 37, 9));
+    /// ```
+    pub fn span_dense<T: Copy + Into<i64>>(
+        &self,
+        data: &[T],
+        width: usize,
+        keys: Option<&[u64]>,
+        seed: u64,
+        epoch: u64,
+    ) -> Result<Option<DenseCorrupted>> {
+        let Mode::Span(options) = &self.mode else {
+            return Ok(None);
+        };
+        let rows = data.len().checked_div(width).unwrap_or(0);
+        assert_eq!(rows * width, data.len(), "a [rows, width] batch");
+        if let Some(keys) = keys {
+            assert_eq!(keys.len(), rows, "one row key per row");
+        }
+        if data.len() >= PARALLEL_MIN_TOKENS && rayon::current_num_threads() > 1 {
+            return Ok(None);
+        }
+        let stream = StreamKey::new(seed, self.mode.name(), epoch);
+        let mut dense = DenseCorrupted {
+            rows,
+            inputs: Vec::new(),
+            input_width: 0,
+            labels: Vec::new(),
+            label_width: 0,
+        };
+        let segments = [width as u32];
+        let mut row = Vec::with_capacity(width);
+        // Each row is corrupted into small buffers (in L1), then widened in
+        // one vectorized pass: copying spans straight into int64 was slower.
+        let (mut row_inputs, mut row_labels) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            // Narrowed and checked into a buffer that stays in L1, where the
+            // hash and the copies read it again.
+            row.clear();
+            let mut high_bits = 0u64;
+            row.extend(data[r * width..(r + 1) * width].iter().map(|&v| {
+                let v: i64 = v.into();
+                high_bits |= v as u64 >> 32;
+                v as u32
+            }));
+            let highest = row.iter().copied().max().unwrap_or(0);
+            if high_bits != 0 || highest >= self.vocab.size {
+                let bad = data[r * width..(r + 1) * width]
+                    .iter()
+                    .map(|&v| v.into())
+                    .find(|&v: &i64| v < 0 || v >= i64::from(self.vocab.size))
+                    .expect("a bad id");
+                return Err(if bad < 0 {
+                    TokenmillError::data(
+                        r,
+                        format!("token id {bad} is not a valid id"),
+                        "pass non-negative token ids; padding belongs past each row's length",
+                    )
+                } else {
+                    TokenmillError::data(
+                        r,
+                        format!(
+                            "token id {bad} is outside the vocabulary of {}",
+                            self.vocab.size
+                        ),
+                        "pass the tokenizer the data was tokenized with",
+                    )
+                });
+            }
+            let key = keys.map_or_else(|| row_key_from_tokens(&row), |keys| keys[r]);
+            row_inputs.clear();
+            row_labels.clear();
+            span::corrupt_row_into(
+                true,
+                options,
+                options.noise_density,
+                options.mean_span,
+                &row,
+                &segments,
+                &mut stream.row(key),
+                &mut row_inputs,
+                &mut row_labels,
+            )
+            .map_err(|e| e.offset_row(r))?;
+            dense
+                .inputs
+                .extend(row_inputs.iter().map(|&t| i64::from(t)));
+            dense
+                .labels
+                .extend(row_labels.iter().map(|&t| i64::from(t)));
+            if r == 0 {
+                dense.input_width = dense.inputs.len();
+                dense.label_width = dense.labels.len();
+                dense.inputs.reserve(rows * dense.input_width);
+                dense.labels.reserve(rows * dense.label_width);
+            }
+        }
+        debug_assert_eq!(dense.inputs.len(), rows * dense.input_width);
+        debug_assert_eq!(dense.labels.len(), rows * dense.label_width);
+        Ok(Some(dense))
+    }
+
     fn corrupt_range(
         &self,
         rows: &TokenRows<'_>,
@@ -503,8 +651,14 @@ impl Corruptor {
 pub fn row_keys_from_tokens(values: &[u32], offsets: &[usize]) -> Vec<u64> {
     offsets
         .windows(2)
-        .map(|w| crate::rng::row_key_from_bytes(le_bytes(&values[w[0]..w[1]]).as_ref()))
+        .map(|w| row_key_from_tokens(&values[w[0]..w[1]]))
         .collect()
+}
+
+/// One row's key from its tokens (see [`row_keys_from_tokens`]).
+#[inline]
+pub fn row_key_from_tokens(tokens: &[u32]) -> u64 {
+    crate::rng::row_key_from_bytes(le_bytes(tokens).as_ref())
 }
 
 /// The little-endian bytes of `tokens`, borrowed where memory already holds them so.
@@ -593,15 +747,19 @@ fn random_segmentation(n: usize, k: usize, rng: &mut RowRng, out: &mut Vec<usize
         push_cuts(0, cuts as u64, &mut previous);
         push_cuts(1, (cuts >> 64) as u64, &mut previous);
     } else {
-        // Rows of up to 4096 tokens keep the bitset on the stack: an
-        // allocation per call cost as much as the draws.
-        let mut on_stack = [0u64; 64];
-        let mut on_heap = Vec::new();
+        // Rows of up to 4096 tokens keep the bitset on the stack (an
+        // allocation per call cost as much as the draws), T5's 568 in eight
+        // words that are cheap to clear.
+        let (mut small, mut large, mut on_heap);
         let words = slots.div_ceil(64);
-        let cuts: &mut [u64] = if words <= on_stack.len() {
-            &mut on_stack[..words]
+        let cuts: &mut [u64] = if words <= 8 {
+            small = [0u64; 8];
+            &mut small[..words]
+        } else if words <= 64 {
+            large = [0u64; 64];
+            &mut large[..words]
         } else {
-            on_heap.resize(words, 0);
+            on_heap = vec![0u64; words];
             &mut on_heap
         };
         for j in (slots - (k - 1))..slots {
@@ -734,6 +892,63 @@ mod tests {
             assert_eq!(parts.iter().sum::<usize>(), 5);
             assert!((n as f64 / 10_000.0 - 1.0).abs() < 0.05, "{parts:?}: {n}");
         }
+    }
+
+    #[test]
+    fn dense_span_rows_equal_the_general_path() {
+        let vocab = Vocab::new(1100, &[0, 1]).unwrap();
+        let options = SpanOptions {
+            noise_density: 0.15,
+            mean_span: 3.0,
+            sentinels: (1000..1100).rev().collect(),
+            eos: Some(1),
+        };
+        let corruptor = Corruptor::new(Mode::Span(options), vocab).unwrap();
+        let (rows, width) = (9, 120);
+        let data: Vec<i64> = (0..rows * width)
+            .map(|i| 2 + (i as i64 * 7919) % 990)
+            .collect();
+        let values: Vec<u32> = data.iter().map(|&v| v as u32).collect();
+        let offsets: Vec<usize> = (0..=rows).map(|r| r * width).collect();
+        let batch = TokenRows {
+            values: &values,
+            offsets: &offsets,
+            segments: None,
+            word_ids: None,
+        };
+        for given in [None, Some((0..rows as u64).collect::<Vec<_>>())] {
+            let keys = given
+                .clone()
+                .unwrap_or_else(|| row_keys_from_tokens(&values, &offsets));
+            let lists = corruptor.corrupt(&batch, &keys, 3, 1).unwrap();
+            let dense = corruptor
+                .span_dense(&data, width, given.as_deref(), 3, 1)
+                .unwrap()
+                .unwrap();
+            assert_eq!(dense.rows, rows);
+            for r in 0..rows {
+                let inputs = &dense.inputs[r * dense.input_width..(r + 1) * dense.input_width];
+                let labels = &dense.labels[r * dense.label_width..(r + 1) * dense.label_width];
+                let want: Vec<i64> = lists.inputs.row(r).iter().map(|&v| v.into()).collect();
+                assert_eq!(inputs, want.as_slice());
+                let want: Vec<i64> = lists.labels.row(r).iter().map(|&v| v.into()).collect();
+                assert_eq!(labels, want.as_slice());
+            }
+        }
+        let mut bad = data.clone();
+        bad[width + 3] = 5000;
+        let err = corruptor.span_dense(&bad, width, None, 3, 1).unwrap_err();
+        assert!(err.to_string().contains("row 1"), "{err}");
+        assert!(err.to_string().contains("5000"), "{err}");
+        bad[width + 3] = -4;
+        let err = corruptor.span_dense(&bad, width, None, 3, 1).unwrap_err();
+        assert!(err.to_string().contains("-4"), "{err}");
+        let mlm = Corruptor::new(Mode::Mlm(MlmOptions::new(1)), Vocab::new(10, &[0]).unwrap());
+        assert!(mlm
+            .unwrap()
+            .span_dense(&[2i64, 3], 2, None, 0, 0)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -177,6 +177,32 @@ pub(super) fn corrupt_with(
     rng: &mut RowRng,
     out: &mut Corrupted,
 ) -> Result<()> {
+    corrupt_row_into(
+        exact,
+        options,
+        density,
+        mean_span,
+        row,
+        segments,
+        rng,
+        &mut out.inputs.values,
+        &mut out.labels.values,
+    )
+}
+
+/// One row's inputs and targets appended to `inputs` and `labels`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn corrupt_row_into(
+    exact: bool,
+    options: &SpanOptions,
+    density: f64,
+    mean_span: f64,
+    row: &[u32],
+    segments: &[u32],
+    rng: &mut RowRng,
+    inputs: &mut Vec<u32>,
+    labels: &mut Vec<i32>,
+) -> Result<()> {
     if segments.len() == 1 && row.len() < 2 {
         // A lone row this short has nothing to corrupt; inside a packed row
         // such a fragment simply gets no noise.
@@ -200,14 +226,15 @@ pub(super) fn corrupt_with(
             row,
             segments,
             rng,
-            out,
+            inputs,
+            labels,
             noise_lengths,
             clean_lengths,
         )
     })?;
     if let Some(eos) = options.eos {
-        out.inputs.values.push(eos);
-        out.labels.values.push(eos as i32);
+        inputs.push(eos);
+        labels.push(eos as i32);
     }
     Ok(())
 }
@@ -226,7 +253,8 @@ fn corrupt_document_spans(
     row: &[u32],
     segments: &[u32],
     rng: &mut RowRng,
-    out: &mut Corrupted,
+    inputs: &mut Vec<u32>,
+    labels: &mut Vec<i32>,
     noise_lengths: &mut Vec<usize>,
     clean_lengths: &mut Vec<usize>,
 ) -> Result<()> {
@@ -248,7 +276,7 @@ fn corrupt_document_spans(
         let document = &row[start..start + length as usize];
         start += length as usize;
         if noise == 0 || spans == 0 {
-            out.inputs.values.extend_from_slice(document);
+            inputs.extend_from_slice(document);
             continue;
         }
         // As `random_spans_noise_mask`: spans can be no more than the clean
@@ -269,14 +297,12 @@ fn corrupt_document_spans(
         }
         // Size the document's output once, then fill it: spans are a few
         // tokens, and a memcpy call per span cost more than its copying.
-        let inputs_at = out.inputs.values.len();
-        let labels_at = out.labels.values.len();
-        out.inputs
-            .values
-            .resize(inputs_at + document.len() - noise + spans, 0);
-        out.labels.values.resize(labels_at + noise + spans, 0);
-        let inputs = &mut out.inputs.values[inputs_at..];
-        let labels = &mut out.labels.values[labels_at..];
+        let inputs_at = inputs.len();
+        let labels_at = labels.len();
+        inputs.resize(inputs_at + document.len() - noise + spans, 0);
+        labels.resize(labels_at + noise + spans, 0);
+        let inputs = &mut inputs[inputs_at..];
+        let labels = &mut labels[labels_at..];
         let (mut at, mut written, mut labelled) = (0usize, 0usize, 0usize);
         for (&clean, &noisy) in clean_lengths.iter().zip(noise_lengths.iter()) {
             let id = options.sentinels[sentinel];
