@@ -260,6 +260,30 @@ def test_collator_accepts_every_batch_form(tokenizer: tokenmill.Tokenizer) -> No
         collator([[300, 301], [302, -2]])
     with pytest.raises(tokenmill.DataError, match="row 0: x is not a token id"):
         collator([[300, "x"]])
+    with pytest.raises(tokenmill.DataError, match="row 0: 1099511627776 is not a token id"):
+        collator([[300, 2**40]])
+    with pytest.raises(tokenmill.DataError, match=r"row 0: 1\.5 is not a token id"):
+        collator([[300, 1.5]])
+    with pytest.raises(tokenmill.DataError, match="row 0: 100000000000000000000000 is not"):
+        collator([[300, 10**23]])
+    # numpy integers inside lists are ids too.
+    as_numpy_ints = [[np.int64(v) for v in r] for r in rows.tolist()]
+    assert torch.equal(collator(as_numpy_ints)["labels"], results[0]["labels"])
+    # Padding to a multiple of 8: the 2-D fast path and the general path
+    # (lists) agree on every array.
+    eights = tokenmill.SpanCorruptionCollator(tokenizer, seed=3, pad_to_multiple_of=8)
+    dense, general = eights(rows), eights(rows.tolist())
+    assert dense.keys() == general.keys()
+    for name in dense:
+        assert dense[name].shape[1] % 8 == 0, name
+        assert torch.equal(dense[name], general[name]), name
+    # A bad batch gets the same error from either path.
+    bad_vocab = rows.copy()
+    bad_vocab[0, 3] = 99_999
+    bad_vocab[1, 3] = -1
+    for form in (bad_vocab, bad_vocab.tolist()):
+        with pytest.raises(tokenmill.DataError, match=r"row 1: .*-1 is not"):
+            collator(form)
     # Another epoch, other noise; the same epoch again, the same noise.
     collator.set_epoch(1)
     assert not torch.equal(collator(rows)["labels"], results[0]["labels"])

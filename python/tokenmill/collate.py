@@ -402,10 +402,13 @@ class _CorruptionCollator:
     all produce the same rows. Call :meth:`set_epoch` at each epoch for fresh
     noise. `return_attention_mask=False` leaves out `attention_mask`, as
     Hugging Face tokenizers do: rows of one length (T5's static shapes) need
-    none.
+    none; rows of several lengths then have unmasked padding. The other
+    outputs are the same either way.
     """
 
     mode = ""
+    # Collators pickled before the option existed unpickle with the mask.
+    return_attention_mask = True
 
     def __init__(
         self,

@@ -71,9 +71,14 @@ mod sse2 {
     };
 
     /// The high and low 32-bit halves of `a * m` in each of the four lanes.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have SSE2 (every x86-64 does). `unsafe fn` rather than
+    /// a safe `#[target_feature]` fn keeps this building on Rust 1.85.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn mul_hi_lo(a: __m128i, m: __m128i) -> (__m128i, __m128i) {
+    unsafe fn mul_hi_lo(a: __m128i, m: __m128i) -> (__m128i, __m128i) {
         let even = _mm_mul_epu32(a, m);
         let odd = _mm_mul_epu32(_mm_srli_epi64::<32>(a), m);
         let low_half = _mm_set1_epi64x(0xFFFF_FFFF);
@@ -95,9 +100,12 @@ mod sse2 {
         unsafe { std::mem::transmute::<__m128i, [u32; 4]>(vector) }
     }
 
+    /// # Safety
+    ///
+    /// As [`mul_hi_lo`].
     #[inline]
     #[target_feature(enable = "sse2")]
-    pub(super) fn philox4x32_10_x4(counters: [[u32; 4]; 4], key: [u32; 2]) -> [[u32; 4]; 4] {
+    pub(super) unsafe fn philox4x32_10_x4(counters: [[u32; 4]; 4], key: [u32; 2]) -> [[u32; 4]; 4] {
         let [mut c0, mut c1, mut c2, mut c3] = counters.map(load);
         let m0 = _mm_set1_epi32(PHILOX_M0 as i32);
         let m1 = _mm_set1_epi32(PHILOX_M1 as i32);
@@ -277,8 +285,9 @@ impl RowRng {
 
 /// A row's draws taken sixteen at a time into a local buffer, for hot loops:
 /// the buffer's position then lives in a register, where [`RowRng`]'s own
-/// must go back to memory around every possible refill. Creating one skips
-/// to the stream's next group, as [`RowRng::next_16`] does.
+/// must go back to memory around every possible refill. Its first draw
+/// skips what is left of the stream's current group, as
+/// [`RowRng::next_16`] does.
 pub struct Draws<'a> {
     rng: &'a mut RowRng,
     block: [u32; GROUP_WORDS],
@@ -351,8 +360,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    // Known-answer vectors of the Random123 reference implementation
-    // (kat_vectors, philox4x32 with 10 rounds).
     #[test]
     fn sixteen_at_once_are_the_next_group() {
         let stream = StreamKey::new(5, "t", 2);
@@ -365,6 +372,8 @@ mod tests {
         assert_eq!(batched.next_u32(), one_by_one.next_u32());
     }
 
+    // Known-answer vectors of the Random123 reference implementation
+    // (kat_vectors, philox4x32 with 10 rounds).
     #[test]
     fn philox_matches_random123_known_answers() {
         assert_eq!(
@@ -448,6 +457,33 @@ mod tests {
             let mut sought = stream.row(row);
             sought.seek(target);
             prop_assert_eq!(sequential.next_u32(), sought.next_u32());
+        }
+
+        // Lemire's method as first written (the threshold computed on every
+        // call): the division-free path must accept exactly the same draws,
+        // here with n up to 2^31 + 1, where half of all draws are rejected.
+        #[test]
+        fn below_accepts_the_draws_the_textbook_loop_does(
+            seed: u64,
+            n in prop_oneof![1u32..100, 1u32..=(1 << 31) + 1],
+        ) {
+            let stream = StreamKey::new(seed, "lemire", 0);
+            let (mut fast, mut reference, mut grouped) =
+                (stream.row(1), stream.row(1), stream.row(1));
+            let mut draws = Draws::new(&mut grouped);
+            for _ in 0..64 {
+                let threshold = n.wrapping_neg() % n;
+                let expected = loop {
+                    let product = u64::from(reference.next_u32()) * u64::from(n);
+                    if (product as u32) >= threshold {
+                        break (product >> 32) as u32;
+                    }
+                };
+                prop_assert_eq!(fast.below(n), expected);
+                // A fresh stream starts on a group boundary, so the grouped
+                // reader sees the same draws.
+                prop_assert_eq!(draws.below(n), expected);
+            }
         }
 
         #[test]

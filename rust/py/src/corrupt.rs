@@ -19,7 +19,7 @@ use tokenmill_core::corrupt::{
 use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
-use crate::error::BindingResult;
+use crate::error::{BindingError, BindingResult};
 use crate::tokenizer::PyTokenizer;
 use crate::utils::{detach, detach_inline, list_of, to_pyarrow};
 
@@ -275,10 +275,10 @@ struct Layout {
 fn shifted_right(labels: &[i64], rows: usize, width: usize, start: i64, pad_id: i64) -> Vec<i64> {
     let ignored = i64::from(corrupt::IGNORE_INDEX);
     let mut out = Vec::with_capacity(rows * width);
-    for row in labels.chunks_exact(width.max(1)).take(rows) {
-        if width == 0 {
-            break;
-        }
+    if width == 0 {
+        return out;
+    }
+    for row in labels.chunks_exact(width).take(rows) {
         out.push(start);
         out.extend(
             row[..width - 1]
@@ -376,8 +376,14 @@ impl PyCorruptor {
                     let Ok(data) = readonly.as_slice() else {
                         return Ok(None);
                     };
-                    let work =
-                        || Ok(corruptor.span_dense(data, width, keys.as_deref(), seed, epoch)?);
+                    // A batch the fast path rejects goes down the general
+                    // path, whose checks run in its own order: the same bad
+                    // batch then gets the same error whichever form it came in.
+                    let work = || {
+                        Ok(corruptor
+                            .span_dense(data, width, keys.as_deref(), seed, epoch)
+                            .unwrap_or(None))
+                    };
                     return detach_inline(py, work);
                 }
             };
@@ -861,37 +867,47 @@ fn token_lists_from_python<'py>(
         })?;
         let n = row.len();
         values.reserve(n);
+        let not_an_id = |item: String| -> BindingError {
+            TokenmillError::data(
+                r,
+                format!("{item} is not a token id"),
+                "token ids are integers in [0, 2^32)",
+            )
+            .into()
+        };
         for i in 0..n {
-            // Straight through the C API: a bound item and a checked
-            // extraction per token cost three times as much, and reading
-            // ints bounded collators fed Python lists.
-            // SAFETY: the GIL is held and `row` keeps the list alive; the
-            // item is a borrowed reference used before any Python code can
-            // run, and a NULL (the list shrank under an `__index__`) is an error.
-            let id = unsafe {
+            // Plain ints are read through the C API: a bound item and a
+            // checked extraction per token cost three times as much, and
+            // that reading bounded collators fed Python lists.
+            // SAFETY: the GIL is held and `row` keeps the list, so the
+            // borrowed item lives through these calls, none of which runs
+            // Python code for an exact int.
+            let fast = unsafe {
                 let item = pyo3::ffi::PyList_GetItem(row.as_ptr(), i as pyo3::ffi::Py_ssize_t);
-                if item.is_null() {
-                    -1
+                if !item.is_null() && pyo3::ffi::PyLong_CheckExact(item) != 0 {
+                    Some(pyo3::ffi::PyLong_AsLongLong(item))
                 } else {
-                    pyo3::ffi::PyLong_AsLong(item)
+                    None
                 }
             };
-            match u32::try_from(id) {
-                Ok(id) => values.push(id),
-                Err(_) => {
-                    // -1 may be an error or the id -1: either way not an id.
+            let shown = |i: usize| {
+                row.get_item(i)
+                    .map_or_else(|_| "?".into(), |v| v.to_string())
+            };
+            let id = match fast {
+                Some(id) => u32::try_from(id).map_err(|_| {
+                    // An int beyond long long leaves an OverflowError set.
                     let _ = PyErr::take(py);
-                    let item = row
-                        .get_item(i)
-                        .map_or_else(|_| "?".to_owned(), |v| v.to_string());
-                    return Err(TokenmillError::data(
-                        r,
-                        format!("{item} is not a token id"),
-                        "token ids are integers in [0, 2^32)",
-                    )
-                    .into());
+                    not_an_id(shown(i))
+                }),
+                // Anything else (a numpy integer, a bool) the safe way.
+                None => {
+                    let item = row.get_item(i)?;
+                    item.extract::<u32>()
+                        .map_err(|_| not_an_id(item.to_string()))
                 }
-            }
+            };
+            values.push(id?);
         }
         offsets.push(values.len());
     }

@@ -98,7 +98,8 @@ const GAP_BLOCK: usize = 16;
 impl GeometricGaps {
     fn new(p: f64) -> Self {
         Self {
-            inverse_log_q: (1.0 / (1.0 - p).ln()) as f32,
+            // ln_1p keeps ln(1 - p) exact for tiny p, where 1.0 - p rounds to 1.
+            inverse_log_q: (1.0 / (-p).ln_1p()) as f32,
             p,
             block: [0; GAP_BLOCK],
             draws: None,
@@ -147,14 +148,15 @@ impl GeometricGaps {
             *draws = rng.next_16();
         }
         for (gap, &bits) in self.block.iter_mut().zip(&uniforms) {
-            // The top 24 bits, exactly an f32 (and as a signed int, a
-            // conversion SIMD has), give u in (0, 1). The smallest u caps a
-            // gap at 17.3 / p trials, a cut of the tail's e^-17.3 = 3e-8 of
-            // mass; with a log good to ~1e-7, the distribution moves far
-            // less than any test's tolerance.
-            let u = (((bits >> 8) as i32) as f32 + 0.5) * (1.0 / 16_777_216.0);
-            // f32 max and min drop a NaN operand, so any product lands in
-            // [0, MAX_GAP] (a p too small for f64 makes the inverse -inf).
+            // 23 random bits as an odd multiple of 2^-24: exactly an f32 (and
+            // from a signed int, a conversion SIMD has), strictly inside
+            // (0, 1). The smallest u caps a gap at 17.3 / p trials, a cut of
+            // the tail's e^-17.3 = 3e-8 of mass; with a log good to ~1e-7,
+            // the distribution moves far less than any test's tolerance.
+            let u = (((bits >> 9) as i32 * 2 + 1) as f32) * (1.0 / 16_777_216.0);
+            // ln(u) < 0 and the inverse < 0 (-inf for p below f64's reach),
+            // so the product is positive or +inf; f32 max and min drop a NaN
+            // operand, so whatever it is lands in [0, MAX_GAP].
             #[allow(clippy::manual_clamp)] // clamp would keep a NaN
             let trials = (ln_unit(u) * self.inverse_log_q).max(0.0).min(MAX_GAP);
             // SAFETY: `trials` is finite and within [0, 2^30], inside i32.
@@ -533,6 +535,52 @@ mod tests {
         batch.word_ids = None;
         let err = corruptor.corrupt(&batch, &keys, 0, 0).unwrap_err();
         assert!(err.to_string().contains("where words start"), "{err}");
+    }
+
+    #[test]
+    fn chosen_rate_follows_p_at_every_position_and_tiny_p_chooses_nothing() {
+        let vocab = Vocab::new(1000, &[0, 1, 2, 3]).unwrap();
+        let rows: Vec<Vec<u32>> = (0..4000)
+            .map(|r| {
+                (0..64)
+                    .map(|i| 4 + ((r * 31 + i * 7) % 996) as u32)
+                    .collect()
+            })
+            .collect();
+        for p in [0.01, 0.15, 0.9] {
+            let options = MlmOptions {
+                probability: p,
+                ..MlmOptions::new(3)
+            };
+            let out = run(options, vocab.clone(), &rows, 5);
+            let chosen = |i: usize| {
+                (0..rows.len())
+                    .filter(|&r| out.labels.row(r)[i] != IGNORE_INDEX)
+                    .count() as f64
+                    / rows.len() as f64
+            };
+            let all = out
+                .labels
+                .values
+                .iter()
+                .filter(|&&l| l != IGNORE_INDEX)
+                .count() as f64
+                / out.labels.values.len() as f64;
+            // 256k trials: 5 standard deviations of the overall rate; the
+            // first and last positions see 4000 trials each.
+            let sd = (p * (1.0 - p) / out.labels.values.len() as f64).sqrt();
+            assert!((all - p).abs() < 5.0 * sd, "p={p}: rate {all}");
+            let sd_one = (p * (1.0 - p) / rows.len() as f64).sqrt();
+            for i in [0, 63] {
+                assert!((chosen(i) - p).abs() < 5.0 * sd_one, "p={p} position {i}");
+            }
+        }
+        let options = MlmOptions {
+            probability: 1e-20,
+            ..MlmOptions::new(3)
+        };
+        let out = run(options, vocab, &rows, 5);
+        assert!(out.labels.values.iter().all(|&l| l == IGNORE_INDEX));
     }
 
     #[test]

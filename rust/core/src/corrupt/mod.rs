@@ -613,10 +613,14 @@ impl Corruptor {
                     &whole[..]
                 }
             };
-            // A branch-free maximum vectorizes where a search would not.
+            // A branch-free maximum vectorizes where a search would not; the
+            // search runs only to name the first bad id.
             let highest = row.iter().copied().max().unwrap_or(0);
             if highest >= self.vocab.size {
-                let bad = highest;
+                let bad = row
+                    .iter()
+                    .find(|&&t| t >= self.vocab.size)
+                    .expect("an id at or above the maximum");
                 return Err(TokenmillError::data(
                     i,
                     format!(
