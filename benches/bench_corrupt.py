@@ -70,26 +70,41 @@ def tokens_per_second(
     return Job(run, batches, tokens, passes)
 
 
+# "turns": the jobs of a section take turns, pass by pass, so a burst of
+# load from elsewhere hits every side alike, and each pass starts with caches
+# the previous job filled, as a collator's does in a loader. "blocks": each
+# job's passes run back to back (as timeit does), so later passes find the
+# job's own batches still in cache.
+SCHEDULE = "turns"
+
+
 def race(results: list[Result]) -> list[Result]:
-    """Times the jobs of one section round-robin (a warm-up batch each, then
-    pass 1 of every job, pass 2 of every job...), so a burst of load from
-    elsewhere hits every side alike; keeps each job's best pass."""
+    """Times the jobs of one section (a warm-up batch each, then passes in
+    the order :data:`SCHEDULE` says); keeps each job's best pass."""
     jobs: list[Job] = [r.pop("job") for r in results]
     for job in jobs:
         job.run(job.batches[0])
     best = [float("inf")] * len(jobs)
+    if SCHEDULE == "turns":
+        order = [
+            i
+            for round_ in range(max(job.passes for job in jobs))
+            for i, job in enumerate(jobs)
+            if round_ < job.passes
+        ]
+    else:
+        order = [i for i, job in enumerate(jobs) for _ in range(job.passes)]
     # As timeit does: no cyclic collection of one side's garbage (the Python
     # lists of the baselines) lands in another side's pass.
     gc.collect()
     gc.disable()
     try:
-        for round_ in range(max(job.passes for job in jobs)):
-            for i, job in enumerate(jobs):
-                if round_ < job.passes:
-                    started = time.perf_counter()
-                    for batch in job.batches:
-                        job.run(batch)
-                    best[i] = min(best[i], time.perf_counter() - started)
+        for i in order:
+            job = jobs[i]
+            started = time.perf_counter()
+            for batch in job.batches:
+                job.run(batch)
+            best[i] = min(best[i], time.perf_counter() - started)
     finally:
         gc.enable()
     for result, job, seconds in zip(results, jobs, best, strict=True):
@@ -454,9 +469,18 @@ def main() -> None:
         help="comma-separated subset of mlm,span,whole-word,bart,ceiling",
     )
     parser.add_argument("--lengths", default="128,512,2048,8192", help="whole-word row lengths")
+    parser.add_argument(
+        "--schedule",
+        choices=["turns", "blocks"],
+        default="turns",
+        help="turns: sides alternate pass by pass (cold caches); blocks: each side's passes "
+        "back to back (timeit's way)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-out")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
+    global SCHEDULE
+    SCHEDULE = args.schedule
 
     import torch
     from transformers import PreTrainedTokenizerFast
@@ -511,7 +535,8 @@ def main() -> None:
     load = os.getloadavg()
     report = "\n".join(
         [
-            f"one thread; batches of {ROWS} rows ({args.batches} per pass, best of {args.repeat}); "
+            f"one thread; batches of {ROWS} rows ({args.batches} per pass, best of {args.repeat}, "
+            f"passes in {args.schedule}); "
             f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end",
             "",
             table(results),
