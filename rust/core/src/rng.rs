@@ -263,17 +263,7 @@ impl RowRng {
     /// Panics if `n == 0`.
     #[inline]
     pub fn below(&mut self, n: u32) -> u32 {
-        assert!(n > 0, "below(0) has no value to return");
-        let mut product = u64::from(self.next_u32()) * u64::from(n);
-        // The rejection threshold `2^32 mod n` is below n, so a low half of at
-        // least n is always accepted; only the rare rest pays for the division.
-        if (product as u32) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (product as u32) < threshold {
-                product = u64::from(self.next_u32()) * u64::from(n);
-            }
-        }
-        (product >> 32) as u32
+        bounded(n, || self.next_u32())
     }
 
     /// `true` with probability `p` (clamped to `[0, 1]`).
@@ -321,16 +311,25 @@ impl<'a> Draws<'a> {
     /// Panics if `n == 0`.
     #[inline(always)]
     pub fn below(&mut self, n: u32) -> u32 {
-        assert!(n > 0, "below(0) has no value to return");
-        let mut product = u64::from(self.next_u32()) * u64::from(n);
-        if (product as u32) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (product as u32) < threshold {
-                product = u64::from(self.next_u32()) * u64::from(n);
-            }
-        }
-        (product >> 32) as u32
+        bounded(n, || self.next_u32())
     }
+}
+
+/// Uniform in `[0, n)` from uniform 32-bit draws, without modulo bias
+/// (Lemire's multiply-and-reject).
+#[inline(always)]
+fn bounded(n: u32, mut draw: impl FnMut() -> u32) -> u32 {
+    assert!(n > 0, "below(0) has no value to return");
+    let mut product = u64::from(draw()) * u64::from(n);
+    // The rejection threshold `2^32 mod n` is below n, so a low half of at
+    // least n is always accepted; only the rare rest pays for the division.
+    if (product as u32) < n {
+        let threshold = n.wrapping_neg() % n;
+        while (product as u32) < threshold {
+            product = u64::from(draw()) * u64::from(n);
+        }
+    }
+    (product >> 32) as u32
 }
 
 /// Row key of a document id given as bytes (a string id column).

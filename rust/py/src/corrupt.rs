@@ -304,6 +304,69 @@ fn repadded(values: Vec<i64>, rows: usize, width: usize, padded: usize, fill: i6
     out
 }
 
+/// `[rows, width]` ones over each row's `length(r)` tokens, zeros after.
+fn mask_over(rows: usize, width: usize, length: impl Fn(usize) -> usize) -> Vec<i64> {
+    let mut mask = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        mask.resize(r * width + length(r), 1);
+        mask.resize((r + 1) * width, 0);
+    }
+    mask
+}
+
+/// The arrays every corruption batch returns, as a dict of int64 numpy arrays.
+struct Padded {
+    rows: usize,
+    width: usize,
+    label_width: usize,
+    inputs: Vec<i64>,
+    mask: Option<Vec<i64>>,
+    labels: Vec<i64>,
+    decoder: Option<Vec<i64>>,
+}
+
+impl Padded {
+    /// The batch, with the mask (over the first `length(r)` tokens of row
+    /// `r`) and decoder inputs `layout` asks for.
+    fn new(
+        layout: &Layout,
+        (rows, width, label_width): (usize, usize, usize),
+        inputs: Vec<i64>,
+        labels: Vec<i64>,
+        length: impl Fn(usize) -> usize,
+    ) -> Self {
+        let mask = layout
+            .attention_mask
+            .then(|| mask_over(rows, width, length));
+        let decoder = layout
+            .decoder_start_id
+            .map(|start| shifted_right(&labels, rows, label_width, start, layout.pad_id));
+        Self {
+            rows,
+            width,
+            label_width,
+            inputs,
+            mask,
+            labels,
+            decoder,
+        }
+    }
+
+    fn into_dict(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let (rows, width, label_width) = (self.rows, self.width, self.label_width);
+        let dict = PyDict::new(py);
+        dict.set_item("input_ids", array2(py, rows, width, self.inputs))?;
+        if let Some(mask) = self.mask {
+            dict.set_item("attention_mask", array2(py, rows, width, mask))?;
+        }
+        dict.set_item("labels", array2(py, rows, label_width, self.labels))?;
+        if let Some(decoder) = self.decoder {
+            dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;
+        }
+        Ok(dict)
+    }
+}
+
 /// The arrays of a [`DenseCorrupted`] batch, as `corrupt_padded` returns them.
 fn dense_batch<'py>(
     py: Python<'py>,
@@ -313,33 +376,14 @@ fn dense_batch<'py>(
     let rows = dense.rows;
     let width = round_up(dense.input_width, layout.pad_to_multiple_of);
     let label_width = round_up(dense.label_width, layout.pad_to_multiple_of);
-    let (inputs, mask, labels, decoder) = py.detach(|| {
+    let batch = py.detach(|| {
         let inputs = repadded(dense.inputs, rows, dense.input_width, width, layout.pad_id);
-        let mask = layout.attention_mask.then(|| {
-            let mut mask = Vec::with_capacity(rows * width);
-            for r in 0..rows {
-                mask.resize(r * width + dense.input_width, 1i64);
-                mask.resize((r + 1) * width, 0);
-            }
-            mask
-        });
         let ignored = i64::from(corrupt::IGNORE_INDEX);
         let labels = repadded(dense.labels, rows, dense.label_width, label_width, ignored);
-        let decoder = layout
-            .decoder_start_id
-            .map(|start| shifted_right(&labels, rows, label_width, start, layout.pad_id));
-        (inputs, mask, labels, decoder)
+        let shape = (rows, width, label_width);
+        Padded::new(layout, shape, inputs, labels, |_| dense.input_width)
     });
-    let dict = PyDict::new(py);
-    dict.set_item("input_ids", array2(py, rows, width, inputs))?;
-    if let Some(mask) = mask {
-        dict.set_item("attention_mask", array2(py, rows, width, mask))?;
-    }
-    dict.set_item("labels", array2(py, rows, label_width, labels))?;
-    if let Some(decoder) = decoder {
-        dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;
-    }
-    Ok(dict)
+    Ok(batch.into_dict(py)?)
 }
 
 impl PyCorruptor {
@@ -797,44 +841,18 @@ impl PyCorruptor {
         let rows = out.rows();
         let with_prefix = matches!(self.inner.mode(), Mode::Prefix(_) | Mode::Ul2(_));
         let with_denoiser = matches!(self.inner.mode(), Mode::Ul2(_));
-        let arrays = py.detach(|| {
+        let (batch, prefix_width, prefix) = py.detach(|| {
             let width = round_up(out.inputs.max_len(), pad_to_multiple_of);
             let label_width = round_up(out.labels.max_len(), pad_to_multiple_of);
             let inputs = padded(&out.inputs, width, pad_id);
-            let mask = attention_mask.then(|| {
-                let mut mask = Vec::with_capacity(rows * width);
-                for r in 0..rows {
-                    mask.resize(r * width + out.inputs.row(r).len(), 1);
-                    mask.resize((r + 1) * width, 0);
-                }
-                mask
-            });
             let labels = padded(&out.labels, label_width, i64::from(corrupt::IGNORE_INDEX));
-            let decoder = decoder_start_id
-                .map(|start| shifted_right(&labels, rows, label_width, start, pad_id));
+            let shape = (rows, width, label_width);
+            let batch = Padded::new(&layout, shape, inputs, labels, |r| out.inputs.row(r).len());
             let prefix_width = out.prefix_lens.max_len();
             let prefix = padded(&out.prefix_lens, prefix_width, 0);
-            (
-                width,
-                label_width,
-                inputs,
-                mask,
-                labels,
-                decoder,
-                prefix_width,
-                prefix,
-            )
+            (batch, prefix_width, prefix)
         });
-        let (width, label_width, inputs, mask, labels, decoder, prefix_width, prefix) = arrays;
-        let dict = PyDict::new(py);
-        dict.set_item("input_ids", array2(py, rows, width, inputs))?;
-        if let Some(mask) = mask {
-            dict.set_item("attention_mask", array2(py, rows, width, mask))?;
-        }
-        dict.set_item("labels", array2(py, rows, label_width, labels))?;
-        if let Some(decoder) = decoder {
-            dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;
-        }
+        let dict = batch.into_dict(py)?;
         if with_prefix {
             dict.set_item("prefix_lens", array2(py, rows, prefix_width, prefix))?;
         }

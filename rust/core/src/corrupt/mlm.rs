@@ -166,6 +166,10 @@ impl GeometricGaps {
     }
 }
 
+/// Where a row's random replacement ids start in its stream: past any
+/// number of draws the gaps could take.
+const REPLACEMENT_DRAWS: u64 = 1 << 40;
+
 /// A gap past any row (rows are far shorter than 2^30 tokens).
 const MAX_GAP: f32 = 1_073_741_824.0;
 
@@ -241,12 +245,17 @@ pub(super) fn corrupt(
             .values
             .resize(label_first + row.len(), IGNORE_INDEX);
         let mut gaps = GeometricGaps::paired(options.probability);
+        // Random replacement ids come from a far region of the row's stream:
+        // drawn between the gaps' refills, each would open a group of blocks
+        // that the next refill skips.
+        let mut replacements = rng.clone();
+        replacements.seek(REPLACEMENT_DRAWS);
         let (mut i, mut draw) = gaps.next_with_draw(rng);
         while i < row.len() {
             let token = row[i];
             if !vocab.is_special(token) {
                 out.inputs.values[first + i] =
-                    replace(token, draw, thresholds, options, vocab, rng);
+                    replace(token, draw, thresholds, options, vocab, &mut replacements);
                 out.labels.values[label_first + i] = token as i32;
             }
             let (gap, next_draw) = gaps.next_with_draw(rng);

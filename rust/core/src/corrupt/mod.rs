@@ -550,7 +550,7 @@ impl Corruptor {
             let key = keys.map_or_else(|| row_key_from_tokens(&row), |keys| keys[r]);
             row_inputs.clear();
             row_labels.clear();
-            span::corrupt_row_into(
+            span::corrupt_with(
                 true,
                 options,
                 options.noise_density,

@@ -160,39 +160,16 @@ pub(super) fn corrupt(
         row,
         segments,
         rng,
-        out,
-    )
-}
-
-/// Span corruption at a given density and mean span (UL2's R and X
-/// denoisers call this with their own settings).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn corrupt_with(
-    exact: bool,
-    options: &SpanOptions,
-    density: f64,
-    mean_span: f64,
-    row: &[u32],
-    segments: &[u32],
-    rng: &mut RowRng,
-    out: &mut Corrupted,
-) -> Result<()> {
-    corrupt_row_into(
-        exact,
-        options,
-        density,
-        mean_span,
-        row,
-        segments,
-        rng,
         &mut out.inputs.values,
         &mut out.labels.values,
     )
 }
 
-/// One row's inputs and targets appended to `inputs` and `labels`.
+/// Span corruption at a given density and mean span (UL2's R and X
+/// denoisers call this with their own settings): one row's inputs and
+/// targets appended to `inputs` and `labels`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn corrupt_row_into(
+pub(super) fn corrupt_with(
     exact: bool,
     options: &SpanOptions,
     density: f64,

@@ -115,7 +115,8 @@ pub(super) fn corrupt(
             row,
             segments,
             rng,
-            out,
+            &mut out.inputs.values,
+            &mut out.labels.values,
         ),
         Denoiser::Prefix => {
             // One cut per row, as T5's `prefix_lm` cuts concatenated inputs:
