@@ -366,10 +366,8 @@ class LanguageModel(nn.Module):
         return count_parameters(self)
 
 
-class DecoderLM(LanguageModel):
-    """Causal decoder; given `prefix_mask`, a prefix LM."""
-
-    shifts_labels = True
+class _OneStackLM(LanguageModel):
+    """A language model that is one transformer stack with a tied head."""
 
     def __init__(self, config: ModelConfig, *, use_flex: bool = False) -> None:
         super().__init__()
@@ -377,6 +375,12 @@ class DecoderLM(LanguageModel):
         self.use_flex = use_flex
         self.stack = Stack(config)
         _init_weights(self, config.n_layer)
+
+
+class DecoderLM(_OneStackLM):
+    """Causal decoder; given `prefix_mask`, a prefix LM."""
+
+    shifts_labels = True
 
     def forward(
         self,
@@ -395,20 +399,13 @@ class DecoderLM(LanguageModel):
         return _lm_loss(logits[:, :-1], labels[:, 1:]), logits
 
 
-class EncoderMLM(LanguageModel):
+class EncoderMLM(_OneStackLM):
     """Bidirectional encoder predicting the original token at masked positions.
 
     Given labels, only the masked positions (about 15%) go through the
     vocabulary projection, and the logits returned are theirs alone."""
 
     gathers_targets = True
-
-    def __init__(self, config: ModelConfig, *, use_flex: bool = False) -> None:
-        super().__init__()
-        self.config = config
-        self.use_flex = use_flex
-        self.stack = Stack(config)
-        _init_weights(self, config.n_layer)
 
     def forward(
         self,
