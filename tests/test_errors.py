@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import tokenmill
 from tokenmill_cli.main import cli
 
-from .conftest import write_shards
+from .conftest import folder_bytes, write_shards
 
 
 def _cli_error(*args: str) -> str:
@@ -155,7 +155,7 @@ def test_exception_tree() -> None:
 
 
 def test_output_folder_must_differ_from_input(small_dataset: Path, small_tokenizer: Path) -> None:
-    with pytest.raises(tokenmill.ConfigError, match="the output folder is the input"):
+    with pytest.raises(tokenmill.ConfigError, match="the output folder is the input's folder"):
         tokenmill.tokenize(small_dataset, small_dataset, small_tokenizer, progress=False)
 
 
@@ -190,3 +190,73 @@ def test_a_named_id_column_must_exist(small_dataset: Path, out: Path) -> None:
     with pytest.raises(tokenmill.SchemaError, match="'doc_id' is missing"):
         tokenmill.sample(small_dataset, out, 0.5, id_column="doc_id", progress=False)
     assert not out.exists()
+
+
+def _stage_commands(tokenizer: Path) -> dict[str, list[str]]:
+    """Each stage's command with options that pass their own checks."""
+    return {
+        "tokenize": ["tokenize", "--tokenizer", str(tokenizer)],
+        "sample": ["sample", "--fraction", "0.5"],
+        "pack": ["pack", "--seq-len", "16"],
+        "corrupt": ["corrupt", "--mode", "mlm", "--tokenizer", str(tokenizer)],
+        "dedup": ["dedup"],
+        "pairs": ["pairs", "--mode", "crop"],
+        "negatives": ["negatives"],
+    }
+
+
+@pytest.mark.parametrize(
+    "stage", ["tokenize", "sample", "pack", "corrupt", "dedup", "pairs", "negatives"]
+)
+@pytest.mark.parametrize(
+    ("source", "output", "extra"),
+    [
+        # The audit's cases: a shard file, its own folder as -o (with and without --overwrite).
+        ("small/a.parquet", "small", []),
+        ("small/a.parquet", "small", ["--overwrite"]),
+        ("small", "small", []),
+        ("small", "small/out", []),  # inside the input's folder
+        ("small", ".", []),  # contains the input's folder
+        ("small/a.parquet", "small/../small/./", ["--overwrite"]),
+    ],
+)
+def test_no_stage_writes_over_its_input(
+    small_dataset: Path,
+    small_tokenizer: Path,
+    stage: str,
+    source: str,
+    output: str,
+    extra: list[str],
+) -> None:
+    root = small_dataset.parent
+    before = folder_bytes(small_dataset)
+    command = _stage_commands(small_tokenizer)[stage]
+    line = _cli_error(*command, str(root / source), "-o", str(root / output), *extra)
+    assert "ConfigError" in line and "choose an -o outside the input's folder" in line
+    assert folder_bytes(small_dataset) == before
+    assert sorted(p.name for p in small_dataset.iterdir()) == ["a.parquet", "b.parquet"]
+
+
+def test_corrupt_writes_beside_a_shard_file_by_default(
+    small_dataset: Path, small_tokenizer: Path
+) -> None:
+    tokens = small_dataset.parent / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "corrupt",
+            "--mode",
+            "mlm",
+            "--tokenizer",
+            str(small_tokenizer),
+            str(tokens / "a.parquet"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (small_dataset.parent / "a-mlm" / "a.parquet").is_file()
+    assert sorted(p.name for p in tokens.iterdir() if p.is_file()) == [
+        "a.parquet",
+        "b.parquet",
+        "manifest.json",
+    ]

@@ -354,8 +354,12 @@ def corrupt_command(
     """
     given = {name: value for name, value in options.items() if value not in (None, ())}
     if run["output"] is None:
-        folder = source.resolve()
-        run["output"] = folder.parent / f"{folder.name}-{mode}"
+        # Beside the input, never inside its folder: `DIR/` -> `DIR-MODE/`,
+        # `DIR/a.parquet` -> `a-MODE/` next to DIR.
+        source_path = source.resolve()
+        folder = source_path if source_path.is_dir() else source_path.parent
+        stem = source_path.name if source_path.is_dir() else source_path.stem
+        run["output"] = folder.parent / f"{stem}-{mode}"
     report = tokenmill.corrupt(
         source,
         mode=mode,

@@ -303,10 +303,7 @@ def run_stage(
         raise ConfigError("batch_size and row_group_rows must be positive")
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: the output must be a folder; choose another -o")
-    if out.resolve() == dataset.root.resolve():
-        raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+    refuse_output_over_input(out, dataset)
 
     selected = _select(dataset, shards)
     names = {shard.name: _output_name(shard, fmt) for shard in dataset.shards}
@@ -392,6 +389,35 @@ def remove_empty_output(out: Path) -> None:
     for folder in (out / STATE_DIR, out):
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def refuse_output_over_input(out: Path, dataset: Dataset) -> None:
+    """Raises ConfigError when writing into `out` could replace or delete input shards.
+
+    The output folder may not equal, contain or lie inside the folder of any
+    input shard: shard names are kept, so an output shard would land on its
+    own input (or on a sibling a later stage reads as input). Checked before
+    anything is written, on resolved paths, so a symlink or `..` cannot hide it.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the output must be a folder; choose another -o")
+    target = out.resolve()
+    folders = {shard.path.resolve().parent for shard in dataset.shards}
+    if dataset.root.is_dir():
+        folders.add(dataset.root.resolve())
+    for folder in sorted(folders):
+        if target == folder:
+            relation = "is the input's folder"
+        elif target in folder.parents:
+            relation = f"contains the input's folder {folder}"
+        elif folder in target.parents:
+            relation = f"lies inside the input's folder {folder}"
+        else:
+            continue
+        raise ConfigError(
+            f"{out}: the output folder {relation}, so writing it could replace the input "
+            "shards; choose an -o outside the input's folder"
+        )
 
 
 def _select(dataset: Dataset, shards: Sequence[str] | None) -> list[Shard]:

@@ -42,6 +42,7 @@ from tokenmill.runner import (
     Stage,
     locate_error,
     refuse_foreign_output,
+    refuse_output_over_input,
     remove_empty_output,
     run_stage,
     stage_fingerprint,
@@ -311,8 +312,7 @@ def dedup(
     options.check()
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     out = Path(output)
-    if out.resolve() == dataset.root.resolve():
-        raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+    refuse_output_over_input(out, dataset)
     stems = [shard.path.stem for shard in dataset.shards]
     if len(set(stems)) != len(stems):
         raise ConfigError(

@@ -57,6 +57,7 @@ from tokenmill.runner import (
     RunReport,
     Stage,
     locate_error,
+    refuse_output_over_input,
     run_stage,
 )
 from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
@@ -369,8 +370,7 @@ def negatives(
     options.check()
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     out = Path(output)
-    if out.resolve() == dataset.root.resolve():
-        raise ConfigError(f"{out}: the output folder is the input; choose another -o")
+    refuse_output_over_input(out, dataset)
     # From the footers alone, before the corpus is read or embedded.
     first: tuple[pa.DataType, pa.DataType] | None = None
     for shard in dataset.shards:
