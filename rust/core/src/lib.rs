@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod cluster;
 pub mod corrupt;
 pub mod dedup;
+pub mod encode;
 pub mod error;
 pub mod minhash;
 pub mod negatives;

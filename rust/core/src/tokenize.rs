@@ -11,13 +11,27 @@ use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field};
 use rayon::prelude::*;
 
+use crate::encode::FastEncoder;
 use crate::error::{Result, TokenmillError};
 use crate::text::TextColumn;
 
 /// A loaded tokenizer. Cheap to share between threads.
+///
+/// Text is encoded by tokenmill's exact fast encoder when it takes the
+/// file ([`Tokenizer::encoder_path`] says), else by the `tokenizers` crate.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: Arc<tokenizers::Tokenizer>,
+    fast: Result<Arc<FastEncoder>, Arc<str>>,
+}
+
+/// Which encoder a tokenizer's text goes through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncoderPath {
+    /// tokenmill's fast encoder; the description names the model and pattern.
+    Fast(String),
+    /// The `tokenizers` crate, for the reason given.
+    Exact(String),
 }
 
 const TOKENIZER_FIX: &str =
@@ -30,9 +44,68 @@ impl Tokenizer {
         inner.with_padding(None);
         // Switching truncation off cannot fail; only invalid settings can.
         let _ = inner.with_truncation(None);
+        let fast = FastEncoder::from_tokenizer(&inner)
+            .map(Arc::new)
+            .map_err(Arc::from);
         Self {
             inner: Arc::new(inner),
+            fast,
         }
+    }
+
+    /// The same tokenizer encoding everything with the `tokenizers` crate,
+    /// for checking the fast path against it.
+    pub fn without_fast_path(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            fast: Err(Arc::from("the fast path was switched off")),
+        }
+    }
+
+    /// Whether text goes through the fast encoder, and why not when it does not.
+    pub fn encoder_path(&self) -> EncoderPath {
+        match &self.fast {
+            Ok(fast) => EncoderPath::Fast(fast.description().to_owned()),
+            Err(reason) => EncoderPath::Exact(format!(
+                "exact: the tokenizers crate, since the fast path does not implement {reason}"
+            )),
+        }
+    }
+
+    /// Appends the ids of one text (and word indices when asked) to `ids`,
+    /// as `tokenizers`' `encode_fast` gives them.
+    ///
+    /// # Errors
+    ///
+    /// The `tokenizers` crate's message, on the exact path only.
+    pub fn encode_into(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        ids: &mut Vec<u32>,
+        words: Option<&mut Vec<i32>>,
+    ) -> std::result::Result<(), String> {
+        if let Ok(fast) = &self.fast {
+            fast.encode(text, add_special_tokens, ids, words);
+            return Ok(());
+        }
+        // `encode_fast` skips word ids; `encode` gives the same ids with them.
+        let encoding = if words.is_some() {
+            self.inner.encode(text, add_special_tokens)
+        } else {
+            self.inner.encode_fast(text, add_special_tokens)
+        }
+        .map_err(|err| err.to_string())?;
+        ids.extend_from_slice(encoding.get_ids());
+        if let Some(words) = words {
+            words.extend(
+                encoding
+                    .get_word_ids()
+                    .iter()
+                    .map(|w| w.and_then(|w| i32::try_from(w).ok()).unwrap_or(-1)),
+            );
+        }
+        Ok(())
     }
 
     /// # Errors
@@ -298,9 +371,13 @@ fn encode_rows(
         let text = texts.get(row)?;
         let before = values.len();
         // Even the empty document is encoded: a post-processor may add tokens to it.
-        let encoding = tokenizer
-            .inner
-            .encode_fast(text, options.add_special_tokens)
+        tokenizer
+            .encode_into(
+                text,
+                options.add_special_tokens,
+                &mut values,
+                options.word_ids.then_some(&mut words),
+            )
             .map_err(|err| {
                 TokenmillError::data(
                     row,
@@ -308,15 +385,6 @@ fn encode_rows(
                     "check that the tokenizer fits this text",
                 )
             })?;
-        values.extend_from_slice(encoding.get_ids());
-        if options.word_ids {
-            words.extend(
-                encoding
-                    .get_word_ids()
-                    .iter()
-                    .map(|w| w.and_then(|w| i32::try_from(w).ok()).unwrap_or(-1)),
-            );
-        }
         if let Some(eos) = options.eos_id {
             values.push(eos);
             if options.word_ids {

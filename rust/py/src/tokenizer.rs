@@ -64,14 +64,29 @@ impl PyTokenizer {
     /// Token ids of one text; for batches use `tokenize`.
     #[pyo3(signature = (text, add_special_tokens = false))]
     fn encode(&self, text: &str, add_special_tokens: bool) -> BindingResult<Vec<u32>> {
-        let encoding = self
-            .inner
-            .inner()
-            .encode_fast(text, add_special_tokens)
-            .map_err(|err| {
-                tokenmill_core::TokenmillError::data(0, err.to_string(), "check the text")
-            })?;
-        Ok(encoding.get_ids().to_vec())
+        let mut ids = Vec::new();
+        self.inner
+            .encode_into(text, add_special_tokens, &mut ids, None)
+            .map_err(|err| tokenmill_core::TokenmillError::data(0, err, "check the text"))?;
+        Ok(ids)
+    }
+
+    /// Which encoder this tokenizer's text goes through: `"fast: ..."`
+    /// (tokenmill's exact fast encoder) or `"exact: ..."` (the `tokenizers`
+    /// crate, with the reason the fast path does not take the file).
+    #[getter]
+    fn encoder(&self) -> String {
+        match self.inner.encoder_path() {
+            tokenize::EncoderPath::Fast(how) | tokenize::EncoderPath::Exact(how) => how,
+        }
+    }
+
+    /// The same tokenizer with every text encoded by the `tokenizers` crate,
+    /// to check or time the fast path against.
+    fn exact(&self) -> Self {
+        Self {
+            inner: self.inner.without_fast_path(),
+        }
     }
 
     /// Encodes an Arrow string array into a `list<uint32>` pyarrow array.
@@ -126,7 +141,11 @@ impl PyTokenizer {
     }
 
     fn __repr__(&self) -> String {
-        format!("Tokenizer(vocab_size={})", self.inner.vocab_size())
+        format!(
+            "Tokenizer(vocab_size={}, encoder={:?})",
+            self.inner.vocab_size(),
+            self.encoder()
+        )
     }
 }
 
