@@ -260,3 +260,31 @@ def test_corrupt_writes_beside_a_shard_file_by_default(
         "b.parquet",
         "manifest.json",
     ]
+
+
+def test_thread_count_is_capped(tmp_path: Path) -> None:
+    # Checked before the pool exists: a pool of 100,000 threads stalls the machine.
+    threads = tokenmill.num_threads()
+    try:
+        with pytest.raises(tokenmill.ConfigError, match=r"100000 worker threads .* at most 1024"):
+            tokenmill.set_num_threads(100_000)
+        with pytest.raises(tokenmill.ConfigError, match=r"-1 worker threads"):
+            tokenmill.set_num_threads(-1)
+        assert tokenmill.num_threads() == threads
+        # Refused before the command runs: its missing SOURCE is never looked at.
+        line = _cli_error(
+            "--threads",
+            "100000",
+            "sample",
+            str(tmp_path / "missing"),
+            "-o",
+            str(tmp_path / "out"),
+            "--fraction",
+            "0.5",
+        )
+        assert line == (
+            "Error: ConfigError: 100000 worker threads is outside [0, 1024]; pass --threads "
+            "(or set_num_threads) of at most 1024, or 0 for one per core"
+        )
+    finally:
+        tokenmill.set_num_threads(0)
