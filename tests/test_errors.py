@@ -3,6 +3,8 @@ and leaves no output behind."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -288,3 +290,48 @@ def test_thread_count_is_capped(tmp_path: Path) -> None:
         )
     finally:
         tokenmill.set_num_threads(0)
+
+
+def _craft_manifest(folder: Path, names: list[str]) -> Path:
+    manifest = folder / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    by_name = {output["name"]: output for output in raw["outputs"]}
+    first = raw["outputs"][0]
+    raw["outputs"] = [{**by_name.get(name, first), "name": name} for name in names]
+    manifest.write_text(json.dumps(raw))
+    return manifest
+
+
+@pytest.mark.parametrize("entry", ["../elsewhere/a.parquet", "ABSOLUTE", "sub/a.parquet"])
+def test_a_manifest_lists_only_shards_beside_it(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path, entry: str
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    # Real shards wherever the entry points, so only the check can stop the read.
+    for folder in (tmp_path / "elsewhere", tokens / "sub"):
+        folder.mkdir()
+        shutil.copy(tokens / "a.parquet", folder / "a.parquet")
+    entry = str(tmp_path / "elsewhere" / "a.parquet") if entry == "ABSOLUTE" else entry
+    manifest = _craft_manifest(tokens, [entry, "b.parquet"])
+    line = _cli_error("pack", str(tokens), "-o", str(tmp_path / "packed"), "--seq-len", "16")
+    assert line == (
+        f"Error: ShardError: {manifest}: output {entry!r} is not a file name in the manifest's "
+        "folder, so reading it would leave the dataset; rerun the stage that made this folder, "
+        "or delete manifest.json to read its shards"
+    )
+    assert not (tmp_path / "packed").exists()
+
+
+def test_a_manifest_lists_each_shard_once(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    manifest = _craft_manifest(tokens, ["a.parquet", "a.parquet", "b.parquet"])
+    with pytest.raises(tokenmill.ShardError) as caught:
+        tokenmill.open_dataset(tokens)
+    assert str(caught.value) == (
+        f"{manifest}: output 'a.parquet' is listed twice, so its rows would be read twice; "
+        "rerun the stage that made this folder, or delete manifest.json to read its shards"
+    )
