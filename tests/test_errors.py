@@ -335,3 +335,49 @@ def test_a_manifest_lists_each_shard_once(
         f"{manifest}: output 'a.parquet' is listed twice, so its rows would be read twice; "
         "rerun the stage that made this folder, or delete manifest.json to read its shards"
     )
+
+
+def test_dedup_refuses_a_shard_named_like_its_cluster_report(
+    small_dataset: Path, tmp_path: Path, out: Path
+) -> None:
+    (small_dataset / "b.parquet").rename(small_dataset / "clusters.parquet")
+    line = _cli_error("dedup", str(small_dataset), "-o", str(out))
+    assert line == (
+        f"Error: ConfigError: {small_dataset / 'clusters.parquet'}: the shard's output would "
+        "overwrite dedup's cluster report clusters.parquet; rename the shard, or pass "
+        "--format arrow"
+    )
+    assert not out.exists()
+    report = tokenmill.dedup(small_dataset, out, fmt="arrow", progress=False)
+    assert report.run.complete and (out / "clusters.arrow").is_file()
+    assert pq.read_table(out / "clusters.parquet").column_names[:2] == ["shard", "row"]
+
+
+def test_files_of_the_user_in_the_output_folder_are_kept(
+    small_dataset: Path, small_tokenizer: Path, out: Path
+) -> None:
+    out.mkdir()
+    (out / "a.parquet").write_bytes(b"the user's own a.parquet")
+    (out / "notes.txt").write_text("kept\n")
+    before = folder_bytes(out)
+    tokenize = ["tokenize", str(small_dataset), "-o", str(out), "--tokenizer", str(small_tokenizer)]
+    line = _cli_error(*tokenize)
+    assert line == (
+        f"Error: ConfigError: {out}: a.parquet would be replaced, but no tokenmill run wrote "
+        "them (no record in .tokenmill/); move them away, choose another -o, or pass "
+        "--overwrite to replace them"
+    )
+    assert folder_bytes(out) == before
+    result = CliRunner().invoke(cli, [*tokenize, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "input_ids" in pq.read_table(out / "a.parquet").column_names
+    assert (out / "notes.txt").read_text() == "kept\n"
+
+    # dedup's report and a manifest that tokenmill did not write are the user's too.
+    for name, text in (("clusters.parquet", "my clusters"), ("manifest.json", '{"mine": 1}')):
+        elsewhere = out.parent / name.split(".")[0]
+        elsewhere.mkdir()
+        (elsewhere / name).write_text(text)
+        line = _cli_error("dedup", str(small_dataset), "-o", str(elsewhere))
+        assert line.startswith(f"Error: ConfigError: {elsewhere}: {name} would be replaced")
+        assert folder_bytes(elsewhere) == {name: text.encode()}

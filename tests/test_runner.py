@@ -133,6 +133,12 @@ def _tokenize_cli(source: Path, out: Path, tokenizer: Path, *extra: str) -> list
     ]
 
 
+def _finished_records(out: Path) -> list[Path]:
+    """The shards' records written after their file (the one before holds no output)."""
+    records = (out / ".tokenmill").glob("*.json")
+    return [r for r in records if "output" in json.loads(r.read_text())]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_output(
     pydocs: Path, pydocs_tokenizer: Path, tmp_path: Path
@@ -153,7 +159,7 @@ def test_killed_run_resumes_to_the_uninterrupted_output(
     env = dict(os.environ, RAYON_NUM_THREADS="1")
     victim = subprocess.Popen(_tokenize_cli(source, out, pydocs_tokenizer), env=env)
     deadline = time.monotonic() + 120
-    while len(list((out / ".tokenmill").glob("*.json"))) < 2:
+    while len(_finished_records(out)) < 2:
         assert victim.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -182,3 +188,20 @@ def test_overwriting_one_shard_keeps_the_others(
     )
     assert redo.written == ["b.parquet"] and redo.complete
     assert folder_bytes(out) == before
+
+
+def test_an_output_made_but_not_yet_recorded_is_its_runs_own(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    reference = folder_bytes(out)
+    # As a run killed after renaming a.parquet into place leaves it: the
+    # record written before the file, not yet the one after it.
+    record = out / ".tokenmill" / "a.parquet.json"
+    done = json.loads(record.read_text())
+    record.write_text(json.dumps({k: done[k] for k in ("fingerprint", "input_checksum")}))
+    (out / "manifest.json").unlink()
+    resumed = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert resumed.written == ["a.parquet"] and resumed.skipped == ["b.parquet"]
+    assert folder_bytes(out) == reference

@@ -173,7 +173,8 @@ def _fingerprint(stage: Stage, fmt: str, row_group_rows: int) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _output_name(shard: Shard, fmt: str) -> str:
+def output_name(shard: Shard, fmt: str) -> str:
+    """The name of the output a shard becomes: its stem, with the format's suffix."""
     return shard.path.stem + (".parquet" if fmt == "parquet" else ".arrow")
 
 
@@ -306,7 +307,7 @@ def run_stage(
     refuse_output_over_input(out, dataset)
 
     selected = _select(dataset, shards)
-    names = {shard.name: _output_name(shard, fmt) for shard in dataset.shards}
+    names = {shard.name: output_name(shard, fmt) for shard in dataset.shards}
     if len(set(names.values())) != len(names):
         raise ConfigError(
             f"{dataset.root}: two shards share a stem and would overwrite each other's "
@@ -319,8 +320,12 @@ def run_stage(
             raise locate_error(err, shard) from None
 
     fingerprint = _fingerprint(stage, fmt, row_group_rows)
+    outputs = [names[shard.name] for shard in selected]
+    if not overwrite:
+        refuse_foreign_output(out, fingerprint)
+        refuse_unrecorded_files(out, outputs)
     created = not out.exists()
-    _prepare_output(out, fingerprint, [names[shard.name] for shard in selected], overwrite)
+    _prepare_output(out, outputs, overwrite)
 
     report = RunReport(output=out, complete=False, manifest=None)
     total_rows = sum(shard.num_rows for shard in selected)
@@ -331,33 +336,38 @@ def run_stage(
             for shard in selected:
                 name = names[shard.name]
                 checksum = _core.file_checksum(shard.path)
-                record = _read_state(out, name)
-                if (
-                    not overwrite
-                    and record is not None
-                    and record["fingerprint"] == fingerprint
-                    and record["input_checksum"] == checksum
-                    and _size(out / name) == record["output"]["bytes"]
+                if not overwrite and _finished(
+                    _read_state(out, name), fingerprint, checksum, out / name
                 ):
                     report.skipped.append(name)
                     bar.shard_done(rows_skipped=shard.num_rows)
                     continue
-                made = process_shard(
-                    stage,
-                    shard,
-                    out / name,
-                    fmt=fmt,
-                    batch_size=batch_size,
-                    row_group_rows=row_group_rows,
-                    progress=bar,
-                )
+                record_path = out / STATE_DIR / f"{name}.json"
+                # On record before the file exists, so a run killed between the
+                # rename and the full record below still owns the file it made.
+                claim = {"fingerprint": fingerprint, "input_checksum": checksum}
+                write_atomic(record_path, json.dumps(claim).encode())
+                try:
+                    made = process_shard(
+                        stage,
+                        shard,
+                        out / name,
+                        fmt=fmt,
+                        batch_size=batch_size,
+                        row_group_rows=row_group_rows,
+                        progress=bar,
+                    )
+                except BaseException:
+                    if not (out / name).exists():  # nothing made, nothing to own
+                        record_path.unlink(missing_ok=True)
+                    raise
                 record = {
                     "fingerprint": fingerprint,
                     "input_checksum": checksum,
                     "input_bytes": shard.size_bytes,
                     "output": asdict(made),
                 }
-                write_atomic(out / STATE_DIR / f"{name}.json", json.dumps(record).encode())
+                write_atomic(record_path, json.dumps(record).encode())
                 report.written.append(name)
                 report.rows += made.rows
                 report.tokens += made.tokens
@@ -371,6 +381,17 @@ def run_stage(
     report.complete = report.manifest is not None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _finished(record: dict[str, Any] | None, fingerprint: str, checksum: str, path: Path) -> bool:
+    """Whether `record` says `path` already holds this run's output of this input."""
+    return (
+        record is not None
+        and "output" in record
+        and record["fingerprint"] == fingerprint
+        and record["input_checksum"] == checksum
+        and _size(path) == record["output"]["bytes"]
+    )
 
 
 def _size(path: Path) -> int | None:
@@ -459,8 +480,31 @@ def refuse_foreign_output(out: Path, fingerprint: str) -> None:
         )
 
 
-def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool) -> None:
-    """Creates the folder; refuses to mix outputs of different parameters.
+def refuse_unrecorded_files(out: Path, names: Sequence[str]) -> None:
+    """Raises ConfigError when `out` holds a file of one of `names` that no tokenmill run wrote.
+
+    A run records each output in `.tokenmill/` before it writes the file, so
+    an output name without a record, or a manifest that is not a tokenmill
+    manifest, is the user's own file: replacing it takes `--overwrite`.
+    """
+    state = out / STATE_DIR
+    unrecorded = [n for n in names if (out / n).exists() and not (state / f"{n}.json").exists()]
+    if (out / MANIFEST_NAME).exists():
+        try:
+            Manifest.load(out / MANIFEST_NAME)
+        except TokenmillError:
+            unrecorded.append(MANIFEST_NAME)
+    if unrecorded:
+        more = f" and {len(unrecorded) - 1} more" if len(unrecorded) > 1 else ""
+        raise ConfigError(
+            f"{out}: {unrecorded[0]}{more} would be replaced, but no tokenmill run wrote them "
+            f"(no record in {STATE_DIR}/); move them away, choose another -o, or pass "
+            "--overwrite to replace them"
+        )
+
+
+def _prepare_output(out: Path, selected: Sequence[str], overwrite: bool) -> None:
+    """Creates the folder and clears what killed runs left of the selected outputs.
 
     Touches only the selected shards' files, so runs over disjoint `shards`
     can share one output folder.
@@ -469,8 +513,6 @@ def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwr
     for name in selected:  # left by a killed run
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    if not overwrite:
-        refuse_foreign_output(out, fingerprint)
     state = out / STATE_DIR
     manifest = out / MANIFEST_NAME
     if overwrite:
@@ -487,7 +529,7 @@ def _write_manifest_if_complete(
     outputs: list[OutputShard] = []
     for shard in dataset.shards:
         record = _read_state(out, names[shard.name])
-        if record is None or record["fingerprint"] != fingerprint:
+        if record is None or record["fingerprint"] != fingerprint or "output" not in record:
             return None
         inputs.append(InputShard(shard.name, record["input_bytes"], record["input_checksum"]))
         outputs.append(OutputShard(**record["output"]))

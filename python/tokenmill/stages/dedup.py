@@ -41,8 +41,10 @@ from tokenmill.runner import (
     RunReport,
     Stage,
     locate_error,
+    output_name,
     refuse_foreign_output,
     refuse_output_over_input,
+    refuse_unrecorded_files,
     remove_empty_output,
     run_stage,
     stage_fingerprint,
@@ -319,6 +321,13 @@ def dedup(
             f"{dataset.root}: two shards share a stem and would overwrite each other's "
             "output; rename one"
         )
+    outputs = [output_name(shard, fmt) for shard in dataset.shards]
+    if CLUSTERS_NAME in outputs:
+        raise ConfigError(
+            f"{dataset.shards[outputs.index(CLUSTERS_NAME)].path}: the shard's output would "
+            f"overwrite dedup's cluster report {CLUSTERS_NAME}; rename the shard, or pass "
+            "--format arrow"
+        )
     for shard in dataset.shards:
         try:
             _Source(options, shard.schema)
@@ -330,6 +339,9 @@ def dedup(
     else:
         bands, rows = 1, 1
     work = out / STATE_DIR / WORK_DIR
+    if not overwrite:
+        # dedup's report sits beside its work files; one without them is the user's.
+        refuse_unrecorded_files(out, outputs if work.exists() else [*outputs, CLUSTERS_NAME])
     created = not out.exists()
     if overwrite:
         shutil.rmtree(work, ignore_errors=True)
