@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -82,3 +86,30 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+_HOLD_LOCKS = """
+import sys
+from pathlib import Path
+from tokenmill.runner import lock_outputs
+with lock_outputs(Path(sys.argv[1]), sys.argv[2:]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def holding_locks(out: Path, *names: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process, holding the runner's locks on `names` in `out` for the block."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCKS, str(out), *names],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "held\n", "the holder could not take the locks"
+            yield holder
+        finally:
+            holder.communicate(timeout=60)  # closing its stdin releases the locks

@@ -20,7 +20,7 @@ from tokenmill.dataset import open_dataset
 from tokenmill.stages.dedup import DedupOptions
 from tokenmill_cli.main import cli
 
-from .conftest import folder_bytes, write_shards
+from .conftest import folder_bytes, holding_locks, write_shards
 
 THRESHOLD = 0.8
 
@@ -295,3 +295,37 @@ def test_other_parameters_do_not_touch_an_earlier_output(licenses, tmp_path: Pat
     }
     report = tokenmill.dedup(path, out, DedupOptions(threshold=0.5), overwrite=True, progress=False)
     assert report.summary.documents_out < open_dataset(path).num_rows
+
+
+def test_a_resumed_run_clears_what_a_killed_one_left(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    tokenmill.dedup(small_dataset, out, progress=False)
+    reference = folder_bytes(out)
+    work = out / ".tokenmill" / "dedup"
+    leftovers = [
+        work / ".a.sig.4242.tmp",  # killed while signing
+        work / ".b.json.4242.tmp",
+        work / "buckets" / "buckets-00003.bin",  # killed while clustering, spilled
+        out / ".clusters.parquet.4242.tmp",
+        out / ".a.parquet.4242.tmp",  # killed while filtering
+        out / ".tokenmill" / ".a.parquet.json.4242.tmp",
+        out / ".manifest.json.4242.tmp",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half written")
+    resumed = tokenmill.dedup(small_dataset, out, progress=False)
+    assert resumed.skipped == ["a.parquet", "b.parquet"]
+    assert folder_bytes(out) == reference
+
+
+def test_two_dedups_into_one_folder_exclude_each_other(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with holding_locks(out, "clusters.parquet") as holder:
+        result = CliRunner().invoke(cli, ["dedup", str(small_dataset), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: ConfigError: {out}: another tokenmill run (PID {holder.pid}) is writing "
+        "clusters.parquet in this folder"
+    )
+    assert not (out / ".tokenmill" / "dedup").exists()

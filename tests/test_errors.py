@@ -3,6 +3,8 @@ and leaves no output behind."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -260,3 +262,122 @@ def test_corrupt_writes_beside_a_shard_file_by_default(
         "b.parquet",
         "manifest.json",
     ]
+
+
+def test_thread_count_is_capped(tmp_path: Path) -> None:
+    # Checked before the pool exists: a pool of 100,000 threads stalls the machine.
+    threads = tokenmill.num_threads()
+    try:
+        with pytest.raises(tokenmill.ConfigError, match=r"100000 worker threads .* at most 1024"):
+            tokenmill.set_num_threads(100_000)
+        with pytest.raises(tokenmill.ConfigError, match=r"-1 worker threads"):
+            tokenmill.set_num_threads(-1)
+        assert tokenmill.num_threads() == threads
+        # Refused before the command runs: its missing SOURCE is never looked at.
+        line = _cli_error(
+            "--threads",
+            "100000",
+            "sample",
+            str(tmp_path / "missing"),
+            "-o",
+            str(tmp_path / "out"),
+            "--fraction",
+            "0.5",
+        )
+        assert line == (
+            "Error: ConfigError: 100000 worker threads is outside [0, 1024]; pass --threads "
+            "(or set_num_threads) of at most 1024, or 0 for one per core"
+        )
+    finally:
+        tokenmill.set_num_threads(0)
+
+
+def _craft_manifest(folder: Path, names: list[str]) -> Path:
+    manifest = folder / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    by_name = {output["name"]: output for output in raw["outputs"]}
+    first = raw["outputs"][0]
+    raw["outputs"] = [{**by_name.get(name, first), "name": name} for name in names]
+    manifest.write_text(json.dumps(raw))
+    return manifest
+
+
+@pytest.mark.parametrize("entry", ["../elsewhere/a.parquet", "ABSOLUTE", "sub/a.parquet"])
+def test_a_manifest_lists_only_shards_beside_it(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path, entry: str
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    # Real shards wherever the entry points, so only the check can stop the read.
+    for folder in (tmp_path / "elsewhere", tokens / "sub"):
+        folder.mkdir()
+        shutil.copy(tokens / "a.parquet", folder / "a.parquet")
+    entry = str(tmp_path / "elsewhere" / "a.parquet") if entry == "ABSOLUTE" else entry
+    manifest = _craft_manifest(tokens, [entry, "b.parquet"])
+    line = _cli_error("pack", str(tokens), "-o", str(tmp_path / "packed"), "--seq-len", "16")
+    assert line == (
+        f"Error: ShardError: {manifest}: output {entry!r} is not a file name in the manifest's "
+        "folder, so reading it would leave the dataset; rerun the stage that made this folder, "
+        "or delete manifest.json to read its shards"
+    )
+    assert not (tmp_path / "packed").exists()
+
+
+def test_a_manifest_lists_each_shard_once(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    manifest = _craft_manifest(tokens, ["a.parquet", "a.parquet", "b.parquet"])
+    with pytest.raises(tokenmill.ShardError) as caught:
+        tokenmill.open_dataset(tokens)
+    assert str(caught.value) == (
+        f"{manifest}: output 'a.parquet' is listed twice, so its rows would be read twice; "
+        "rerun the stage that made this folder, or delete manifest.json to read its shards"
+    )
+
+
+def test_dedup_refuses_a_shard_named_like_its_cluster_report(
+    small_dataset: Path, tmp_path: Path, out: Path
+) -> None:
+    (small_dataset / "b.parquet").rename(small_dataset / "clusters.parquet")
+    line = _cli_error("dedup", str(small_dataset), "-o", str(out))
+    assert line == (
+        f"Error: ConfigError: {small_dataset / 'clusters.parquet'}: the shard's output would "
+        "overwrite dedup's cluster report clusters.parquet; rename the shard, or pass "
+        "--format arrow"
+    )
+    assert not out.exists()
+    report = tokenmill.dedup(small_dataset, out, fmt="arrow", progress=False)
+    assert report.run.complete and (out / "clusters.arrow").is_file()
+    assert pq.read_table(out / "clusters.parquet").column_names[:2] == ["shard", "row"]
+
+
+def test_files_of_the_user_in_the_output_folder_are_kept(
+    small_dataset: Path, small_tokenizer: Path, out: Path
+) -> None:
+    out.mkdir()
+    (out / "a.parquet").write_bytes(b"the user's own a.parquet")
+    (out / "notes.txt").write_text("kept\n")
+    before = folder_bytes(out)
+    tokenize = ["tokenize", str(small_dataset), "-o", str(out), "--tokenizer", str(small_tokenizer)]
+    line = _cli_error(*tokenize)
+    assert line == (
+        f"Error: ConfigError: {out}: a.parquet would be replaced, but no tokenmill run wrote "
+        "them (no record in .tokenmill/); move them away, choose another -o, or pass "
+        "--overwrite to replace them"
+    )
+    assert folder_bytes(out) == before
+    result = CliRunner().invoke(cli, [*tokenize, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "input_ids" in pq.read_table(out / "a.parquet").column_names
+    assert (out / "notes.txt").read_text() == "kept\n"
+
+    # dedup's report and a manifest that tokenmill did not write are the user's too.
+    for name, text in (("clusters.parquet", "my clusters"), ("manifest.json", '{"mine": 1}')):
+        elsewhere = out.parent / name.split(".")[0]
+        elsewhere.mkdir()
+        (elsewhere / name).write_text(text)
+        line = _cli_error("dedup", str(small_dataset), "-o", str(elsewhere))
+        assert line.startswith(f"Error: ConfigError: {elsewhere}: {name} would be replaced")
+        assert folder_bytes(elsewhere) == {name: text.encode()}

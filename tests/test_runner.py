@@ -16,7 +16,7 @@ import tokenmill
 from tokenmill.dataset import open_dataset
 from tokenmill.manifest import Manifest
 
-from .conftest import folder_bytes, write_shards
+from .conftest import folder_bytes, holding_locks, write_shards
 
 
 def test_manifest_records_stage_params_inputs_and_outputs(
@@ -115,6 +115,7 @@ def test_a_failing_shard_leaves_no_partial_file(small_tokenizer: Path, tmp_path:
     assert f"{source / 'b.parquet'}: row 5:" in str(caught.value)
     # The finished shard stays for a resume; the failed one left nothing behind.
     assert sorted(p.name for p in out.iterdir()) == [".tokenmill", "a.parquet"]
+    assert sorted(p.name for p in (out / ".tokenmill").iterdir()) == ["a.parquet.json"]
 
 
 def _tokenize_cli(source: Path, out: Path, tokenizer: Path, *extra: str) -> list[str]:
@@ -131,6 +132,12 @@ def _tokenize_cli(source: Path, out: Path, tokenizer: Path, *extra: str) -> list
         "--no-progress",
         *extra,
     ]
+
+
+def _finished_records(out: Path) -> list[Path]:
+    """The shards' records written after their file (the one before holds no output)."""
+    records = (out / ".tokenmill").glob("*.json")
+    return [r for r in records if "output" in json.loads(r.read_text())]
 
 
 @pytest.mark.slow
@@ -153,7 +160,7 @@ def test_killed_run_resumes_to_the_uninterrupted_output(
     env = dict(os.environ, RAYON_NUM_THREADS="1")
     victim = subprocess.Popen(_tokenize_cli(source, out, pydocs_tokenizer), env=env)
     deadline = time.monotonic() + 120
-    while len(list((out / ".tokenmill").glob("*.json"))) < 2:
+    while len(_finished_records(out)) < 2:
         assert victim.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -182,3 +189,74 @@ def test_overwriting_one_shard_keeps_the_others(
     )
     assert redo.written == ["b.parquet"] and redo.complete
     assert folder_bytes(out) == before
+
+
+def test_an_output_made_but_not_yet_recorded_is_its_runs_own(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    reference = folder_bytes(out)
+    # As a run killed after renaming a.parquet into place leaves it: the
+    # record written before the file, not yet the one after it.
+    record = out / ".tokenmill" / "a.parquet.json"
+    done = json.loads(record.read_text())
+    record.write_text(json.dumps({k: done[k] for k in ("fingerprint", "input_checksum")}))
+    (out / "manifest.json").unlink()
+    resumed = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert resumed.written == ["a.parquet"] and resumed.skipped == ["b.parquet"]
+    assert folder_bytes(out) == reference
+
+
+def _lock_message(out: Path, pid: int, name: str) -> str:
+    return (
+        f"{out}: another tokenmill run (PID {pid}) is writing {name} in this folder; wait for "
+        "it to finish, or choose another -o (runs over disjoint --shard sets may share one)"
+    )
+
+
+def test_runs_that_would_write_one_shard_exclude_each_other(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with holding_locks(out, "a.parquet") as holder:
+        with pytest.raises(tokenmill.ConfigError) as caught:
+            tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+        assert str(caught.value) == _lock_message(out, holder.pid, "a.parquet")
+        # Disjoint shards share the folder on purpose.
+        part = tokenmill.tokenize(
+            small_dataset, out, small_tokenizer, shards=["b.parquet"], progress=False
+        )
+        assert part.written == ["b.parquet"]
+    assert holder.returncode == 0
+    # A holder killed outright leaves its lock file, which blocks nobody.
+    with holding_locks(out, "a.parquet") as killed:
+        killed.kill()
+    assert (out / ".tokenmill" / "a.parquet.lock").exists()
+    rest = tokenmill.tokenize(small_dataset, out, small_tokenizer, progress=False)
+    assert rest.written == ["a.parquet"] and rest.skipped == ["b.parquet"] and rest.complete
+    assert not list((out / ".tokenmill").glob("*.lock"))
+
+
+@pytest.mark.slow
+def test_two_identical_runs_at_once(pydocs: Path, small_tokenizer: Path, tmp_path: Path) -> None:
+    docs = open_dataset(pydocs).to_table()
+    source = write_shards(tmp_path / "in", {"docs.parquet": pa.concat_tables([docs, docs])})
+    out = tmp_path / "out"
+    command = _tokenize_cli(source, out, small_tokenizer)
+    env = dict(os.environ, RAYON_NUM_THREADS="1")  # seconds per shard, time for the second
+    first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".docs.parquet.*.tmp")):
+        assert first.poll() is None, "the first run ended before the second could start"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    _, first_errors = first.communicate(timeout=120)
+    assert first.returncode == 0, first_errors
+    assert second.returncode == 1, second.stderr
+    assert second.stderr == (
+        f"Error: ConfigError: {_lock_message(out, first.pid, 'docs.parquet')}\n"
+    )
+    assert json.loads((out / "manifest.json").read_text())["totals"]["rows"] == 2 * len(docs)
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.lock"))

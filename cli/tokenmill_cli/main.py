@@ -12,6 +12,7 @@ from typing import Any, overload
 import click
 
 import tokenmill
+from tokenmill._threads import MAX_THREADS
 from tokenmill.bench import SUITES, format_table, run_bench
 from tokenmill.corruption import MODES as CORRUPT_MODES
 from tokenmill.demo import DEMO_TRAIN_STEPS, run_demo
@@ -138,7 +139,8 @@ def _report(report: RunReport) -> None:
     "--threads",
     type=click.IntRange(min=0),
     default=0,
-    help="Worker threads (0: TOKENMILL_NUM_THREADS, RAYON_NUM_THREADS, else every core).",
+    help=f"Worker threads, at most {MAX_THREADS} (0: TOKENMILL_NUM_THREADS, "
+    "RAYON_NUM_THREADS, else every core).",
 )
 def cli(threads: int) -> None:
     """Pretraining data for every objective, over Arrow shards."""

@@ -18,9 +18,9 @@ from tokenmill._core import (
     TokenmillError,
     __version__,
     num_threads,
-    set_num_threads,
     special_tokens,
 )
+from tokenmill._threads import set_num_threads
 from tokenmill.collate import (
     CausalLMCollator,
     DenoisingCollator,

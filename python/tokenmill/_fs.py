@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.\d+\.tmp")
 
 
 def temporary_name(path: Path) -> Path:
     """Where `path` is written before it is renamed into place (`.NAME.PID.tmp`)."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_temporaries(folder: Path, targets: Collection[str] | None = None) -> None:
+    """Removes the temporaries killed writers left in `folder`: those of `targets`, or all.
+
+    Only for callers that hold the lock on what they name, since a live
+    writer's temporary looks the same.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        for entry in folder.iterdir():
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match and (targets is None or match["target"] in targets):
+                entry.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

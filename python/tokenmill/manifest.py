@@ -60,7 +60,7 @@ class Manifest:
     def load(cls, path: Path) -> Manifest:
         try:
             raw = json.loads(path.read_text())
-            return cls(
+            manifest = cls(
                 stage=raw["stage"],
                 tool_version=raw["tool_version"],
                 params=raw["params"],
@@ -77,3 +77,28 @@ class Manifest:
                 f"{path}: the manifest cannot be read ({err!r}); "
                 "delete it and rerun the stage that made this folder"
             ) from err
+        _refuse_outputs_outside(path, manifest.outputs)
+        return manifest
+
+
+def _refuse_outputs_outside(path: Path, outputs: list[OutputShard]) -> None:
+    """Raises ShardError unless every output is a distinct file name beside the manifest.
+
+    Readers take the manifest's word for which shards a folder holds, so a
+    path there (`../x.parquet`, `/abs/x.parquet`, `sub/x.parquet`) would read
+    outside the dataset, and a name listed twice would read its rows twice.
+    """
+    fix = f"rerun the stage that made this folder, or delete {MANIFEST_NAME} to read its shards"
+    seen: set[str] = set()
+    for output in outputs:
+        name = output.name
+        if not isinstance(name, str) or name in ("", "..") or Path(name).name != name:
+            raise ShardError(
+                f"{path}: output {name!r} is not a file name in the manifest's folder, so "
+                f"reading it would leave the dataset; {fix}"
+            )
+        if name in seen:
+            raise ShardError(
+                f"{path}: output {name!r} is listed twice, so its rows would be read twice; {fix}"
+            )
+        seen.add(name)

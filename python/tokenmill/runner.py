@@ -12,11 +12,13 @@ resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, InternalError, TokenmillError
-from tokenmill._fs import atomic_path, write_atomic
+from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard
 from tokenmill.progress import StageProgress, progress_enabled
@@ -173,7 +175,8 @@ def _fingerprint(stage: Stage, fmt: str, row_group_rows: int) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _output_name(shard: Shard, fmt: str) -> str:
+def output_name(shard: Shard, fmt: str) -> str:
+    """The name of the output a shard becomes: its stem, with the format's suffix."""
     return shard.path.stem + (".parquet" if fmt == "parquet" else ".arrow")
 
 
@@ -306,7 +309,7 @@ def run_stage(
     refuse_output_over_input(out, dataset)
 
     selected = _select(dataset, shards)
-    names = {shard.name: _output_name(shard, fmt) for shard in dataset.shards}
+    names = {shard.name: output_name(shard, fmt) for shard in dataset.shards}
     if len(set(names.values())) != len(names):
         raise ConfigError(
             f"{dataset.root}: two shards share a stem and would overwrite each other's "
@@ -319,58 +322,107 @@ def run_stage(
             raise locate_error(err, shard) from None
 
     fingerprint = _fingerprint(stage, fmt, row_group_rows)
+    outputs = [names[shard.name] for shard in selected]
+    if not overwrite:
+        refuse_foreign_output(out, fingerprint)
+        refuse_unrecorded_files(out, outputs)
     created = not out.exists()
-    _prepare_output(out, fingerprint, [names[shard.name] for shard in selected], overwrite)
 
     report = RunReport(output=out, complete=False, manifest=None)
     total_rows = sum(shard.num_rows for shard in selected)
     try:
-        with StageProgress(
-            stage.name, total_rows, len(selected), progress_enabled(progress)
-        ) as bar:
-            for shard in selected:
-                name = names[shard.name]
-                checksum = _core.file_checksum(shard.path)
-                record = _read_state(out, name)
-                if (
-                    not overwrite
-                    and record is not None
-                    and record["fingerprint"] == fingerprint
-                    and record["input_checksum"] == checksum
-                    and _size(out / name) == record["output"]["bytes"]
-                ):
-                    report.skipped.append(name)
-                    bar.shard_done(rows_skipped=shard.num_rows)
-                    continue
-                made = process_shard(
-                    stage,
-                    shard,
-                    out / name,
-                    fmt=fmt,
-                    batch_size=batch_size,
-                    row_group_rows=row_group_rows,
-                    progress=bar,
-                )
-                record = {
-                    "fingerprint": fingerprint,
-                    "input_checksum": checksum,
-                    "input_bytes": shard.size_bytes,
-                    "output": asdict(made),
-                }
-                write_atomic(out / STATE_DIR / f"{name}.json", json.dumps(record).encode())
-                report.written.append(name)
-                report.rows += made.rows
-                report.tokens += made.tokens
-                bar.shard_done()
+        with lock_outputs(out, outputs):
+            every_shard = set(outputs) == set(names.values())
+            _prepare_output(out, outputs, overwrite, every_shard=every_shard)
+            with StageProgress(
+                stage.name, total_rows, len(selected), progress_enabled(progress)
+            ) as bar:
+                for shard in selected:
+                    name = names[shard.name]
+                    checksum = _core.file_checksum(shard.path)
+                    record = _read_state(out, name)
+                    if not overwrite and _finished(record, fingerprint, checksum, out / name):
+                        report.skipped.append(name)
+                        bar.shard_done(rows_skipped=shard.num_rows)
+                        continue
+                    made = _write_recorded(
+                        stage,
+                        shard,
+                        out / name,
+                        fingerprint,
+                        checksum,
+                        fmt=fmt,
+                        batch_size=batch_size,
+                        row_group_rows=row_group_rows,
+                        progress=bar,
+                    )
+                    report.written.append(name)
+                    report.rows += made.rows
+                    report.tokens += made.tokens
+                    bar.shard_done()
+            report.manifest = _write_manifest_if_complete(stage, dataset, out, fingerprint, names)
     except BaseException:
         if created:
             remove_empty_output(out)
         raise
-
-    report.manifest = _write_manifest_if_complete(stage, dataset, out, fingerprint, names)
     report.complete = report.manifest is not None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _write_recorded(
+    stage: Stage,
+    shard: Shard,
+    destination: Path,
+    fingerprint: str,
+    checksum: str,
+    *,
+    fmt: str,
+    batch_size: int,
+    row_group_rows: int,
+    progress: StageProgress,
+) -> OutputShard:
+    """:func:`process_shard`, recorded in `.tokenmill/` before the file exists and after.
+
+    The first record lets a run killed between the rename and the second
+    still own the file it made; it goes again when no file came.
+    """
+    record_path = destination.parent / STATE_DIR / f"{destination.name}.json"
+    claim = {"fingerprint": fingerprint, "input_checksum": checksum}
+    write_atomic(record_path, json.dumps(claim).encode())
+    try:
+        made = process_shard(
+            stage,
+            shard,
+            destination,
+            fmt=fmt,
+            batch_size=batch_size,
+            row_group_rows=row_group_rows,
+            progress=progress,
+        )
+    except BaseException:
+        if not destination.exists():
+            record_path.unlink(missing_ok=True)
+        raise
+    record = {
+        "fingerprint": fingerprint,
+        "input_checksum": checksum,
+        "input_bytes": shard.size_bytes,
+        "output": asdict(made),
+    }
+    write_atomic(record_path, json.dumps(record).encode())
+    return made
+
+
+def _finished(record: dict[str, Any] | None, fingerprint: str, checksum: str, path: Path) -> bool:
+    """Whether `record` says `path` already holds this run's output of this input."""
+    return (
+        record is not None
+        and "output" in record
+        and record["fingerprint"] == fingerprint
+        and record["input_checksum"] == checksum
+        and _size(path) == record["output"]["bytes"]
+    )
 
 
 def _size(path: Path) -> int | None:
@@ -459,19 +511,101 @@ def refuse_foreign_output(out: Path, fingerprint: str) -> None:
         )
 
 
-def _prepare_output(out: Path, fingerprint: str, selected: Sequence[str], overwrite: bool) -> None:
-    """Creates the folder; refuses to mix outputs of different parameters.
+def refuse_unrecorded_files(out: Path, names: Sequence[str]) -> None:
+    """Raises ConfigError when `out` holds a file of one of `names` that no tokenmill run wrote.
 
-    Touches only the selected shards' files, so runs over disjoint `shards`
-    can share one output folder.
+    A run records each output in `.tokenmill/` before it writes the file, so
+    an output name without a record, or a manifest that is not a tokenmill
+    manifest, is the user's own file: replacing it takes `--overwrite`.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    for name in selected:  # left by a killed run
-        for stale in out.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    if not overwrite:
-        refuse_foreign_output(out, fingerprint)
     state = out / STATE_DIR
+    unrecorded = [n for n in names if (out / n).exists() and not (state / f"{n}.json").exists()]
+    if (out / MANIFEST_NAME).exists():
+        try:
+            Manifest.load(out / MANIFEST_NAME)
+        except TokenmillError:
+            unrecorded.append(MANIFEST_NAME)
+    if unrecorded:
+        more = f" and {len(unrecorded) - 1} more" if len(unrecorded) > 1 else ""
+        raise ConfigError(
+            f"{out}: {unrecorded[0]}{more} would be replaced, but no tokenmill run wrote them "
+            f"(no record in {STATE_DIR}/); move them away, choose another -o, or pass "
+            "--overwrite to replace them"
+        )
+
+
+@contextlib.contextmanager
+def lock_outputs(out: Path, names: Sequence[str]) -> Iterator[None]:
+    """Holds an exclusive lock on each output name in `out` for the block, or
+    raises ConfigError at once when another process holds one.
+
+    One lock per output, not per folder: runs over disjoint `shards` share a
+    folder on purpose, while two runs that would write one file must not
+    (the second deleted the first's temporary). A lock dies with its
+    process, so a killed run's lock file blocks nobody, and each lock file
+    is removed by its holder, while still held, so none pile up.
+    """
+    state = out / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    held: list[tuple[Path, int]] = []
+    try:
+        for name in sorted(set(names)):
+            path = state / f"{name}.lock"
+            held.append((path, _lock(path, out, name)))
+        yield
+    finally:
+        for path, fd in held:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _lock(path: Path, out: Path, name: str) -> int:
+    """Locks `path`, creating it, and writes this process's PID into it; returns its descriptor."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A holder that finished between our open and our lock removed the
+            # file: a lock on a removed file guards nothing, so take the new one.
+            if _same_file(fd, path):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return fd
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            holder = f"another tokenmill run (PID {pid})" if pid else "another tokenmill run"
+            raise ConfigError(
+                f"{out}: {holder} is writing {name} in this folder; wait for it to finish, "
+                "or choose another -o (runs over disjoint --shard sets may share one)"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _prepare_output(
+    out: Path, selected: Sequence[str], overwrite: bool, *, every_shard: bool
+) -> None:
+    """Clears what killed runs left of the selected outputs (and, with
+    `overwrite`, the outputs themselves).
+
+    Runs under the selected outputs' locks and touches only their files, so
+    runs over disjoint `shards` can share one output folder. The manifest's
+    temporary is a selected output's only when every shard is: then no
+    other run can be writing the manifest.
+    """
+    state = out / STATE_DIR
+    remove_temporaries(out, {*selected, *([MANIFEST_NAME] if every_shard else [])})
+    remove_temporaries(state, {f"{name}.json" for name in selected})
     manifest = out / MANIFEST_NAME
     if overwrite:
         manifest.unlink(missing_ok=True)
@@ -487,7 +621,7 @@ def _write_manifest_if_complete(
     outputs: list[OutputShard] = []
     for shard in dataset.shards:
         record = _read_state(out, names[shard.name])
-        if record is None or record["fingerprint"] != fingerprint:
+        if record is None or record["fingerprint"] != fingerprint or "output" not in record:
             return None
         inputs.append(InputShard(shard.name, record["input_bytes"], record["input_checksum"]))
         outputs.append(OutputShard(**record["output"]))

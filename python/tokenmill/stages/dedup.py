@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError, TokenmillError
-from tokenmill._fs import atomic_path, write_atomic
+from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.progress import StageProgress, progress_enabled
 from tokenmill.runner import (
@@ -41,8 +41,11 @@ from tokenmill.runner import (
     RunReport,
     Stage,
     locate_error,
+    lock_outputs,
+    output_name,
     refuse_foreign_output,
     refuse_output_over_input,
+    refuse_unrecorded_files,
     remove_empty_output,
     run_stage,
     stage_fingerprint,
@@ -52,6 +55,7 @@ from tokenmill.stages._common import require_text
 METHODS = ("exact", "minhash")
 CLUSTERS_NAME = "clusters.parquet"
 WORK_DIR = "dedup"
+BUCKETS_DIR = "buckets"
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,13 @@ def dedup(
             f"{dataset.root}: two shards share a stem and would overwrite each other's "
             "output; rename one"
         )
+    outputs = [output_name(shard, fmt) for shard in dataset.shards]
+    if CLUSTERS_NAME in outputs:
+        raise ConfigError(
+            f"{dataset.shards[outputs.index(CLUSTERS_NAME)].path}: the shard's output would "
+            f"overwrite dedup's cluster report {CLUSTERS_NAME}; rename the shard, or pass "
+            "--format arrow"
+        )
     for shard in dataset.shards:
         try:
             _Source(options, shard.schema)
@@ -330,9 +341,54 @@ def dedup(
     else:
         bands, rows = 1, 1
     work = out / STATE_DIR / WORK_DIR
+    if not overwrite:
+        # dedup's report sits beside its work files; one without them is the user's.
+        refuse_unrecorded_files(out, outputs if work.exists() else [*outputs, CLUSTERS_NAME])
     created = not out.exists()
+    try:
+        # One lock for the whole run, named after the report only dedup
+        # writes: the work files are shared by every shard, and run_stage
+        # takes the shards' locks for the last phase.
+        with lock_outputs(out, [CLUSTERS_NAME]):
+            return _sign_cluster_filter(
+                dataset,
+                out,
+                options,
+                bands,
+                rows,
+                created=created,
+                overwrite=overwrite,
+                fmt=fmt,
+                batch_size=batch_size,
+                progress=progress,
+            )
+    except BaseException:
+        if created:
+            remove_empty_output(out)
+        raise
+
+
+def _sign_cluster_filter(
+    dataset: Dataset,
+    out: Path,
+    options: DedupOptions,
+    bands: int,
+    rows: int,
+    *,
+    created: bool,
+    overwrite: bool,
+    fmt: str,
+    batch_size: int,
+    progress: bool | None,
+) -> DedupReport:
+    """dedup's three phases, under its lock on `out`."""
+    work = out / STATE_DIR / WORK_DIR
     if overwrite:
         shutil.rmtree(work, ignore_errors=True)
+    # What a killed run left: half-written work files, spilled buckets and report.
+    remove_temporaries(work)
+    shutil.rmtree(work / BUCKETS_DIR, ignore_errors=True)
+    remove_temporaries(out, [CLUSTERS_NAME])
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = _sign_fingerprint(options, bands, rows)
     width = options.num_perm if options.method == "minhash" else 2
@@ -379,7 +435,6 @@ def dedup(
     except BaseException:
         if created and not signed:
             shutil.rmtree(work, ignore_errors=True)
-            remove_empty_output(out)
         raise
 
     summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records)
@@ -420,7 +475,7 @@ def _cluster(
         bands=bands,
         # Exact hashes join only when both 64-bit halves agree.
         threshold=options.threshold if options.method == "minhash" else 1.0,
-        scratch_dir=work / "buckets",
+        scratch_dir=work / BUCKETS_DIR,
         memory_budget=options.memory_budget,
         shingle_files=[f["shingles"] for f in files] if exact_verify else None,
         offset_files=[f["offsets"] for f in files] if exact_verify else None,
