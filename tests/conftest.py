@@ -16,6 +16,18 @@ from tokenmill.tokenizer import save_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("TOKENMILL_CORPORA", REPO.parent / "shared" / "corpora"))
+TOKENIZERS = Path(os.environ.get("TOKENMILL_TOKENIZERS", REPO.parent / "shared" / "tokenizers"))
+
+
+def shared_tokenizer(name: str) -> Path:
+    """A tokenizer.json of `../shared/tokenizers` (gpt2, cl100k_base, o200k_base...)."""
+    path = TOKENIZERS / f"{name}.json"
+    if not path.is_file():
+        pytest.fail(
+            f"{path} is missing: the tests read the shared tokenizer files "
+            "(set TOKENMILL_TOKENIZERS to their folder)"
+        )
+    return path
 
 
 def corpus(name: str) -> Path:

@@ -51,6 +51,7 @@ def test_inspect_counts_and_decodes(
     assert "2 shard(s), 20 rows" in result.output
     assert "made by: tokenmill" in result.output and "tokenize" in result.output
     assert "decoded: 'The quick brown fox jumps over the lazy dog.</s>'" in result.output
+    assert "tokenizer: fast: byte-level BPE, gpt2 pre-tokenizer" in result.output
     summary = json.loads(runner.invoke(cli, ["inspect", str(out), "--json"]).output)
     tokens = next(c for c in summary["columns"] if c["name"] == "input_ids")
     lengths = [
@@ -107,3 +108,33 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
     assert deduped.num_rows > 500
     sources = set(corpus.to_table(columns=["source"]).column("source").to_pylist())
     assert sources == {"topics", "docstrings", "code"}
+
+
+def test_tokenize_says_which_encoder_it_runs(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "tokenize",
+            str(small_dataset),
+            "-o",
+            str(tmp_path / "t"),
+            "--tokenizer",
+            str(small_tokenizer),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("encoder: fast: byte-level BPE, gpt2")
+    config = json.loads(small_tokenizer.read_text())
+    config["normalizer"] = {"type": "Lowercase"}
+    exact = tmp_path / "lowercase.json"
+    exact.write_text(json.dumps(config))
+    result = CliRunner().invoke(
+        cli, ["tokenize", str(small_dataset), "-o", str(tmp_path / "u"), "--tokenizer", str(exact)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "encoder: exact: the tokenizers crate, since the fast path does not implement "
+        "the normalizer Lowercase"
+    )

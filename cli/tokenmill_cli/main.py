@@ -193,7 +193,14 @@ def tokenize_command(
     word_ids: bool,
     run: dict[str, Any],
 ) -> None:
-    """Tokenize the text column of SOURCE into a list<uint32> column."""
+    """Tokenize the text column of SOURCE into a list<uint32> column.
+
+    Tokenizers tokenmill's fast encoder implements exactly (byte-level BPE
+    with the GPT-2, cl100k, Qwen 2 or o200k pattern; BERT's WordPiece) take
+    it; any other goes to the `tokenizers` crate. The first line printed
+    says which, and why.
+    """
+    click.echo(f"encoder: {load_tokenizer(tokenizer).encoder}", err=True)
     report = tokenmill.tokenize(
         source,
         tokenizer=tokenizer,

@@ -42,6 +42,8 @@ class DatasetSummary:
     columns: list[ColumnSummary]
     manifest: dict[str, Any] | None
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Which encoder the given tokenizer's text goes through (see `Tokenizer.encoder`).
+    encoder: str | None = None
 
 
 def describe(
@@ -99,6 +101,7 @@ def describe(
             "totals": dataset.manifest.totals,
         },
         examples=sample_rows,
+        encoder=None if tokenizer is None else tokenizer.encoder,
     )
 
 
@@ -143,6 +146,8 @@ def format_summary(summary: DatasetSummary) -> str:
     if summary.manifest:
         m = summary.manifest
         lines.append(f"made by: tokenmill {m['tool_version']} {m['stage']} {m['params']}")
+    if summary.encoder:
+        lines.append(f"tokenizer: {summary.encoder}")
     lines.append("schema:")
     lines.extend("  " + line for line in summary.schema.splitlines())
     lines.append("columns:")

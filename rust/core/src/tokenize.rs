@@ -62,6 +62,11 @@ impl Tokenizer {
         }
     }
 
+    /// The fast encoder, when it takes this tokenizer.
+    pub fn fast_encoder(&self) -> Option<&FastEncoder> {
+        self.fast.as_deref().ok()
+    }
+
     /// Whether text goes through the fast encoder, and why not when it does not.
     pub fn encoder_path(&self) -> EncoderPath {
         match &self.fast {

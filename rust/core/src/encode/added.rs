@@ -16,6 +16,7 @@ pub enum Part<'a> {
 struct Matcher {
     automaton: AhoCorasick,
     ids: Vec<u32>,
+    has_newline: bool,
 }
 
 impl Matcher {
@@ -35,6 +36,7 @@ impl Matcher {
         Ok(Some(Self {
             automaton,
             ids: tokens.iter().map(|(_, id)| *id).collect(),
+            has_newline: tokens.iter().any(|(t, _)| t.contains('\n')),
         }))
     }
 
@@ -96,6 +98,13 @@ impl AddedTokens {
             raw: Matcher::new(raw)?,
             normalized: Matcher::new(normalized)?,
         })
+    }
+
+    /// Whether a token's text holds a newline (and so could span a line start).
+    pub fn has_newline(&self) -> bool {
+        [&self.raw, &self.normalized]
+            .iter()
+            .any(|m| m.as_ref().is_some_and(|m| m.has_newline))
     }
 
     /// Splits raw text on the tokens matched before normalization.

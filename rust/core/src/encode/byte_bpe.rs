@@ -33,39 +33,110 @@ pub fn byte_to_char() -> [char; 256] {
     map
 }
 
-/// The raw bytes a byte-level token stands for, or `None` when it holds a
-/// character outside the byte alphabet (an added token's text, say).
-pub fn token_bytes(token: &str, char_to_byte: &AHashMap<char, u8>) -> Option<Vec<u8>> {
-    token
-        .chars()
-        .map(|c| char_to_byte.get(&c).copied())
-        .collect()
-}
-
 /// Merges already made, piece bytes to ids; bounded, cleared when full.
+/// Keyed inline like [`WholeTable`] for pieces of up to 16 bytes, the ids
+/// in one arena, so a hit costs no pointer chase and no `memcmp`.
 #[derive(Default)]
 pub struct PieceCache {
-    pieces: AHashMap<Box<[u8]>, Box<[u32]>>,
+    slots: Vec<CacheSlot>,
+    entries: usize,
+    ids: Vec<u32>,
+    long: AHashMap<Box<[u8]>, Box<[u32]>>,
 }
+
+#[derive(Clone, Copy, Default)]
+struct CacheSlot {
+    key: [u64; 2],
+    /// 0 marks an empty slot.
+    len: u32,
+    first: u32,
+    count: u32,
+}
+
+/// Pieces up to this long are merged by scanning pair ranks, longer ones
+/// through a priority queue.
+const SHORT_MERGE: usize = 64;
 
 /// Pieces longer than this are merged every time: caching them would let
 /// one long run of a letter fill the cache.
 const MAX_CACHED_PIECE: usize = 256;
-const MAX_CACHED_PIECES: usize = 1 << 20;
+const MAX_CACHED_PIECES: usize = 1 << 18;
 
 impl PieceCache {
+    /// The cached ids of `text[start..start + len]`.
+    #[inline(always)]
+    pub(crate) fn get_in(&self, text: &[u8], start: usize, len: usize) -> Option<&[u32]> {
+        if len > INLINE_KEY {
+            return self.long.get(&text[start..start + len]).map(|ids| &ids[..]);
+        }
+        self.find(inline_key_in(text, start, len), len)
+    }
+
     pub(crate) fn get(&self, piece: &[u8]) -> Option<&[u32]> {
-        self.pieces.get(piece).map(|ids| &ids[..])
+        self.get_in(piece, 0, piece.len())
+    }
+
+    #[inline(always)]
+    fn find(&self, key: [u64; 2], len: usize) -> Option<&[u32]> {
+        if self.slots.is_empty() || len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = slot_hash(key, len) & mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.len as usize == len && slot.key == key {
+                let first = slot.first as usize;
+                return Some(&self.ids[first..first + slot.count as usize]);
+            }
+            if slot.len == 0 {
+                return None;
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) {
-        if piece.len() > MAX_CACHED_PIECE {
+        if piece.is_empty() || piece.len() > MAX_CACHED_PIECE {
             return;
         }
-        if self.pieces.len() >= MAX_CACHED_PIECES {
-            self.pieces.clear();
+        if self.entries >= MAX_CACHED_PIECES || self.ids.len() + ids.len() > u32::MAX as usize {
+            *self = Self::default();
         }
-        self.pieces.insert(piece.into(), ids.into());
+        if piece.len() > INLINE_KEY {
+            self.long.insert(piece.into(), ids.into());
+            self.entries += 1;
+            return;
+        }
+        if (self.entries + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let slot = CacheSlot {
+            key: inline_key(piece),
+            len: piece.len() as u32,
+            first: self.ids.len() as u32,
+            count: ids.len() as u32,
+        };
+        self.ids.extend_from_slice(ids);
+        self.place(slot);
+        self.entries += 1;
+    }
+
+    fn place(&mut self, slot: CacheSlot) {
+        let mask = self.slots.len() - 1;
+        let mut at = slot_hash(slot.key, slot.len as usize) & mask;
+        while self.slots[at].len != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(1024);
+        let old = std::mem::replace(&mut self.slots, vec![CacheSlot::default(); capacity]);
+        for slot in old.into_iter().filter(|s| s.len != 0) {
+            self.place(slot);
+        }
     }
 }
 
@@ -84,27 +155,34 @@ impl ByteLevelBpe {
     /// A reason the fast path cannot take this model: a byte without a
     /// token, or a merge naming a token the vocabulary lacks.
     pub fn new(
-        vocab: &AHashMap<String, u32>,
-        merges: &[(String, String)],
+        vocab: &AHashMap<&str, u32>,
+        merges: &[(&str, &str)],
         ignore_merges: bool,
     ) -> Result<Self, String> {
         let byte_chars = byte_to_char();
         let mut byte_ids = [0u32; 256];
+        let mut buffer = [0u8; 4];
         for (byte, c) in byte_chars.iter().enumerate() {
-            byte_ids[byte] = *vocab.get(&c.to_string()).ok_or_else(|| {
-                format!(
+            byte_ids[byte] = *vocab
+                .get(c.encode_utf8(&mut buffer) as &str)
+                .ok_or_else(|| {
+                    format!(
                     "the byte 0x{byte:02X} has no token, so BPE would need its unknown-token rules"
                 )
-            })?;
+                })?;
         }
         let mut merge_map = AHashMap::with_capacity(merges.len());
-        for (rank, (left, right)) in merges.iter().enumerate() {
+        let mut joined = String::new();
+        for (rank, &(left, right)) in merges.iter().enumerate() {
             let id = |token: &str| {
                 vocab.get(token).copied().ok_or_else(|| {
                     format!("the merge {left:?} {right:?} names a token outside the vocabulary")
                 })
             };
-            let merged = id(&format!("{left}{right}"))?;
+            joined.clear();
+            joined.push_str(left);
+            joined.push_str(right);
+            let merged = id(&joined)?;
             merge_map.insert((id(left)?, id(right)?), (rank as u32, merged));
         }
         let mut model = Self {
@@ -112,14 +190,20 @@ impl ByteLevelBpe {
             merges: merge_map,
             whole: WholeTable::default(),
         };
-        let char_to_byte: AHashMap<char, u8> = byte_chars
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
+        // Byte characters are all below U+0144: a table, not a map.
+        let mut char_to_byte = [None; 0x144];
+        for (byte, &c) in byte_chars.iter().enumerate() {
+            char_to_byte[c as usize] = Some(byte as u8);
+        }
         let candidates: Vec<(Vec<u8>, u32)> = vocab
             .iter()
-            .filter_map(|(token, &id)| Some((token_bytes(token, &char_to_byte)?, id)))
+            .filter_map(|(token, &id)| {
+                let bytes = token
+                    .chars()
+                    .map(|c| char_to_byte.get(c as usize).copied().flatten())
+                    .collect::<Option<Vec<u8>>>()?;
+                Some((bytes, id))
+            })
             .collect();
         let whole: Vec<(Vec<u8>, u32)> = candidates
             .into_par_iter()
@@ -148,18 +232,75 @@ impl ByteLevelBpe {
             out.push(id);
             return;
         }
-        let piece = &text[start..end];
-        if let Some(ids) = cache.get(piece) {
+        if let Some(ids) = cache.get_in(text, start, end - start) {
             out.extend_from_slice(ids);
             return;
         }
+        let piece = &text[start..end];
         let ids = self.merge(piece);
         cache.insert(piece, &ids);
         out.extend_from_slice(&ids);
     }
 
-    /// The merge loop of `tokenizers`' `Word::merge_all`, over raw bytes.
+    /// The ids BPE makes of `piece`, merged as `tokenizers` merges.
+    ///
+    /// `tokenizers` pops its queue lowest rank first, then leftmost, and
+    /// skips a queued merge unless the pair now at its place would make the
+    /// same token. A pair at a place only ever grows by taking in its right
+    /// neighbour, so a pair making the same token there is the same pair:
+    /// the queue merges exactly the lowest-ranked, leftmost pair each time,
+    /// which short pieces find by a scan over a rank per pair instead.
     pub fn merge(&self, piece: &[u8]) -> Vec<u32> {
+        if piece.len() <= SHORT_MERGE {
+            self.merge_short(piece)
+        } else {
+            self.merge_queued(piece)
+        }
+    }
+
+    pub(crate) fn merge_short(&self, piece: &[u8]) -> Vec<u32> {
+        let n = piece.len();
+        let mut ids = [0u32; SHORT_MERGE];
+        // The merge of (ids[i], ids[i + 1]): its rank (u32::MAX: none) and token.
+        let mut ranks = [u32::MAX; SHORT_MERGE];
+        let mut merged = [0u32; SHORT_MERGE];
+        for (slot, &byte) in ids.iter_mut().zip(piece) {
+            *slot = self.byte_ids[byte as usize];
+        }
+        let pair = |left: u32, right: u32| self.merges.get(&(left, right)).copied();
+        for i in 0..n.saturating_sub(1) {
+            if let Some((rank, id)) = pair(ids[i], ids[i + 1]) {
+                ranks[i] = rank;
+                merged[i] = id;
+            }
+        }
+        let mut len = n;
+        while len > 1 {
+            let (at, &rank) = ranks[..len - 1]
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, &r)| (r, i))
+                .expect("two symbols make a pair");
+            if rank == u32::MAX {
+                break;
+            }
+            ids[at] = merged[at];
+            ids.copy_within(at + 2..len, at + 1);
+            ranks.copy_within(at + 2..len, at + 1);
+            merged.copy_within(at + 2..len, at + 1);
+            len -= 1;
+            ranks[len - 1..].fill(u32::MAX);
+            for i in [at.wrapping_sub(1), at] {
+                if i < len - 1 {
+                    (ranks[i], merged[i]) = pair(ids[i], ids[i + 1]).unwrap_or((u32::MAX, 0));
+                }
+            }
+        }
+        ids[..len].to_vec()
+    }
+
+    /// The merge loop of `tokenizers`' `Word::merge_all`, over raw bytes.
+    pub(crate) fn merge_queued(&self, piece: &[u8]) -> Vec<u32> {
         #[derive(Clone, Copy)]
         struct Symbol {
             id: u32,
@@ -257,24 +398,79 @@ impl PartialOrd for Merge {
 
 /// Piece bytes to the token that answers them whole. Pieces of up to 16
 /// bytes (nearly all) are keyed inline in open-addressed slots, so a lookup
-/// touches one cache line and calls no `memcmp`.
+/// touches one cache line and calls no `memcmp`; those of up to 8 bytes
+/// (most) in slots of 16 bytes, so the table stays in the core's L2 cache.
 #[derive(Default)]
 struct WholeTable {
-    slots: Vec<Slot>,
-    mask: usize,
+    short: Slots<u64>,
+    medium: Slots<[u64; 2]>,
     long: AHashMap<Box<[u8]>, u32>,
     len: usize,
 }
 
+#[derive(Default)]
+struct Slots<K> {
+    slots: Vec<Slot<K>>,
+    mask: usize,
+}
+
 #[derive(Clone, Copy, Default)]
-struct Slot {
-    key: [u64; 2],
+struct Slot<K> {
+    key: K,
     /// The piece's length; 0 marks an empty slot (pieces are never empty).
     len: u32,
     id: u32,
 }
 
+impl<K: Copy + Default + PartialEq> Slots<K> {
+    fn new(entries: &[(K, usize, u32)], hash: impl Fn(K, usize) -> usize) -> Self {
+        let capacity = (entries.len() * 2).next_power_of_two().max(16);
+        let mut slots = vec![Slot::default(); capacity];
+        for &(key, len, id) in entries {
+            let mut at = hash(key, len) & (capacity - 1);
+            while slots[at].len != 0 {
+                at = (at + 1) & (capacity - 1);
+            }
+            slots[at] = Slot {
+                key,
+                len: len as u32,
+                id,
+            };
+        }
+        Self {
+            slots,
+            mask: capacity - 1,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, key: K, len: usize, hash: usize) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut at = hash & self.mask;
+        loop {
+            let slot = &self.slots[at];
+            if slot.len as usize == len && slot.key == key {
+                return Some(slot.id);
+            }
+            if slot.len == 0 {
+                return None;
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+}
+
 const INLINE_KEY: usize = 16;
+const SHORT_KEY: usize = 8;
+
+#[inline(always)]
+fn short_hash(key: u64, len: usize) -> usize {
+    let product = ((key ^ 0x9E37_79B9_7F4A_7C15) as u128)
+        .wrapping_mul((len as u64 ^ 0xD6E8_FEB8_6659_FD93) as u128);
+    ((product as u64) ^ ((product >> 64) as u64)) as usize
+}
 
 /// Up to 16 bytes as two little-endian words, zero past the piece.
 #[inline(always)]
@@ -334,30 +530,23 @@ fn slot_hash(key: [u64; 2], len: usize) -> usize {
 
 impl WholeTable {
     fn new(tokens: &[(Vec<u8>, u32)]) -> Self {
-        let capacity = (tokens.len() * 2).next_power_of_two().max(16);
-        let mut table = Self {
-            slots: vec![Slot::default(); capacity],
-            mask: capacity - 1,
-            long: AHashMap::new(),
-            len: tokens.len(),
-        };
+        let (mut short, mut medium, mut long) = (Vec::new(), Vec::new(), AHashMap::new());
         for (bytes, id) in tokens {
-            if bytes.len() > INLINE_KEY || bytes.is_empty() {
-                table.long.insert(bytes.clone().into_boxed_slice(), *id);
-                continue;
+            match bytes.len() {
+                0 => {}
+                1..=SHORT_KEY => short.push((inline_key(bytes)[0], bytes.len(), *id)),
+                len if len <= INLINE_KEY => medium.push((inline_key(bytes), len, *id)),
+                _ => {
+                    long.insert(bytes.clone().into_boxed_slice(), *id);
+                }
             }
-            let key = inline_key(bytes);
-            let mut at = slot_hash(key, bytes.len()) & table.mask;
-            while table.slots[at].len != 0 {
-                at = (at + 1) & table.mask;
-            }
-            table.slots[at] = Slot {
-                key,
-                len: bytes.len() as u32,
-                id: *id,
-            };
         }
-        table
+        Self {
+            short: Slots::new(&short, short_hash),
+            medium: Slots::new(&medium, slot_hash),
+            long,
+            len: tokens.len(),
+        }
     }
 
     /// The token answering `text[start..start + len]` whole, if any.
@@ -366,20 +555,14 @@ impl WholeTable {
         if len > INLINE_KEY {
             return self.long.get(&text[start..start + len]).copied();
         }
-        if self.slots.is_empty() || len == 0 {
+        if len == 0 {
             return None;
         }
         let key = inline_key_in(text, start, len);
-        let mut at = slot_hash(key, len) & self.mask;
-        loop {
-            let slot = &self.slots[at];
-            if slot.len as usize == len && slot.key == key {
-                return Some(slot.id);
-            }
-            if slot.len == 0 {
-                return None;
-            }
-            at = (at + 1) & self.mask;
+        if len <= SHORT_KEY {
+            self.short.get(key[0], len, short_hash(key[0], len))
+        } else {
+            self.medium.get(key, len, slot_hash(key, len))
         }
     }
 }

@@ -92,6 +92,9 @@ impl EncodeState {
     }
 }
 
+/// Texts from this many bytes on are cut into parts encoded in parallel.
+const LONG_TEXT: usize = 1 << 20;
+
 /// How many encoders' caches a thread keeps; the oldest goes first.
 const CACHES_PER_THREAD: usize = 4;
 
@@ -172,6 +175,14 @@ impl FastEncoder {
         })
     }
 
+    #[cfg(test)]
+    fn byte_level_bpe(&self) -> Option<&ByteLevelBpe> {
+        match &self.model {
+            Model::ByteLevel { bpe, .. } => Some(bpe),
+            Model::WordPiece(_) => None,
+        }
+    }
+
     /// Which path this tokenizer takes and why, for `inspect` and the CLI.
     pub fn description(&self) -> &str {
         &self.description
@@ -179,15 +190,121 @@ impl FastEncoder {
 
     /// Appends the ids of `text` to `ids` (and each token's word index to
     /// `words`, -1 for tokens the post-processor adds), as `tokenizers`'
-    /// `encode_fast(text, add_special_tokens)` would.
+    /// `encode(text, add_special_tokens)` would.
+    ///
+    /// A text of a megabyte or more is cut at line starts where no piece
+    /// can cross (see [`FastEncoder::cut_points`]) and its parts encoded in
+    /// parallel on the current rayon pool, so one long document uses every
+    /// core; the ids do not depend on the number of threads.
     pub fn encode(
         &self,
         text: &str,
         add_special_tokens: bool,
         ids: &mut Vec<u32>,
+        mut words: Option<&mut Vec<i32>>,
+    ) {
+        if add_special_tokens {
+            ids.extend_from_slice(&self.special_prefix);
+            if let Some(words) = words.as_deref_mut() {
+                words.extend(std::iter::repeat_n(-1, self.special_prefix.len()));
+            }
+        }
+        let cuts = self.cut_points(text);
+        if cuts.len() <= 2 {
+            self.with_state(|state| self.encode_part(text, ids, words.as_deref_mut(), 0, state));
+        } else {
+            self.encode_parts(text, &cuts, ids, words.as_deref_mut());
+        }
+        if add_special_tokens {
+            ids.extend_from_slice(&self.special_suffix);
+            if let Some(words) = words {
+                words.extend(std::iter::repeat_n(-1, self.special_suffix.len()));
+            }
+        }
+    }
+
+    /// Where a long text may be cut, first and last offsets included: at a
+    /// line start that begins with an ASCII letter after a line that ends
+    /// in something other than whitespace. Every pattern ends a piece
+    /// there, the same whether the text goes on or ends (a longer
+    /// whitespace run would split differently before the end of the text),
+    /// none of the normalizers joins across it, and cutting is off when
+    /// something else could cross it (an added token holding a newline, a
+    /// prefix space, which would be added to every part).
+    fn cut_points(&self, text: &str) -> Vec<usize> {
+        let bytes = text.as_bytes();
+        let prefix_space = matches!(
+            self.model,
+            Model::ByteLevel {
+                add_prefix_space: true,
+                ..
+            }
+        );
+        if bytes.len() < LONG_TEXT || prefix_space || self.added.has_newline() {
+            return vec![0, bytes.len()];
+        }
+        let parts = (rayon::current_num_threads() * 4).max(1);
+        let step = (bytes.len() / parts).max(LONG_TEXT / 4);
+        let mut cuts = vec![0];
+        let mut next = step;
+        while next < bytes.len() {
+            // `x\na`, x ASCII and not whitespace: the newline is a piece of its
+            // own whether a letter or the end of the text follows it.
+            let found = bytes[next..].windows(3).position(|w| {
+                w[0].is_ascii()
+                    && !(w[0] == b' ' || (0x09..=0x0D).contains(&w[0]))
+                    && w[1] == b'\n'
+                    && w[2].is_ascii_alphabetic()
+            });
+            match found {
+                Some(offset) => {
+                    let cut = next + offset + 2;
+                    cuts.push(cut);
+                    next = cut + step;
+                }
+                None => break,
+            }
+        }
+        cuts.push(bytes.len());
+        cuts
+    }
+
+    fn encode_parts(
+        &self,
+        text: &str,
+        cuts: &[usize],
+        ids: &mut Vec<u32>,
         words: Option<&mut Vec<i32>>,
     ) {
-        self.with_state(|state| self.encode_with(text, add_special_tokens, ids, words, state));
+        use rayon::prelude::*;
+        let want_words = words.is_some();
+        let parts: Vec<(Vec<u32>, Vec<i32>, i32)> = cuts
+            .par_windows(2)
+            .map(|w| {
+                let (mut part_ids, mut part_words) = (Vec::new(), Vec::new());
+                let count = self.with_state(|state| {
+                    self.encode_part(
+                        &text[w[0]..w[1]],
+                        &mut part_ids,
+                        want_words.then_some(&mut part_words),
+                        0,
+                        state,
+                    )
+                });
+                (part_ids, part_words, count)
+            })
+            .collect();
+        let mut first_word = 0;
+        match words {
+            None => parts.iter().for_each(|(p, _, _)| ids.extend_from_slice(p)),
+            Some(words) => {
+                for (part_ids, part_words, count) in parts {
+                    ids.extend_from_slice(&part_ids);
+                    words.extend(part_words.iter().map(|w| w + first_word));
+                    first_word += count;
+                }
+            }
+        }
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut EncodeState) -> R) -> R {
@@ -207,21 +324,17 @@ impl FastEncoder {
         })
     }
 
-    fn encode_with(
+    /// Encodes a text or a part of one, its words numbered from
+    /// `first_word`; returns the number of words after the part.
+    fn encode_part(
         &self,
         text: &str,
-        add_special_tokens: bool,
         ids: &mut Vec<u32>,
         mut words: Option<&mut Vec<i32>>,
+        first_word: i32,
         state: &mut EncodeState,
-    ) {
-        if add_special_tokens {
-            ids.extend_from_slice(&self.special_prefix);
-            if let Some(words) = words.as_deref_mut() {
-                words.extend(std::iter::repeat_n(-1, self.special_prefix.len()));
-            }
-        }
-        let mut word = 0i32;
+    ) -> i32 {
+        let mut word = first_word;
         self.added.split_raw(text, |part| match part {
             added::Part::Token(id) => {
                 push_word(ids, words.as_deref_mut(), &[id], &mut word);
@@ -241,12 +354,7 @@ impl FastEncoder {
                 });
             }
         });
-        if add_special_tokens {
-            ids.extend_from_slice(&self.special_suffix);
-            if let Some(words) = words {
-                words.extend(std::iter::repeat_n(-1, self.special_suffix.len()));
-            }
-        }
+        word
     }
 
     /// One stretch of normalized text between added tokens.
@@ -340,14 +448,14 @@ fn byte_level_model(model: &Value, pre_tokenizer: &Value) -> Result<Model, Strin
         }
     }
     let (pattern, add_prefix_space) = byte_level_pre_tokenizer(pre_tokenizer)?;
-    let vocab: AHashMap<String, u32> = model
+    let vocab: AHashMap<&str, u32> = model
         .get("vocab")
         .and_then(Value::as_object)
         .ok_or("BPE without a vocabulary")?
         .iter()
         .map(|(token, id)| {
             let id = id.as_u64().and_then(|id| u32::try_from(id).ok());
-            id.map(|id| (token.clone(), id))
+            id.map(|id| (token.as_str(), id))
                 .ok_or_else(|| format!("the token {token:?} has no valid id"))
         })
         .collect::<Result<_, String>>()?;
@@ -359,10 +467,9 @@ fn byte_level_model(model: &Value, pre_tokenizer: &Value) -> Result<Model, Strin
         .map(|merge| match merge {
             Value::String(s) => s
                 .split_once(' ')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
                 .ok_or_else(|| format!("the merge {s:?} is not two tokens")),
             Value::Array(pair) => match pair.as_slice() {
-                [Value::String(a), Value::String(b)] => Ok((a.clone(), b.clone())),
+                [Value::String(a), Value::String(b)] => Ok((a.as_str(), b.as_str())),
                 _ => Err(format!("the merge {merge} is not two tokens")),
             },
             _ => Err(format!("the merge {merge} is not two tokens")),

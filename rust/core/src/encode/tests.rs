@@ -151,6 +151,69 @@ fn adversarial_cases_match_tokenizers() {
     }
 }
 
+#[test]
+fn a_long_text_cut_into_parts_matches_tokenizers_whatever_the_threads() {
+    // Lines that end in every way a cut must see through: whitespace runs
+    // before the newline, CRLF, a letter, a symbol.
+    let mut text = String::new();
+    let mut line = 0usize;
+    while text.len() < super::LONG_TEXT + (1 << 17) {
+        let case = ADVERSARIAL[line % ADVERSARIAL.len()];
+        let ending = ["\n", "  \n", "\r\n", "x\n", "!\n", "\t\n", " \n\n"][line % 7];
+        text.push_str(case);
+        text.push_str(ending);
+        text.push_str("word's ");
+        line += 1;
+    }
+    for (name, tokenizer) in tokenizers() {
+        let crate::tokenize::EncoderPath::Fast(_) = tokenizer.encoder_path() else {
+            unreachable!()
+        };
+        let expected = tokenizer.inner().encode(text.as_str(), true).unwrap();
+        let expected_words: Vec<i32> = expected
+            .get_word_ids()
+            .iter()
+            .map(|w| w.map_or(-1, |w| w as i32))
+            .collect();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (mut ids, mut words) = (Vec::new(), Vec::new());
+            pool.install(|| {
+                tokenizer
+                    .encode_into(&text, true, &mut ids, Some(&mut words))
+                    .unwrap()
+            });
+            assert!(
+                ids == expected.get_ids(),
+                "{name}, {threads} threads: ids differ"
+            );
+            assert!(
+                words == expected_words,
+                "{name}, {threads} threads: word ids differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn long_texts_are_cut_where_no_piece_crosses() {
+    let (_, gpt2) = tokenizers()
+        .iter()
+        .find(|(name, _)| name == "gpt2")
+        .unwrap();
+    let fast = gpt2.fast_encoder().unwrap();
+    let text = "line\n".repeat(super::LONG_TEXT / 4);
+    let cuts = fast.cut_points(&text);
+    assert!(cuts.len() > 2, "a long text is cut");
+    for &cut in &cuts[1..cuts.len() - 1] {
+        assert_eq!(&text[cut - 2..cut + 1], "e\nl");
+    }
+    assert_eq!(fast.cut_points("short\ntext"), [0, 10]);
+}
+
 /// Characters the patterns treat differently, often.
 fn tricky_char() -> impl Strategy<Value = char> {
     prop_oneof![
@@ -181,6 +244,19 @@ fn tricky_text() -> impl Strategy<Value = String> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    // The scan over pair ranks merges as `tokenizers`' queue does.
+    #[test]
+    fn short_merges_equal_the_queue(piece in prop::collection::vec(
+        prop_oneof![4 => prop::sample::select(b" etaoinshrdlu\n.,'".to_vec()), 1 => any::<u8>()],
+        0..64,
+    )) {
+        for (name, tokenizer) in tokenizers() {
+            if let Some(bpe) = tokenizer.fast_encoder().and_then(|f| f.byte_level_bpe()) {
+                prop_assert_eq!(bpe.merge_short(&piece), bpe.merge_queued(&piece), "{}", name);
+            }
+        }
+    }
 
     #[test]
     fn random_text_matches_tokenizers(text in tricky_text()) {
