@@ -17,6 +17,7 @@ Each peer is called through its fastest bulk API, named in the table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -129,7 +130,7 @@ def _as_lists(name: str, result: Any) -> list[list[int]]:
         ids, offsets = result
         flat = np.frombuffer(ids, dtype="<u4")
         bounds = np.frombuffer(offsets, dtype="<u8")
-        return [flat[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [flat[a:b].tolist() for a, b in itertools.pairwise(bounds)]
     if name.startswith("gigatoken"):
         return [list(map(int, row)) for row in result.to_list()]
     return [list(row) for row in result]
