@@ -2,9 +2,10 @@
 
 Every implementation runs the same tokenizer.json over the same documents,
 in one child process per thread count (RAYON_NUM_THREADS is set before any
-library loads), and is timed only once its ids equal Python `tokenizers`'
-on every document; a peer that gives other ids, or cannot load the file,
-is listed as such and not timed.
+library loads, and the child is pinned to that many cores), and is timed
+only once its ids equal Python `tokenizers`' on every document; a peer
+that gives other ids, or cannot load the file, is listed as such and not
+timed.
 
 - **cold**: a fresh instance's first pass over the corpus (loading excluded);
 - **warm**: the median of `--repeat` further passes on that instance.
@@ -225,6 +226,10 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
+        # Peers that start pools of their own get no more cores than the
+        # thread count either.
+        threads = int(os.environ["RAYON_NUM_THREADS"])
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
         print(json.dumps(measure(args.child[0], args.child[1], args.repeat)))
         return
 

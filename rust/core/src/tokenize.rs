@@ -369,7 +369,9 @@ fn encode_rows(
     rows: std::ops::Range<usize>,
     options: &TokenizeOptions,
 ) -> Result<Encoded> {
-    let mut values = Vec::new();
+    // Text runs 3-5 bytes a token: sized for 4, the ids rarely move as they grow.
+    let text_bytes: usize = rows.clone().map(|row| texts.bytes(row).len()).sum();
+    let mut values = Vec::with_capacity(text_bytes / 4 + rows.len());
     let mut words = Vec::new();
     let mut lengths = Vec::with_capacity(rows.len());
     for row in rows {
