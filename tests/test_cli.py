@@ -125,7 +125,7 @@ def test_tokenize_says_which_encoder_it_runs(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].startswith("encoder: fast: byte-level BPE, gpt2")
+    assert result.output.splitlines()[-1].startswith("encoder: fast: byte-level BPE, gpt2")
     config = json.loads(small_tokenizer.read_text())
     config["normalizer"] = {"type": "Lowercase"}
     exact = tmp_path / "lowercase.json"
@@ -134,7 +134,7 @@ def test_tokenize_says_which_encoder_it_runs(
         cli, ["tokenize", str(small_dataset), "-o", str(tmp_path / "u"), "--tokenizer", str(exact)]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == (
+    assert result.output.splitlines()[-1] == (
         "encoder: exact: the tokenizers crate, since the fast path does not implement "
         "the normalizer Lowercase"
     )

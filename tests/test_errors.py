@@ -4,7 +4,10 @@ and leaves no output behind."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -262,6 +265,19 @@ def test_corrupt_writes_beside_a_shard_file_by_default(
         "b.parquet",
         "manifest.json",
     ]
+
+
+def test_a_thread_count_from_the_environment_is_capped() -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", "import tokenmill; print(tokenmill.num_threads())"],
+        env={**os.environ, "TOKENMILL_NUM_THREADS": "100000"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert child.stdout.strip() == "1024"
+    assert "TOKENMILL_NUM_THREADS=100000 is above 1024 worker threads; using 1024" in child.stderr
 
 
 def test_thread_count_is_capped(tmp_path: Path) -> None:

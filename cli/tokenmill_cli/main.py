@@ -197,10 +197,9 @@ def tokenize_command(
 
     Tokenizers tokenmill's fast encoder implements exactly (byte-level BPE
     with the GPT-2, cl100k, Qwen 2 or o200k pattern; BERT's WordPiece) take
-    it; any other goes to the `tokenizers` crate. The first line printed
+    it; any other goes to the `tokenizers` crate. The last line printed
     says which, and why.
     """
-    click.echo(f"encoder: {load_tokenizer(tokenizer).encoder}", err=True)
     report = tokenmill.tokenize(
         source,
         tokenizer=tokenizer,
@@ -214,6 +213,7 @@ def tokenize_command(
         **run,
     )
     _report(report)
+    click.echo(f"encoder: {load_tokenizer(tokenizer).encoder}", err=True)
 
 
 @cli.command("sample")

@@ -27,21 +27,34 @@ struct OwnedPool {
 static POOL: AtomicPtr<OwnedPool> = AtomicPtr::new(std::ptr::null_mut());
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
+/// The most worker threads a pool starts, as `tokenmill._threads.MAX_THREADS`
+/// (which refuses more from Python): every thread reserves a stack, and a
+/// hundred thousand of them stall the machine.
+const MAX_THREADS: usize = 1024;
+
 fn configured_threads() -> usize {
     let requested = REQUESTED_THREADS.load(Ordering::Relaxed);
     if requested > 0 {
-        return requested;
+        return requested.min(MAX_THREADS);
     }
     ["TOKENMILL_NUM_THREADS", "RAYON_NUM_THREADS"]
         .iter()
         .find_map(|var| {
-            std::env::var(var)
+            let threads = std::env::var(var)
                 .ok()?
                 .parse::<usize>()
                 .ok()
-                .filter(|&n| n > 0)
+                .filter(|&n| n > 0)?;
+            if threads > MAX_THREADS {
+                eprintln!(
+                    "tokenmill: {var}={threads} is above {MAX_THREADS} worker threads; \
+                     using {MAX_THREADS}"
+                );
+            }
+            Some(threads.min(MAX_THREADS))
         })
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(MAX_THREADS)
 }
 
 fn pool() -> &'static ThreadPool {

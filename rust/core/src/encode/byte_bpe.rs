@@ -72,10 +72,6 @@ impl PieceCache {
         self.find(inline_key_in(text, start, len), len)
     }
 
-    pub(crate) fn get(&self, piece: &[u8]) -> Option<&[u32]> {
-        self.get_in(piece, 0, piece.len())
-    }
-
     #[inline(always)]
     fn find(&self, key: [u64; 2], len: usize) -> Option<&[u32]> {
         if self.slots.is_empty() || len == 0 {

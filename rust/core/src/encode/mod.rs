@@ -401,9 +401,11 @@ impl FastEncoder {
                 }
             }
             Model::WordPiece(model) => {
+                let bytes = text.as_bytes();
                 wordpiece::for_each_word(text, |piece| {
                     let before = ids.len();
-                    match state.pieces.get(piece.as_bytes()) {
+                    let start = piece.as_ptr() as usize - bytes.as_ptr() as usize;
+                    match state.pieces.get_in(bytes, start, piece.len()) {
                         Some(cached) => ids.extend_from_slice(cached),
                         None => {
                             model.encode_word(piece, ids);

@@ -17,6 +17,8 @@ pub struct BertNormalizer {
     handle_chinese_chars: bool,
     strip_accents: bool,
     lowercase: bool,
+    /// What the four steps make of each ASCII byte (`REMOVED`: nothing).
+    ascii: [u8; 128],
 }
 
 fn is_bert_whitespace(c: char) -> bool {
@@ -60,19 +62,48 @@ impl BertNormalizer {
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(format!("BertNormalizer's strip_accents = {other}")),
         };
-        Ok(Self {
+        let mut normalizer = Self {
             clean_text: flag("clean_text", true)?,
             handle_chinese_chars: flag("handle_chinese_chars", true)?,
             strip_accents,
             lowercase,
-        })
+            ascii: [0; 128],
+        };
+        normalizer.ascii = normalizer.ascii_table();
+        Ok(normalizer)
     }
 
     /// The text as the normalizer leaves it.
+    ///
+    /// Every step acts on one character at a time except NFD's reordering
+    /// of combining marks, which never moves a mark across an ASCII
+    /// character (a starter): so ASCII runs take the fast path and only
+    /// the runs between them the full one, with the same result.
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if text.is_ascii() {
             return self.apply_ascii(text);
         }
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len() + text.len() / 8);
+        let mut start = 0;
+        while start < bytes.len() {
+            let ascii = bytes[start].is_ascii();
+            let end = bytes[start..]
+                .iter()
+                .position(|b| b.is_ascii() != ascii)
+                .map_or(bytes.len(), |n| start + n);
+            let run = &text[start..end];
+            if ascii {
+                out.push_str(&self.apply_ascii(run));
+            } else {
+                out.push_str(&self.apply_any(run));
+            }
+            start = end;
+        }
+        Cow::Owned(out)
+    }
+
+    fn apply_any(&self, text: &str) -> String {
         let mut chars: Vec<char> = text
             .chars()
             .filter(|&c| !self.clean_text || !(c == '\0' || c == '\u{FFFD}' || is_bert_control(c)))
@@ -108,25 +139,34 @@ impl BertNormalizer {
         if self.lowercase {
             out = out.chars().flat_map(char::to_lowercase).collect();
         }
-        Cow::Owned(out)
+        out
     }
 
-    /// ASCII needs no decomposition and no Chinese spacing.
+    /// ASCII needs no decomposition and no Chinese spacing: each byte maps
+    /// to one byte, or to none, by table.
     fn apply_ascii<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let bytes = text.as_bytes();
-        let unchanged = bytes.iter().all(|&b| {
-            let clean_ok = !self.clean_text || (b >= 0x20 && b != 0x7F);
-            let lower_ok = !self.lowercase || !b.is_ascii_uppercase();
-            clean_ok && lower_ok
-        });
-        if unchanged {
+        let table = &self.ascii;
+        let mut out = Vec::with_capacity(text.len());
+        for &b in text.as_bytes() {
+            let mapped = table[b as usize];
+            if mapped != REMOVED {
+                out.push(mapped);
+            }
+        }
+        if out == text.as_bytes() {
             return Cow::Borrowed(text);
         }
-        let mut out = String::with_capacity(text.len());
-        for &b in bytes {
-            let mut c = b as char;
+        // SAFETY: every byte written is below 0x80, so `out` is ASCII.
+        Cow::Owned(unsafe { String::from_utf8_unchecked(out) })
+    }
+
+    fn ascii_table(&self) -> [u8; 128] {
+        let mut table = [0u8; 128];
+        for (b, slot) in table.iter_mut().enumerate() {
+            let mut c = b as u8 as char;
             if self.clean_text {
                 if c == '\0' || is_bert_control(c) {
+                    *slot = REMOVED;
                     continue;
                 }
                 if is_bert_whitespace(c) {
@@ -136,31 +176,82 @@ impl BertNormalizer {
             if self.lowercase {
                 c = c.to_ascii_lowercase();
             }
-            out.push(c);
+            *slot = c as u8;
         }
-        Cow::Owned(out)
+        table
     }
 }
 
+const REMOVED: u8 = 0xFF;
+
 /// `BertPreTokenizer`: words split at whitespace (dropped) and around each
-/// punctuation character (kept as a word of its own).
-pub fn for_each_word(text: &str, mut each: impl FnMut(&str)) {
-    for chunk in text.split(char::is_whitespace) {
-        let mut start = 0;
-        for (at, c) in chunk.char_indices() {
-            if is_bert_punctuation(c) {
+/// punctuation character (kept as a word of its own). ASCII is classified
+/// by table; other characters by the same tests `tokenizers` runs.
+pub fn for_each_word<'t>(text: &'t str, mut each: impl FnMut(&'t str)) {
+    let bytes = text.as_bytes();
+    let (mut start, mut at) = (0, 0);
+    while at < bytes.len() {
+        let byte = bytes[at];
+        let (len, kind) = if byte < 0x80 {
+            (1, ASCII_KINDS[byte as usize])
+        } else {
+            let c = text[at..].chars().next().expect("a character starts here");
+            let kind = if c.is_whitespace() {
+                Kind::Space
+            } else if is_bert_punctuation(c) {
+                Kind::Punctuation
+            } else {
+                Kind::Word
+            };
+            (c.len_utf8(), kind)
+        };
+        match kind {
+            Kind::Word => {}
+            Kind::Space => {
                 if start < at {
-                    each(&chunk[start..at]);
+                    each(&text[start..at]);
                 }
-                each(&chunk[at..at + c.len_utf8()]);
-                start = at + c.len_utf8();
+                start = at + len;
+            }
+            Kind::Punctuation => {
+                if start < at {
+                    each(&text[start..at]);
+                }
+                each(&text[at..at + len]);
+                start = at + len;
             }
         }
-        if start < chunk.len() {
-            each(&chunk[start..]);
-        }
+        at += len;
+    }
+    if start < bytes.len() {
+        each(&text[start..]);
     }
 }
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Word,
+    Space,
+    Punctuation,
+}
+
+const ASCII_KINDS: [Kind; 128] = {
+    let mut kinds = [Kind::Word; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        // `char::is_whitespace` on ASCII: tab to carriage return, and space.
+        kinds[i] = if (b >= 0x09 && b <= 0x0D) || b == b' ' {
+            Kind::Space
+        } else if b.is_ascii_punctuation() {
+            Kind::Punctuation
+        } else {
+            Kind::Word
+        };
+        i += 1;
+    }
+    kinds
+};
 
 /// A WordPiece vocabulary.
 pub struct WordPiece {
