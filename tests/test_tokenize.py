@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers, processors
@@ -125,3 +128,42 @@ def test_truncation_and_padding_in_the_file_are_ignored(tmp_path: Path) -> None:
     ours = tokenmill.load_tokenizer(path)
     assert ours.tokenize(pa.array(["a b a b"])).to_pylist() == [[2, 3, 2, 3]]
     assert ours.tokenize(pa.array(["a"])).to_pylist() == [[2]]
+
+
+@pytest.mark.slow
+def test_one_long_document_tokenizes_in_memory_a_small_multiple_of_it(
+    pydocs: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    """A 20 MB document once took 2.5 GB, 125 times itself (and 200 MB took 24 GB):
+    the exact path kept every token's offsets and strings. Measured in a
+    child, whose peak resident memory is its own."""
+    texts = open_dataset(pydocs).to_table(columns=["text"]).column("text").to_pylist()
+    document = ("\n".join(texts) + "\n") * 2
+    source = tmp_path / "long"
+    source.mkdir()
+    pq.write_table(pa.table({"id": ["one"], "text": [document]}), source / "one.parquet")
+    # VmHWM, the peak of this process's own memory (ru_maxrss would carry
+    # the forking pytest's peak over the exec).
+    script = (
+        "import re, sys, pyarrow, tokenmill\n"
+        "peak = lambda: re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]\n"
+        "tokenmill.load_tokenizer(sys.argv[3]).tokenize(pyarrow.array(['warm up']))\n"
+        "print(int(peak()) * 1024)\n"
+        "tokenmill.tokenize(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)\n"
+        "print(int(peak()) * 1024)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(tmp_path / "out"), str(pydocs_tokenizer)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    # Before: the interpreter with everything loaded, a tokenizer used once.
+    before, peak = (int(line) for line in child.stdout.split()[-2:])
+    used = peak - before
+    assert used < 16 * len(document.encode()), f"{used / 2**20:.0f} MiB for one document"
+    tokens = open_dataset(tmp_path / "out").to_table().column("input_ids")[0].as_py()
+    reference = tokenizers.Tokenizer.from_file(str(pydocs_tokenizer))
+    eos = reference.token_to_id("</s>")
+    assert tokens == [*reference.encode(document, add_special_tokens=False).ids, eos]
