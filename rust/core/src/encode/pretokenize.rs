@@ -339,18 +339,7 @@ fn cl100k(text: &[u8], at: usize, max_digits: usize) -> usize {
     }
     // `\p{N}{1,3}`
     if class == Class::Number {
-        let mut end = at + len;
-        for _ in 1..max_digits {
-            if end >= text.len() {
-                break;
-            }
-            let (next, next_len) = class_at(text, end);
-            if next != Class::Number {
-                break;
-            }
-            end += next_len;
-        }
-        return end;
+        return digits(text, at + len, max_digits - 1);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     if let Some(end) = symbols(text, at, class, is_cr_lf) {
@@ -358,6 +347,22 @@ fn cl100k(text: &[u8], at: usize, max_digits: usize) -> usize {
     }
     // `\s*[\r\n]+|\s+(?!\S)|\s+`
     whitespace_to_newline(text, at).unwrap_or_else(|| whitespace(text, at))
+}
+
+/// Up to `more` further numbers from `at`: the rest of `\p{N}{1,n}`.
+#[inline]
+fn digits(text: &[u8], mut at: usize, more: usize) -> usize {
+    for _ in 0..more {
+        if at >= text.len() {
+            break;
+        }
+        let (next, next_len) = class_at(text, at);
+        if next != Class::Number {
+            break;
+        }
+        at += next_len;
+    }
+    at
 }
 
 /// ` ?[^\s\p{L}\p{N}]+` and then a run of the bytes `tail` accepts.
@@ -432,18 +437,7 @@ fn o200k(text: &[u8], at: usize) -> usize {
         }
     }
     if class == Class::Number {
-        let mut end = at + len;
-        for _ in 1..3 {
-            if end >= text.len() {
-                break;
-            }
-            let (next, next_len) = class_at(text, end);
-            if next != Class::Number {
-                break;
-            }
-            end += next_len;
-        }
-        return end;
+        return digits(text, at + len, 2);
     }
     if let Some(end) = symbols(text, at, class, |b| is_cr_lf(b) || b == b'/') {
         return end;
