@@ -197,6 +197,17 @@ def test_a_named_id_column_must_exist(small_dataset: Path, out: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("stage", ["sample", "corrupt", "dedup", "pairs", "negatives"])
+def test_every_stage_refuses_a_named_id_column_that_is_missing(
+    stage: str, small_dataset: Path, small_tokenizer: Path, out: Path
+) -> None:
+    command = _stage_commands(small_tokenizer)[stage]
+    line = _cli_error(*command, str(small_dataset), "-o", str(out), "--id-column", "doc_id")
+    assert line.startswith(f"Error: SchemaError: {small_dataset / 'a.parquet'}: column 'doc_id'")
+    assert "--id-column" in line
+    assert not out.exists()
+
+
 def _stage_commands(tokenizer: Path) -> dict[str, list[str]]:
     """Each stage's command with options that pass their own checks."""
     return {

@@ -60,7 +60,12 @@ from tokenmill.runner import (
     refuse_output_over_input,
     run_stage,
 )
-from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
+from tokenmill.stages._common import (
+    as_uint32_tokens,
+    is_token_list,
+    require_column,
+    require_id_column,
+)
 
 STRATEGIES = ("random", "bm25", "embedding")
 #: Texts (or token lists) handed to an embedding function per call.
@@ -236,6 +241,7 @@ def _check_schema(
 ) -> tuple[pa.DataType, pa.DataType]:
     """Checks one shard; returns its (query, positive) types for the next."""
     schema = shard.schema
+    require_id_column(schema, options.id_column)
     query = require_column(schema, options.query_column, "--query-column")
     positive = require_column(schema, options.positive_column, "--positive-column")
     for field in (query, positive):
