@@ -197,6 +197,17 @@ def test_a_named_id_column_must_exist(small_dataset: Path, out: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("stage", ["sample", "corrupt", "dedup", "pairs", "negatives"])
+def test_every_stage_refuses_a_named_id_column_that_is_missing(
+    stage: str, small_dataset: Path, small_tokenizer: Path, out: Path
+) -> None:
+    command = _stage_commands(small_tokenizer)[stage]
+    line = _cli_error(*command, str(small_dataset), "-o", str(out), "--id-column", "doc_id")
+    assert line.startswith(f"Error: SchemaError: {small_dataset / 'a.parquet'}: column 'doc_id'")
+    assert "--id-column" in line
+    assert not out.exists()
+
+
 def _stage_commands(tokenizer: Path) -> dict[str, list[str]]:
     """Each stage's command with options that pass their own checks."""
     return {
@@ -397,3 +408,18 @@ def test_files_of_the_user_in_the_output_folder_are_kept(
         line = _cli_error("dedup", str(small_dataset), "-o", str(elsewhere))
         assert line.startswith(f"Error: ConfigError: {elsewhere}: {name} would be replaced")
         assert folder_bytes(elsewhere) == {name: text.encode()}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--seq-len", "99999999999"), ("--buffer", "99999999999999999999")]
+)
+def test_pack_bounds_integers_it_hands_to_rust(
+    small_dataset: Path, small_tokenizer: Path, tmp_path: Path, option: str, value: str
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokenmill.tokenize(small_dataset, tokens, small_tokenizer, progress=False)
+    out = tmp_path / "packed"
+    args = ["pack", str(tokens), "-o", str(out), "--seq-len", "16", option, value]
+    line = _cli_error(*args)
+    assert line.startswith(f"Error: ConfigError: {option} {value} is not in [1, ")
+    assert not out.exists()

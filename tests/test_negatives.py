@@ -261,3 +261,21 @@ def test_a_margin_nothing_passes_is_counted_not_fatal(tmp_path: Path) -> None:
     assert report.manifest.totals["rows_over_margin"] == n
     rows = _read(tmp_path / "out").to_pylist()
     assert set(rows[0]["negative_ids"]) == {n - 1, n - 2}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--k1", "inf"), ("--k1", "nan"), ("--k1", "-1"), ("--b", "nan"), ("--b", "1.5")],
+)
+def test_bm25_parameters_outside_their_domain_are_refused(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    table = pa.table({"query": ["a b", "c d", "e f"], "positive": ["x", "y", "z"]})
+    src = write_shards(tmp_path / "in", {"a.parquet": table})
+    out = tmp_path / "out"
+    args = ["negatives", str(src), "-o", str(out), "--num-negatives", "1", option, value]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: ConfigError: {option} {value}")
+    assert result.output.count("\n") == 1 and option in result.output
+    assert not out.exists()

@@ -143,7 +143,7 @@ def test_bad_input(tmp_path: Path, small_dataset: Path) -> None:
     assert result.exit_code == 1
     assert (
         result.output.strip()
-        == "Error: ConfigError: --seq-len -5 is not positive; pass e.g. --seq-len 2048"
+        == "Error: ConfigError: --seq-len -5 is not in [1, 4294967294]; pass e.g. --seq-len 2048"
     )
     result = runner.invoke(
         cli, ["pack", str(small_dataset), "-o", str(tmp_path / "o"), "--seq-len", "8"]

@@ -414,3 +414,75 @@ def test_gpu_bench_runs_in_cpu_smoke_mode(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "train_gpu.json").read_text())
     assert [r["variant"] for r in results] == ["document-masked", "plain causal"]
     assert all(r["tokens_per_s"] > 0 and r["mfu"] is None for r in results)
+
+
+def _cli_error(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--clip", "nan"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--weight-decay", "nan"),
+        ("--temperature", "inf"),
+        ("--eval-fraction", "nan"),
+        ("--eval-fraction", "1.5"),
+    ],
+)
+def test_float_options_are_checked_before_the_run_folder_is_written(
+    prepared: Path, tmp_path: Path, option: str, value: str
+) -> None:
+    out = tmp_path / "run"
+    line = _cli_error(
+        "train", "--objective", "clm", str(prepared / "packed"), "-o", str(out), option, value
+    )
+    assert line.startswith(f"Error: ConfigError: {option} {value}")
+    assert not out.exists()  # no config.json left behind
+
+
+def test_a_diverging_run_stops_at_the_step_and_keeps_metrics_json(
+    prepared: Path, tmp_path: Path
+) -> None:
+    config = run(prepared, "clm", tmp_path, lr=1e30, clip=0.0, warmup=0)
+    with pytest.raises(tokenmill.ConfigError, match=r"loss is nan at step \d+: the run diverged"):
+        train(config, echo=print)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"metrics.jsonl holds bare {constant}")
+
+    lines = (Path(config.output) / "metrics.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line, parse_constant=refuse) for line in lines)
+    assert not (Path(config.output) / "checkpoint.pt").exists()
+
+
+def test_a_garbage_checkpoint_is_one_error_naming_it(prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    line = _cli_error(
+        "train", "--objective", "clm", str(prepared / "packed"), "-o", str(out), "--resume"
+    )
+    assert line.startswith(f"Error: ShardError: {out / 'checkpoint.pt'}: cannot read")
+    assert "--overwrite" in line
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
+def test_seq_lens_that_do_not_cover_their_row_are_refused_before_writing(
+    tmp_path: Path,
+) -> None:
+    ids = pa.array([[1, 2, 3, 4]] * 7 + [[5, 6, 7, 8]], type=pa.list_(pa.uint32()))
+    seq_lens = pa.array([[2, 2]] * 7 + [[1, 2]], type=pa.list_(pa.int32()))
+    write_shards(
+        tmp_path / "packed", {"a.parquet": pa.table({"input_ids": ids, "seq_lens": seq_lens})}
+    )
+    config = run(tmp_path, "clm", tmp_path / "out", data=str(tmp_path / "packed"), vocab_size=16)
+    with pytest.raises(tokenmill.DataError, match=r"a\.parquet: row 7: seq_lens add up to 3"):
+        train(config, echo=print)
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,7 @@ from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard
 from tokenmill.progress import StageProgress, progress_enabled
+from tokenmill.stages._common import require_id_column
 
 STATE_DIR = ".tokenmill"
 FORMATS = ("parquet", "arrow")
@@ -317,6 +318,7 @@ def run_stage(
         )
     for shard in selected:  # every schema problem surfaces before anything is written
         try:
+            require_id_column(shard.schema, stage.id_column)
             stage.output_schema(shard.schema)
         except TokenmillError as err:
             raise locate_error(err, shard) from None

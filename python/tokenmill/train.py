@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, DataError, SchemaError
+from tokenmill._core import ConfigError, DataError, SchemaError, ShardError
 from tokenmill._fs import write_atomic
 from tokenmill.collate import IGNORE_INDEX, CausalLMCollator
 from tokenmill.contrastive import ContrastiveBatchSampler, ContrastiveCollator
@@ -229,6 +229,33 @@ def _scan_tokens(dataset: Dataset, columns: tuple[str, ...]) -> tuple[int, int]:
     return largest, longest
 
 
+def _check_seq_lens(dataset: Dataset) -> None:
+    """Packed rows whose seq_lens do not cover them would fail at the first
+    batch that holds one, after the run folder is written: find them now."""
+    for shard in dataset.shards:
+        first = 0
+        for batch in shard.iter_batches(8192, columns=["input_ids", "seq_lens"]):
+            seq_lens = batch.column("seq_lens")
+            covered = np.bincount(
+                pc.list_parent_indices(seq_lens).to_numpy(),
+                weights=pc.list_flatten(seq_lens).to_numpy(zero_copy_only=False),
+                minlength=batch.num_rows,
+            ).astype(np.int64)
+            lengths = pc.list_value_length(batch.column("input_ids")).fill_null(0).to_numpy()
+            bad = np.flatnonzero(covered != lengths)
+            if bad.size:
+                row = first + int(bad[0])
+                problem = (
+                    f"seq_lens add up to {covered[bad[0]]} tokens, but the row holds "
+                    f"{lengths[bad[0]]}"
+                )
+                fix = "train on `tokenmill pack` output, unedited"
+                err = DataError(f"{shard.path}: row {row}: {problem}; {fix}")
+                err.row, err.problem, err.fix = row, problem, fix
+                raise err
+            first += batch.num_rows
+
+
 def plan_data(config: TrainConfig) -> DataPlan:
     """Opens and checks the data; every bad input is a typed error here."""
     if config.objective not in OBJECTIVES:
@@ -275,6 +302,10 @@ def plan_data(config: TrainConfig) -> DataPlan:
         if eval_dataset is not None:
             eval_largest, eval_longest = _scan_tokens(eval_dataset, token_columns)
             largest, longest = max(largest, eval_largest), max(longest, eval_longest)
+        if config.objective == "clm" and "seq_lens" in names:
+            for checked in (dataset, eval_dataset):
+                if checked is not None:
+                    _check_seq_lens(checked)
         if config.objective == "clm" or family == "encoder-decoder":
             longest += 1  # decoders read one token more than they predict from
 
@@ -864,8 +895,23 @@ def _validate(config: TrainConfig) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(config, name)} is below 1")
+    # NaN passes every comparison below, and inf trains to NaN weights: both
+    # are refused first, before any check that would let them through.
+    for name in ("lr", "weight_decay", "clip", "eval_fraction", "temperature"):
+        value = getattr(config, name)
+        if not math.isfinite(value):
+            raise ConfigError(f"--{name.replace('_', '-')} {value} is not a finite number")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ConfigError(f"min_lr_ratio {config.min_lr_ratio} is not in [0, 1]")
     if config.warmup < 0 or config.lr <= 0 or config.clip < 0:
         raise ConfigError("--warmup must be >= 0, --lr > 0 and --clip >= 0")
+    if config.weight_decay < 0 or config.temperature <= 0:
+        raise ConfigError("--weight-decay must be >= 0 and --temperature > 0")
+    if config.eval_data is None and not 0.0 < config.eval_fraction < 1.0:
+        raise ConfigError(
+            f"--eval-fraction {config.eval_fraction} is not in (0, 1): pass a fraction "
+            "in (0, 1), or held-out data with --eval"
+        )
     if config.stop_at is not None and not 0 < config.stop_at <= config.steps:
         raise ConfigError(f"--stop-at {config.stop_at} is not in [1, --steps {config.steps}]")
 
@@ -889,6 +935,11 @@ class _Recorder:
     def add(self, record: dict[str, Any]) -> None:
         if not self.active:
             return
+        # Bare NaN and Infinity are not JSON: a metric with no finite value is null.
+        record = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()
+        }
         self.records.append(record)
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -927,10 +978,15 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     plan = plan_data(config)
+    # Which rows are held out is settled (and a dataset too small to split
+    # refused) before the run folder is written.
+    hold = None
+    if plan.family != "dual-encoder" and plan.eval_dataset is None:
+        hold = held_out(plan.dataset.num_rows, config.eval_fraction, config.seed)
     identity = _identity(config, plan, world)
     checkpoint: dict[str, Any] | None = None
     if config.resume:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = _load_checkpoint(checkpoint_path)
         saved = checkpoint["trajectory"]
         changed = {k: (saved.get(k), v) for k, v in identity.items() if saved.get(k) != v}
         if changed:
@@ -1006,9 +1062,6 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
             collate = CorruptedRowCollator(
                 plan.family, pad_id=plan.pad_id, decoder_start_id=plan.decoder_start_id
             )
-        hold = None
-        if plan.eval_dataset is None:
-            hold = held_out(plan.dataset.num_rows, config.eval_fraction, config.seed)
         train_member = ~hold if hold is not None else np.ones(plan.dataset.num_rows, dtype=bool)
         stream = _token_stream(plan, train_member, collate, config)
         if main:
@@ -1102,6 +1155,12 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
                 dist.all_reduce(flushed)
                 flushed, pending_tokens = flushed[:-1], int(flushed[-1])
             values = flushed.tolist()
+            for at, value in zip((s for s, _ in pending), values, strict=True):
+                if not math.isfinite(value):
+                    raise ConfigError(
+                        f"the training loss is {value} at step {at}: the run diverged; "
+                        "train again with a lower --lr or a --clip such as 1.0"
+                    )
             result.losses.update(zip((s for s, _ in pending), values, strict=True))
             window_tokens += pending_tokens
             pending.clear()
@@ -1144,6 +1203,20 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
             # work unfinished); a group the caller made is the caller's to end.
             dist.destroy_process_group()
     return result
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors alike
+        raise ShardError(
+            f"{path}: cannot read the checkpoint ({type(err).__name__}); it is truncated, "
+            "corrupt or not a tokenmill checkpoint: pass --overwrite to start again"
+        ) from None
+    keys = ("trajectory", "model_config", "model", "optimizer", "data", "rng", "step")
+    if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in keys):
+        raise ShardError(f"{path} is not a tokenmill checkpoint: pass --overwrite to start again")
+    return checkpoint
 
 
 def _save(

@@ -18,6 +18,13 @@ def require_column(schema: pa.Schema, column: str, option: str) -> pa.Field:
     return field
 
 
+def require_id_column(schema: pa.Schema, column: str | None) -> None:
+    """A named id column must exist: keying rows by position instead would
+    change every draw silently. Only the default `id` may fall back."""
+    if column not in (None, "id"):
+        require_column(schema, column, "--id-column ('' keys rows by position)")
+
+
 def require_text(schema: pa.Schema, column: str, option: str = "--text-column") -> pa.Field:
     field = require_column(schema, column, option)
     t = field.type

@@ -50,7 +50,7 @@ from tokenmill.runner import (
     run_stage,
     stage_fingerprint,
 )
-from tokenmill.stages._common import require_text
+from tokenmill.stages._common import require_id_column, require_text
 
 METHODS = ("exact", "minhash")
 CLUSTERS_NAME = "clusters.parquet"
@@ -332,6 +332,7 @@ def dedup(
         )
     for shard in dataset.shards:
         try:
+            require_id_column(shard.schema, options.id_column)
             _Source(options, shard.schema)
         except TokenmillError as err:
             raise locate_error(err, shard) from None

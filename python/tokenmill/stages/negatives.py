@@ -60,7 +60,12 @@ from tokenmill.runner import (
     refuse_output_over_input,
     run_stage,
 )
-from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
+from tokenmill.stages._common import (
+    as_uint32_tokens,
+    is_token_list,
+    require_column,
+    require_id_column,
+)
 
 STRATEGIES = ("random", "bm25", "embedding")
 #: Texts (or token lists) handed to an embedding function per call.
@@ -106,8 +111,11 @@ class NegativeOptions:
             raise ConfigError(
                 f"--margin {self.margin} is not a positive number; pass e.g. --margin 0.95"
             )
-        if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise ConfigError(f"--k1 {self.k1} and --b {self.b} are outside k1 >= 0, 0 <= b <= 1")
+        # An infinite k1 scores every document 0; NaN fails no comparison.
+        if not (np.isfinite(self.k1) and self.k1 >= 0):
+            raise ConfigError(f"--k1 {self.k1} is not a finite number >= 0; pass e.g. --k1 1.5")
+        if not 0 <= self.b <= 1:
+            raise ConfigError(f"--b {self.b} is not in [0, 1]; pass e.g. --b 0.75")
         if self.seed < 0 or self.epoch < 0:
             raise ConfigError("--seed and --epoch must be non-negative integers")
 
@@ -233,6 +241,7 @@ def _check_schema(
 ) -> tuple[pa.DataType, pa.DataType]:
     """Checks one shard; returns its (query, positive) types for the next."""
     schema = shard.schema
+    require_id_column(schema, options.id_column)
     query = require_column(schema, options.query_column, "--query-column")
     positive = require_column(schema, options.positive_column, "--positive-column")
     for field in (query, positive):

@@ -27,6 +27,8 @@ def _list_of(item: pa.DataType) -> pa.DataType:
     return pa.list_(pa.field("item", item, nullable=False))
 
 
+MAX_SEQ_LEN = 2**32 - 2
+MAX_BUFFER = 2**32 - 1
 PACKED_SCHEMA = pa.schema(
     [
         pa.field("input_ids", _list_of(pa.uint32()), nullable=False),
@@ -50,12 +52,18 @@ class PackStage(Stage):
         shifted: bool = False,
         token_column: str = "input_ids",
     ) -> None:
-        if seq_len <= 0:
-            raise ConfigError(f"--seq-len {seq_len} is not positive; pass e.g. --seq-len 2048")
+        # The packer counts a row's tokens (seq_len, plus one when shifted) in a
+        # u32 and its buffer in a usize: past them Python raises OverflowError.
+        if not 0 < seq_len <= MAX_SEQ_LEN:
+            raise ConfigError(
+                f"--seq-len {seq_len} is not in [1, {MAX_SEQ_LEN}]; pass e.g. --seq-len 2048"
+            )
         if strategy not in STRATEGIES:
             raise ConfigError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if buffer <= 0:
-            raise ConfigError(f"--buffer {buffer} is not positive; pass e.g. --buffer 10000")
+        if not 0 < buffer <= MAX_BUFFER:
+            raise ConfigError(
+                f"--buffer {buffer} is not in [1, {MAX_BUFFER}]; pass e.g. --buffer 10000"
+            )
         if shifted and strategy != "concat":
             raise ConfigError("--shifted applies to --strategy concat only")
         self.seq_len = seq_len

@@ -10,7 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import is_token_list, require_column
+from tokenmill.stages._common import is_token_list
 
 
 class SampleStage(Stage):
@@ -48,9 +48,6 @@ class SampleStage(Stage):
         }
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        if self.id_column not in (None, "id"):
-            # A named id column must exist; only the default may fall back to positions.
-            require_column(schema, self.id_column, "--id-column ('' keys rows by position)")
         # Token shards keep their token count in the manifest.
         tokens = "input_ids"
         has_tokens = tokens in schema.names and is_token_list(schema.field(tokens).type)
