@@ -66,11 +66,13 @@ impl Pattern {
     pub fn for_each_piece<'t>(self, text: &'t [u8], mut each: impl FnMut(&'t [u8])) {
         let mut at = 0;
         while at < text.len() {
-            if self == Self::Gpt2 {
-                if let Some(next) = gpt2_ascii_window(text, at, &mut each) {
-                    at = next;
-                    continue;
-                }
+            let window = match self {
+                Self::Gpt2 => gpt2_ascii_window(text, at, &mut each),
+                _ => walk_ascii_window(self, text, at, &mut each),
+            };
+            if let Some(next) = window {
+                at = next;
+                continue;
             }
             let end = self.piece_end(text, at);
             each(&text[at..end]);
@@ -103,6 +105,7 @@ fn gpt2_ascii_window<'t>(
         space,
         blank,
         apostrophe,
+        ..
     } = ascii_masks(window)?;
     let symbol = !(letter | number | space);
     let class_change =
@@ -445,6 +448,150 @@ fn o200k(text: &[u8], at: usize) -> usize {
     whitespace_to_newline(text, at).unwrap_or_else(|| whitespace(text, at))
 }
 
+/// cl100k's and o200k's pieces over the 64 ASCII bytes from `at` (a piece
+/// start), walked piece by piece as the scalar scanners do, but each run
+/// found with one bit scan over the window's masks instead of a loop over
+/// its bytes. Emits the pieces that end by the settled part of the window
+/// and returns where the next starts; `None` when the window is not ASCII
+/// or settles no piece.
+#[inline]
+fn walk_ascii_window<'t>(
+    pattern: Pattern,
+    text: &'t [u8],
+    at: usize,
+    each: &mut impl FnMut(&'t [u8]),
+) -> Option<usize> {
+    let window: &'t [u8; WINDOW] = text.get(at..at + WINDOW)?.try_into().ok()?;
+    let m = ascii_masks(window)?;
+    let mut pos = 0usize;
+    while let Some(end) = match pattern {
+        Pattern::Cl100k { max_digits } => cl100k_masked(window, &m, pos, max_digits),
+        Pattern::O200k => o200k_masked(window, &m, pos),
+        Pattern::Gpt2 => None,
+    } {
+        if end > SETTLED as usize {
+            break;
+        }
+        each(&window[pos..end]);
+        pos = end;
+    }
+    (pos > 0).then_some(at + pos)
+}
+
+/// Whether bit `i` of `mask` is set (false past the window).
+#[inline(always)]
+fn bit(mask: u64, i: usize) -> bool {
+    i < WINDOW && mask >> i & 1 == 1
+}
+
+/// The end of the run of set bits of `mask` from `i` (the window's end
+/// when it runs off it, which the caller treats as unsettled).
+#[inline(always)]
+fn run_end(mask: u64, i: usize) -> usize {
+    if i >= WINDOW {
+        return WINDOW;
+    }
+    (i + (!mask >> i).trailing_zeros() as usize).min(WINDOW)
+}
+
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` at `pos` over ASCII: its end.
+#[inline(always)]
+fn ascii_contraction(window: &[u8; WINDOW], pos: usize) -> Option<usize> {
+    if pos + 3 > WINDOW || window[pos] != b'\'' {
+        return None;
+    }
+    let (a, b) = (window[pos + 1] | 0x20, window[pos + 2] | 0x20);
+    match (a, b) {
+        (b's' | b't' | b'm' | b'd', _) => Some(pos + 2),
+        (b'r' | b'v', b'e') | (b'l', b'l') => Some(pos + 3),
+        _ => None,
+    }
+}
+
+/// The whitespace alternatives `\s*[\r\n]+|\s+(?!\S)|\s+` at `pos`.
+#[inline(always)]
+fn masked_whitespace(m: &Masks, pos: usize) -> usize {
+    let end = run_end(m.space, pos);
+    if end >= WINDOW {
+        return WINDOW;
+    }
+    let run = (!0u64 >> (WINDOW - (end - pos))) << pos;
+    let newlines = m.newline & run;
+    if newlines != 0 {
+        return WINDOW - newlines.leading_zeros() as usize;
+    }
+    if end - pos >= 2 {
+        end - 1
+    } else {
+        end
+    }
+}
+
+fn cl100k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize, max_digits: usize) -> Option<usize> {
+    if pos + 3 >= WINDOW {
+        return None;
+    }
+    if let Some(end) = ascii_contraction(window, pos) {
+        return Some(end);
+    }
+    if bit(m.letter, pos) {
+        return Some(run_end(m.letter, pos));
+    }
+    if !bit(m.number, pos) && !bit(m.newline, pos) && bit(m.letter, pos + 1) {
+        return Some(run_end(m.letter, pos + 1));
+    }
+    if bit(m.number, pos) {
+        return Some(run_end(m.number, pos).min(pos + max_digits));
+    }
+    let symbol = !(m.letter | m.number | m.space);
+    let start = if bit(symbol, pos) {
+        Some(pos)
+    } else if window[pos] == b' ' && bit(symbol, pos + 1) {
+        Some(pos + 1)
+    } else {
+        None
+    };
+    if let Some(start) = start {
+        return Some(run_end(m.newline, run_end(symbol, start)));
+    }
+    Some(masked_whitespace(m, pos))
+}
+
+fn o200k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize) -> Option<usize> {
+    if pos + 3 >= WINDOW {
+        return None;
+    }
+    let lower = m.letter & !m.upper;
+    let with_contraction = |end: usize| ascii_contraction(window, end).unwrap_or(end);
+    // `[^\r\n\p{L}\p{N}]?` taken first: in ASCII the only way a word
+    // follows it, as no ASCII character is both that and part of a word.
+    let optional = !bit(m.letter, pos) && !bit(m.number, pos) && !bit(m.newline, pos);
+    let start = if optional { pos + 1 } else { pos };
+    // `[\p{Lu}...]*[\p{Ll}...]+`, then `[\p{Lu}...]+[\p{Ll}...]*`.
+    let upper_end = run_end(m.upper, start);
+    if bit(lower, upper_end) {
+        return Some(with_contraction(run_end(lower, upper_end)));
+    }
+    if upper_end > start {
+        return Some(with_contraction(upper_end));
+    }
+    if bit(m.number, pos) {
+        return Some(run_end(m.number, pos).min(pos + 3));
+    }
+    let symbol = !(m.letter | m.number | m.space);
+    let symbols_start = if bit(symbol, pos) {
+        Some(pos)
+    } else if window[pos] == b' ' && bit(symbol, pos + 1) {
+        Some(pos + 1)
+    } else {
+        None
+    };
+    if let Some(start) = symbols_start {
+        return Some(run_end(m.newline | m.slash, run_end(symbol, start)));
+    }
+    Some(masked_whitespace(m, pos))
+}
+
 /// One bit per byte of a window: which bytes are ASCII letters, digits,
 /// whitespace, spaces and apostrophes.
 struct Masks {
@@ -453,6 +600,9 @@ struct Masks {
     space: u64,
     blank: u64,
     apostrophe: u64,
+    upper: u64,
+    newline: u64,
+    slash: u64,
 }
 
 /// The window's masks, or `None` when it holds a byte past ASCII.
@@ -463,7 +613,7 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
     // SAFETY: SSE2 is part of the x86_64 baseline, and every load reads 16
     // bytes inside `window`.
     unsafe {
-        let (mut non_ascii, mut masks) = (0u64, [0u64; 5]);
+        let (mut non_ascii, mut masks) = (0u64, [0u64; 8]);
         for chunk in 0..WINDOW / 16 {
             let v = _mm_loadu_si128(window.as_ptr().add(chunk * 16).cast());
             // `x - lo` below `n` unsigned, as a signed compare after a bias.
@@ -476,13 +626,18 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
             let blank = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
             let space = _mm_or_si128(blank, below(v, 0x09, 5));
             let apostrophe = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\'' as i8));
+            let upper = below(v, b'A', 26);
+            let newline = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)),
+            );
+            let slash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8));
             let shift = chunk * 16;
             let bits = |m: __m128i| (_mm_movemask_epi8(m) as u32 as u64) << shift;
             non_ascii |= bits(v);
-            for (slot, m) in masks
-                .iter_mut()
-                .zip([letter, digit, space, blank, apostrophe])
-            {
+            for (slot, m) in masks.iter_mut().zip([
+                letter, digit, space, blank, apostrophe, upper, newline, slash,
+            ]) {
                 *slot |= bits(m);
             }
         }
@@ -492,6 +647,9 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
             space: masks[2],
             blank: masks[3],
             apostrophe: masks[4],
+            upper: masks[5],
+            newline: masks[6],
+            slash: masks[7],
         })
     }
 }
@@ -508,6 +666,9 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
         space: 0,
         blank: 0,
         apostrophe: 0,
+        upper: 0,
+        newline: 0,
+        slash: 0,
     };
     for (i, &byte) in window.iter().enumerate() {
         let flags = ASCII_FLAGS[byte as usize];
@@ -516,6 +677,9 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
         m.space |= ((flags & 4 != 0) as u64) << i;
         m.blank |= ((byte == b' ') as u64) << i;
         m.apostrophe |= ((byte == b'\'') as u64) << i;
+        m.upper |= (byte.is_ascii_uppercase() as u64) << i;
+        m.newline |= ((byte == b'\r' || byte == b'\n') as u64) << i;
+        m.slash |= ((byte == b'/') as u64) << i;
     }
     Some(m)
 }

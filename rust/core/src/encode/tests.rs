@@ -258,6 +258,26 @@ proptest! {
         }
     }
 
+    // Long enough for the 64-byte ASCII windows, mostly ASCII so they are taken.
+    #[test]
+    fn random_ascii_runs_match_tokenizers(text in prop::collection::vec(
+        prop_oneof![
+            6 => prop::sample::select(
+                b" \n\r\t\x0b\x0c'sStTlLdDrReEvVmMaZ09/.,!<|>-_ ".to_vec()
+            ).prop_map(|b| char::from(b).to_string()),
+            3 => prop::sample::select(vec![
+                "'ll", "'LL", "'re", "'Ve", "'s", "'d", "'m", "'t", " 's", "''s",
+                "\r\n", " \n", "  ", "\n\n", "123456", "Ab", "aB", "ABC", "//", "a/b",
+            ]).prop_map(str::to_owned),
+            1 => tricky_char().prop_map(|c| c.to_string()),
+        ],
+        40..200,
+    ).prop_map(|parts| parts.concat())) {
+        for (name, tokenizer) in tokenizers() {
+            assert_same(name, tokenizer, &text);
+        }
+    }
+
     #[test]
     fn random_text_matches_tokenizers(text in tricky_text()) {
         for (name, tokenizer) in tokenizers() {
