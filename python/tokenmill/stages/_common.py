@@ -25,6 +25,29 @@ def require_id_column(schema: pa.Schema, column: str | None) -> None:
         require_column(schema, column, "--id-column ('' keys rows by position)")
 
 
+def _is_string_view(t: pa.DataType) -> bool:
+    return bool(getattr(pa.types, "is_string_view", lambda _: False)(t))
+
+
+def as_text(column: pa.Array) -> pa.Array:
+    """A text column in a type every Arrow kernel takes: string_view becomes large_string."""
+    return column.cast(pa.large_string()) if _is_string_view(column.type) else column
+
+
+def filter_rows(batch: pa.RecordBatch, mask: pa.Array) -> pa.RecordBatch:
+    """`batch.filter(mask)`, string_view columns included: Arrow has no filter
+    kernel for them, so they pass through large_string and keep their type."""
+    views = [i for i, f in enumerate(batch.schema) if _is_string_view(f.type)]
+    if not views:
+        return batch.filter(mask)
+    columns = [as_text(c) for c in batch.columns]
+    kept = pa.RecordBatch.from_arrays(columns, names=batch.schema.names).filter(mask)
+    restored = [
+        c.cast(batch.schema.field(i).type) if i in views else c for i, c in enumerate(kept.columns)
+    ]
+    return pa.RecordBatch.from_arrays(restored, schema=batch.schema)
+
+
 def require_text(schema: pa.Schema, column: str, option: str = "--text-column") -> pa.Field:
     field = require_column(schema, column, option)
     t = field.type
@@ -33,7 +56,7 @@ def require_text(schema: pa.Schema, column: str, option: str = "--text-column") 
         or pa.types.is_large_string(t)
         or pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
-        or getattr(pa.types, "is_string_view", lambda _: False)(t)
+        or _is_string_view(t)
     ):
         raise SchemaError(
             f"column '{column}' has type {t}, but this stage reads text; "
