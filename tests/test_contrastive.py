@@ -198,3 +198,11 @@ def _tiny_tokenizer() -> str:
     trainer = tokenmill.BpeTrainer()
     trainer.add(pa.array(["a tiny corpus for a tiny tokenizer"] * 3))
     return trainer.train(400, min_frequency=1).to_str()
+
+
+def test_collator_refuses_a_null_document(small_tokenizer: Path) -> None:
+    collate = ContrastiveCollator(load_tokenizer(small_tokenizer), return_tensors="np")
+    rows = [{"query": "a fox", "positive": "the dog"}, {"query": "a box", "positive": None}]
+    with pytest.raises(tokenmill.DataError, match="row 1: column 'positive' is null") as err:
+        collate(rows)
+    assert err.value.row == 1

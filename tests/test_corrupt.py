@@ -15,12 +15,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 import tokenmill
 from tests.conftest import folder_bytes, write_shards
 from tokenmill import _core
 from tokenmill.collate import corruption_input
 from tokenmill.corruption import build_corruptor, sentinel_ids
+from tokenmill.tokenizer import save_tokenizer
+from tokenmill_cli.main import cli
 
 MODES = ("mlm", "span", "bart", "prefix", "ul2")
 
@@ -624,3 +627,23 @@ def test_corruption_input_keys_follow_ids() -> None:
     assert given.keys is not None
     assert list(given.keys) == list(_core.row_keys_from_ids(pa.array(["a", "b"])))
     assert corruption_input([[1, 2], [3]]).keys is None
+
+
+def test_sentinels_from_top_refuses_special_tokens(
+    pydocs: Path, short_docs: Path, tmp_path: Path
+) -> None:
+    # A tokenmill vocabulary keeps its 109 special tokens at ids 0..108.
+    tokenizer = save_tokenizer(
+        tokenmill.train_tokenizer(pydocs, 8192, progress=False), tmp_path / "tokenizer.json"
+    )
+    out = tmp_path / "out"
+    args = ["corrupt", str(short_docs), "-o", str(out), "--mode", "span"]
+    args += ["--tokenizer", str(tokenizer), "--sentinels-from-top"]
+    result = CliRunner().invoke(cli, [*args, "8192"])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: ConfigError: --sentinels-from-top 8192 is not between")
+    assert "pass --sentinels-from-top 8083 or less" in lines[0]
+    assert not out.exists()
+    assert sentinel_ids(tokenmill.load_tokenizer(tokenizer), 8083)[-1] == 109

@@ -329,3 +329,16 @@ def test_two_dedups_into_one_folder_exclude_each_other(small_dataset: Path, tmp_
         "clusters.parquet in this folder"
     )
     assert not (out / ".tokenmill" / "dedup").exists()
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_string_view_text(tmp_path: Path, method: str) -> None:
+    texts = ["one two three four five six", "one two three four five six", "other words"]
+    table = pa.table({"id": ["a", "b", "c"], "text": pa.array(texts, type=pa.string_view())})
+    source = write_shards(tmp_path / "in", {"a.parquet": table})
+    options = DedupOptions(method=method, ngram=2)
+    report = tokenmill.dedup(source, tmp_path / "out", options, progress=False)
+    assert report.summary.duplicates_removed == 1
+    kept = pq.read_table(tmp_path / "out" / "a.parquet")
+    assert kept.column("id").to_pylist() == ["a", "c"]
+    assert kept.schema.field("text").type == pa.string_view()

@@ -100,6 +100,22 @@ def test_sample_and_its_complement_partition_a_dataset(small_dataset: Path, tmp_
     assert kept.manifest.totals["rows_in"] == 20
 
 
+def test_sample_keeps_a_string_view_column(small_dataset: Path, tmp_path: Path) -> None:
+    table = open_dataset(small_dataset).to_table()
+    views = table.set_column(1, "text", table.column("text").cast(pa.string_view()))
+    source = write_shards(tmp_path / "views", {"a.parquet": views})
+    tokenmill.sample(source, tmp_path / "kept", 0.5, seed=3, progress=False)
+    kept = open_dataset(tmp_path / "kept").to_table()
+    assert kept.schema.field("text").type == pa.string_view()
+    expected = tokenmill.sample(small_dataset, tmp_path / "plain", 0.5, seed=3, progress=False)
+    assert kept.column("id").to_pylist() == (
+        open_dataset(expected.output).to_table().column("id").to_pylist()
+    )
+    assert kept.column("text").cast(pa.string()).to_pylist() == (
+        open_dataset(expected.output).to_table().column("text").to_pylist()
+    )
+
+
 def test_row_keys_follow_ids_not_positions() -> None:
     ids = pa.array(["a", "b", "c", "d"])
     whole = tokenmill._core.row_keys_from_ids(ids)

@@ -423,3 +423,20 @@ def test_pack_bounds_integers_it_hands_to_rust(
     line = _cli_error(*args)
     assert line.startswith(f"Error: ConfigError: {option} {value} is not in [1, ")
     assert not out.exists()
+
+
+def test_null_text_is_an_error_or_skipped(tmp_path: Path, small_tokenizer: Path, out: Path) -> None:
+    table = pa.table({"id": ["a", "b", "c"], "text": ["some words", None, "more words"]})
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    args = ["tokenize", str(source), "-o", str(out), "--tokenizer", str(small_tokenizer)]
+    line = _cli_error(*args)
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column 'text' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(cli, [*args, "--nulls", "skip"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 1 and manifest["params"]["nulls"] == "skip"
+    assert pq.read_table(out / "n.parquet").column("id").to_pylist() == ["a", "c"]

@@ -18,6 +18,7 @@ from tokenmill.corruption import MODES as CORRUPT_MODES
 from tokenmill.demo import DEMO_TRAIN_STEPS, run_demo
 from tokenmill.inspection import describe, format_summary
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
+from tokenmill.stages._common import NULLS
 from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
 from tokenmill.stages.negatives import STRATEGIES as NEGATIVE_STRATEGIES
 from tokenmill.stages.negatives import NegativeOptions
@@ -45,6 +46,18 @@ RUN_OPTION_NAMES = ("output", "overwrite", "fmt", "batch_size", "shards", "progr
 
 
 Command = Callable[..., Any]
+
+
+def nulls_option(command: Command) -> Command:
+    """`--nulls error|skip`, the same on every stage that reads text or tokens."""
+    return click.option(
+        "--nulls",
+        type=click.Choice(NULLS),
+        default="error",
+        show_default=True,
+        help="A row whose text or tokens are null: stop with an error naming it, or skip "
+        "it (counted as rows_null).",
+    )(command)
 
 
 @overload
@@ -180,6 +193,7 @@ def cli(threads: int) -> None:
     is_flag=True,
     help="Also save each token's word index (word_ids), for whole-word masking.",
 )
+@nulls_option
 @run_options
 def tokenize_command(
     source: Path,
@@ -191,6 +205,7 @@ def tokenize_command(
     add_special_tokens: bool,
     keep_text: bool,
     word_ids: bool,
+    nulls: str,
     run: dict[str, Any],
 ) -> None:
     """Tokenize the text column of SOURCE into a list<uint32> column.
@@ -210,6 +225,7 @@ def tokenize_command(
         add_special_tokens=add_special_tokens,
         keep_text=keep_text,
         word_ids=word_ids,
+        nulls=nulls,
         **run,
     )
     _report(report)

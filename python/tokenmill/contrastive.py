@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError
+from tokenmill.stages._common import refuse_nulls
 
 STAGE = "contrastive"
 TEXT_COLUMNS = ("query", "positive", "negatives")
@@ -282,6 +283,8 @@ class ContrastiveCollator:
         table = _as_table(rows)
         if table.num_rows == 0:
             raise ConfigError("the collator got an empty batch")
+        present = [c for c in ("query", "positive", "negatives") if c in table.column_names]
+        refuse_nulls(table, present, "drop or fill null rows before collating")
         queries = self._tokens(_column(table, "query"), "query")
         documents = [self._tokens(_column(table, "positive"), "positive")]
         if "negatives" in table.column_names:

@@ -83,14 +83,31 @@ def _require(tokenizer: Tokenizer, name: str | None, candidates: Sequence[str], 
     return token_id
 
 
+def _sentinel_room_at_top(tokenizer: Tokenizer) -> int:
+    """How many ids count down from the vocabulary's top before the first special token.
+
+    A special token taken as a sentinel would make the engine write <pad> or
+    </s> in place of a span, and read them back as span boundaries.
+    """
+    vocab = Vocab.from_tokenizer(tokenizer)
+    room = 0
+    while room < tokenizer.vocab_size and not vocab.is_special(tokenizer.vocab_size - 1 - room):
+        room += 1
+    return room
+
+
 def sentinel_ids(tokenizer: Tokenizer, from_top: int | None = None) -> list[int]:
     """`<extra_id_0>`, `<extra_id_1>`, ... in order, as the tokenizer has them;
     or, with `from_top=N`, the N ids counting down from the top of the
     vocabulary, as T5's vocabulary places them."""
     if from_top is not None:
-        if not 0 < from_top <= tokenizer.vocab_size:
+        usable = _sentinel_room_at_top(tokenizer)
+        if not 0 < from_top <= usable:
             raise ConfigError(
-                f"--sentinels-from-top {from_top} is outside 1..{tokenizer.vocab_size}"
+                f"--sentinels-from-top {from_top} is not between 1 and {usable}: below the "
+                f"top {usable} ids of the {tokenizer.vocab_size}-token vocabulary lie special "
+                f"tokens (<pad>, <s>, </s>...), never sentinels; pass --sentinels-from-top "
+                f"{usable} or less"
             )
         return [tokenizer.vocab_size - 1 - i for i in range(from_top)]
     ids: list[int] = []

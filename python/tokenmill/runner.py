@@ -51,12 +51,18 @@ class BatchContext:
     batch: pa.RecordBatch
     id_column: str | None
     counters: dict[str, int]
+    #: Each row's place in the batch as read, once rows were dropped from it.
+    positions: npt.NDArray[np.int64] | None = None
 
     def row_keys(self) -> npt.NDArray[np.uint64]:
         """The document id column's keys when the batch has one, else (shard, row index) keys."""
         if self.id_column and self.id_column in self.batch.schema.names:
             return _core.row_keys_from_ids(self.batch.column(self.id_column), column=self.id_column)
-        return _core.row_keys_from_position(self.shard, self.first_row, self.batch.num_rows)
+        if self.positions is None:
+            return _core.row_keys_from_position(self.shard, self.first_row, self.batch.num_rows)
+        # A dropped row must not move the keys, and so the draws, of the rows after it.
+        read = int(self.positions[-1]) + 1 if len(self.positions) else 0
+        return _core.row_keys_from_position(self.shard, self.first_row, read)[self.positions]
 
     def count(self, name: str, value: int) -> None:
         """Adds to a per-shard counter that lands in the manifest."""

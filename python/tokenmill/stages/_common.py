@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from tokenmill._core import DataError, SchemaError
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenmill._core import ConfigError, DataError, SchemaError
+
+if TYPE_CHECKING:
+    from tokenmill.runner import BatchContext
+
+#: What a stage does with a row whose text or tokens are null.
+NULLS = ("error", "skip")
+NULLS_FIX = "drop or fill null rows, or pass --nulls skip"
 
 
 def require_column(schema: pa.Schema, column: str, option: str) -> pa.Field:
@@ -25,6 +38,29 @@ def require_id_column(schema: pa.Schema, column: str | None) -> None:
         require_column(schema, column, "--id-column ('' keys rows by position)")
 
 
+def _is_string_view(t: pa.DataType) -> bool:
+    return bool(getattr(pa.types, "is_string_view", lambda _: False)(t))
+
+
+def as_text(column: pa.Array) -> pa.Array:
+    """A text column in a type every Arrow kernel takes: string_view becomes large_string."""
+    return column.cast(pa.large_string()) if _is_string_view(column.type) else column
+
+
+def filter_rows(batch: pa.RecordBatch, mask: pa.Array) -> pa.RecordBatch:
+    """`batch.filter(mask)`, string_view columns included: Arrow has no filter
+    kernel for them, so they pass through large_string and keep their type."""
+    views = [i for i, f in enumerate(batch.schema) if _is_string_view(f.type)]
+    if not views:
+        return batch.filter(mask)
+    columns = [as_text(c) for c in batch.columns]
+    kept = pa.RecordBatch.from_arrays(columns, names=batch.schema.names).filter(mask)
+    restored = [
+        c.cast(batch.schema.field(i).type) if i in views else c for i, c in enumerate(kept.columns)
+    ]
+    return pa.RecordBatch.from_arrays(restored, schema=batch.schema)
+
+
 def require_text(schema: pa.Schema, column: str, option: str = "--text-column") -> pa.Field:
     field = require_column(schema, column, option)
     t = field.type
@@ -33,7 +69,7 @@ def require_text(schema: pa.Schema, column: str, option: str = "--text-column") 
         or pa.types.is_large_string(t)
         or pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
-        or getattr(pa.types, "is_string_view", lambda _: False)(t)
+        or _is_string_view(t)
     ):
         raise SchemaError(
             f"column '{column}' has type {t}, but this stage reads text; "
@@ -63,3 +99,57 @@ def as_uint32_tokens(column: pa.Array, name: str) -> pa.Array:
             "indices, never negative"
         )
     return column.cast(pa.list_(pa.field("item", pa.uint32(), nullable=False)))
+
+
+def check_nulls(nulls: str) -> None:
+    if nulls not in NULLS:
+        raise ConfigError(f"--nulls {nulls!r} is not one of {', '.join(NULLS)}")
+
+
+def null_row_error(row: int, column: str, fix: str = NULLS_FIX) -> DataError:
+    """A DataError naming the row of the batch; the runner adds the shard and the row there."""
+    problem = f"column '{column}' is null here"
+    err = DataError(f"row {row}: {problem}; {fix}")
+    err.row, err.problem, err.fix = row, problem, fix
+    return err
+
+
+def null_rows(column: pa.Array) -> np.ndarray:
+    """Where `column` is null, or, for a list of lists (negatives), holds a null list."""
+    null = column.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_list(column.type) and not pa.types.is_integer(column.type.value_type):
+        inner = column.flatten().is_null()
+        parents = pc.list_parent_indices(column).to_numpy()
+        null[parents[inner.to_numpy(zero_copy_only=False)]] = True
+    return np.asarray(null, dtype=bool)
+
+
+def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: str) -> None:
+    """A DataError naming the first row where one of `columns` is null."""
+    for column in columns:
+        null = null_rows(_array(table.column(column)))
+        if null.any():
+            raise null_row_error(int(np.flatnonzero(null)[0]), column, fix)
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def drop_nulls(
+    batch: pa.RecordBatch, ctx: BatchContext, columns: Sequence[str], nulls: str
+) -> tuple[pa.RecordBatch, BatchContext]:
+    """The rule every stage keeps for null text or tokens: a DataError naming
+    the row (`nulls="error"`), or the batch without those rows, counted as
+    `rows_null` (`nulls="skip"`), with a context that keeps each row's key."""
+    if nulls == "error":
+        refuse_nulls(batch, columns, NULLS_FIX)
+        return batch, ctx
+    null = np.zeros(batch.num_rows, dtype=bool)
+    for column in columns:
+        null |= null_rows(batch.column(column))
+    ctx.count("rows_null", int(null.sum()))
+    if not null.any():
+        return batch, ctx
+    kept = filter_rows(batch, pa.array(~null))
+    return kept, dataclasses.replace(ctx, batch=kept, positions=np.flatnonzero(~null))

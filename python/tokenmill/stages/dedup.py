@@ -50,7 +50,7 @@ from tokenmill.runner import (
     run_stage,
     stage_fingerprint,
 )
-from tokenmill.stages._common import require_id_column, require_text
+from tokenmill.stages._common import as_text, filter_rows, require_id_column, require_text
 
 METHODS = ("exact", "minhash")
 CLUSTERS_NAME = "clusters.parquet"
@@ -200,7 +200,7 @@ def _sign_into(
     if "offsets" in handles:
         np.zeros(1, dtype="<u8").tofile(handles["offsets"])
     for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
-        column = batch.column(source.column)
+        column = as_text(batch.column(source.column))
         try:
             if options.method == "exact":
                 halves = (
@@ -293,7 +293,7 @@ class _FilterStage(Stage):
         mask = self.keep[ctx.shard][ctx.first_row : ctx.first_row + batch.num_rows]
         ctx.count("rows_in", batch.num_rows)
         ctx.count("rows_kept", int(mask.sum()))
-        return batch.filter(pa.array(mask))
+        return filter_rows(batch, pa.array(mask))
 
 
 def dedup(

@@ -10,7 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import is_token_list
+from tokenmill.stages._common import filter_rows, is_token_list
 
 
 class SampleStage(Stage):
@@ -63,7 +63,7 @@ class SampleStage(Stage):
             stage=self.name,
             epoch=self.epoch,
         )
-        kept = batch.filter(pa.array(mask))
+        kept = filter_rows(batch, pa.array(mask))
         ctx.count("rows_in", batch.num_rows)
         ctx.count("rows_kept", kept.num_rows)
         return kept

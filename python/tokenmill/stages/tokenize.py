@@ -10,7 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import require_text
+from tokenmill.stages._common import check_nulls, drop_nulls, require_text
 from tokenmill.tokenizer import load_tokenizer
 
 #: Tried in order when the EOS token is not named.
@@ -49,7 +49,10 @@ class TokenizeStage(Stage):
         add_special_tokens: bool = False,
         keep_text: bool = False,
         word_ids: bool = False,
+        nulls: str = "error",
     ) -> None:
+        check_nulls(nulls)
+        self.nulls = nulls
         self.tokenizer_path = Path(tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
@@ -72,6 +75,7 @@ class TokenizeStage(Stage):
             "add_special_tokens": self.add_special_tokens,
             "keep_text": self.keep_text,
             "word_ids": self.word_ids,
+            "nulls": self.nulls,
         }
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
@@ -96,6 +100,7 @@ class TokenizeStage(Stage):
         )
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+        batch, ctx = drop_nulls(batch, ctx, [self.text_column], self.nulls)
         encode = self.tokenizer.tokenize_words if self.word_ids else self.tokenizer.tokenize
         encoded = encode(
             batch.column(self.text_column),
@@ -128,6 +133,7 @@ def tokenize(
     add_special_tokens: bool = False,
     keep_text: bool = False,
     word_ids: bool = False,
+    nulls: str = "error",
     **run_options: Any,
 ) -> RunReport:
     """Tokenizes every shard of `source` into `output`; see :func:`tokenmill.run_stage`."""
@@ -140,5 +146,6 @@ def tokenize(
         add_special_tokens=add_special_tokens,
         keep_text=keep_text,
         word_ids=word_ids,
+        nulls=nulls,
     )
     return run_stage(stage, source, output, **run_options)
