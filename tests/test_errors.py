@@ -440,3 +440,29 @@ def test_null_text_is_an_error_or_skipped(tmp_path: Path, small_tokenizer: Path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["totals"]["rows_null"] == 1 and manifest["params"]["nulls"] == "skip"
     assert pq.read_table(out / "n.parquet").column("id").to_pylist() == ["a", "c"]
+
+
+def test_fixes_name_only_options_the_command_takes(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tokenmill.corruption import build_corruptor
+
+    vocab = {"[UNK]": 0, "[MASK]": 1, "hello": 2, "world": 3, ".": 4}
+    reference = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    reference.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "words.json"
+    reference.save(str(path))
+    source = write_shards(tmp_path / "in", {"a.parquet": pa.table({"text": ["hello world ."]})})
+    # No end-of-document token: corrupt tokenizes on the fly, and takes no --no-eos itself.
+    line = _cli_error(
+        "corrupt", "--mode", "mlm", "--tokenizer", str(path), str(source), "-o", str(tmp_path / "o")
+    )
+    assert "tokenize the text first with `tokenmill tokenize --eos-token TOKEN`" in line
+    # UL2's mode tokens have no option naming them.
+    sentinels = {f"<extra_id_{i}>": len(vocab) + 1 + i for i in range(100)}
+    ul2 = Tokenizer(models.WordLevel({**vocab, "</s>": len(vocab), **sentinels}, unk_token="[UNK]"))
+    ul2.save(str(tmp_path / "ul2.json"))
+    with pytest.raises(tokenmill.TokenizerError) as caught:
+        build_corruptor("ul2", tmp_path / "ul2.json")
+    assert "--mode-token" not in str(caught.value)
+    assert str(caught.value).endswith("use a tokenizer that has one")

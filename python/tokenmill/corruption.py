@@ -72,14 +72,25 @@ def _find(tokenizer: Tokenizer, candidates: Sequence[str]) -> int | None:
     return None
 
 
-def _require(tokenizer: Tokenizer, name: str | None, candidates: Sequence[str], what: str) -> int:
+def _require(
+    tokenizer: Tokenizer,
+    name: str | None,
+    candidates: Sequence[str],
+    what: str,
+    flag: str | None,
+) -> int:
+    """The id of `name` (or of the first of `candidates` the vocabulary has).
+
+    `flag` is the option that names the token, None where there is none, so
+    the fix never points at an option that does not exist.
+    """
     wanted = (name,) if name else tuple(candidates)
     token_id = _find(tokenizer, wanted)
     if token_id is None:
-        raise TokenizerError(
-            f"the tokenizer has no {what} token ({' or '.join(wanted)}); "
-            f"use a tokenizer that has one, or name it with --{what.replace(' ', '-')}-token"
-        )
+        fix = "use a tokenizer that has one"
+        if flag is not None:
+            fix += f", or name it with {flag}"
+        raise TokenizerError(f"the tokenizer has no {what} token ({' or '.join(wanted)}); {fix}")
     return token_id
 
 
@@ -125,7 +136,7 @@ def sentinel_ids(tokenizer: Tokenizer, from_top: int | None = None) -> list[int]
 def _eos(tokenizer: Tokenizer, options: dict[str, Any]) -> int | None:
     if not options["eos"]:
         return None
-    return _require(tokenizer, options["eos_token"], EOS_CANDIDATES, "eos")
+    return _require(tokenizer, options["eos_token"], EOS_CANDIDATES, "eos", "--eos-token")
 
 
 def build_corruptor(
@@ -149,7 +160,7 @@ def build_corruptor(
     resolved = {**MODE_OPTIONS[mode], **options}
     vocab = Vocab.from_tokenizer(tok)
     if mode == "mlm":
-        mask_id = _require(tok, resolved["mask_token"], MASK_CANDIDATES, "mask")
+        mask_id = _require(tok, resolved["mask_token"], MASK_CANDIDATES, "mask", "--mask-token")
         resolved["mask_id"] = mask_id
         corruptor = Corruptor.mlm(
             vocab,
@@ -173,7 +184,7 @@ def build_corruptor(
             eos_id=eos_id,
         )
     elif mode == "bart":
-        mask_id = _require(tok, resolved["mask_token"], MASK_CANDIDATES, "mask")
+        mask_id = _require(tok, resolved["mask_token"], MASK_CANDIDATES, "mask", "--mask-token")
         ends = resolved["sentence_ends"]
         if ends is None:
             end_ids = [i for t in SENTENCE_END_CANDIDATES if (i := tok.token_to_id(t)) is not None]
@@ -184,7 +195,7 @@ def build_corruptor(
                     "name them with --sentence-end, or pass --permute-sentence-ratio 0"
                 )
         else:
-            end_ids = [_require(tok, t, (t,), "sentence end") for t in ends]
+            end_ids = [_require(tok, t, (t,), "sentence end", "--sentence-end") for t in ends]
         resolved.update(mask_id=mask_id, sentence_end_ids=end_ids)
         corruptor = Corruptor.bart(
             vocab,
@@ -209,7 +220,7 @@ def build_corruptor(
         )
     else:
         sentinels = sentinel_ids(tok, resolved["sentinels_from_top"])
-        mode_ids = tuple(_require(tok, t, (t,), "mode") for t in UL2_MODE_TOKENS)
+        mode_ids = tuple(_require(tok, t, (t,), "mode", None) for t in UL2_MODE_TOKENS)
         resolved["eos_id"] = eos_id = _eos(tok, resolved)
         resolved.update(sentinels=len(sentinels), mode_ids=list(mode_ids))
         corruptor = Corruptor.ul2(

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, SchemaError
+from tokenmill._core import ConfigError, SchemaError, TokenizerError
 from tokenmill.corruption import MODES, build_corruptor
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
 from tokenmill.stages._common import as_uint32_tokens, is_token_list
@@ -157,11 +157,19 @@ class CorruptStage(Stage):
             if self.text_column in schema.names:
                 # Built once: it loads and checksums the tokenizer.
                 if self._tokenizer_stage is None:
-                    self._tokenizer_stage = TokenizeStage(
-                        self.tokenizer_path,
-                        text_column=self.text_column,
-                        output_column=self.input_column,
-                    )
+                    try:
+                        self._tokenizer_stage = TokenizeStage(
+                            self.tokenizer_path,
+                            text_column=self.text_column,
+                            output_column=self.input_column,
+                        )
+                    except TokenizerError as err:
+                        # tokenize's own fix names its flags, which corrupt does not take.
+                        problem = str(err).split("; ", 1)[0]
+                        raise TokenizerError(
+                            f"{problem}; tokenize the text first with `tokenmill tokenize "
+                            "--eos-token TOKEN` (or `--no-eos`), then corrupt the token shards"
+                        ) from None
                 self._tokenize = self._tokenizer_stage
                 schema = self._tokenize.output_schema(schema)
             else:
