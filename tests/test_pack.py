@@ -181,10 +181,18 @@ def test_int32_tokens_are_accepted_and_nulls_refused(tmp_path: Path) -> None:
     assert open_dataset(tmp_path / "o").to_table().column("input_ids").to_pylist() == [[1, 2, 3]]
     negative = write_shards(
         tmp_path / "n",
-        {"n.parquet": pa.table({"input_ids": pa.array([[1, -2]], pa.list_(pa.int32()))})},
+        {
+            "n.parquet": pa.table(
+                {"input_ids": pa.array([[1, 2], [3], [4, -2], [-7]], pa.list_(pa.int32()))}
+            )
+        },
     )
-    with pytest.raises(tokenmill.DataError, match="negative token id -2"):
+    # The first row holding a negative id, and that id (not the smallest).
+    with pytest.raises(
+        tokenmill.DataError, match=r"n\.parquet: row 2: .* negative token id -2"
+    ) as err:
         tokenmill.pack(negative, tmp_path / "o2", 4, progress=False)
+    assert err.value.row == 2
     nulls = write_shards(
         tmp_path / "z",
         {"z.parquet": pa.table({"input_ids": pa.array([[1], None], pa.list_(pa.uint32()))})},

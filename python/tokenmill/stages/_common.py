@@ -94,10 +94,16 @@ def as_uint32_tokens(column: pa.Array, name: str) -> pa.Array:
 
     low = pc.min(column.flatten()).as_py()
     if low is not None and low < 0:
-        raise DataError(
-            f"column '{name}' holds the negative token id {low}; token ids are vocabulary "
-            "indices, never negative"
-        )
+        # The row, so the runner can name it in the shard: the first list holding a negative id.
+        ids = pc.list_flatten(column)
+        at = int(np.argmax(pc.less(ids, 0).to_numpy(zero_copy_only=False)))
+        offsets = column.offsets.to_numpy()
+        row = int(np.searchsorted(offsets, at + offsets[0], side="right")) - 1
+        problem = f"column '{name}' holds the negative token id {ids[at].as_py()}"
+        fix = "token ids are vocabulary indices, never negative: re-tokenize this shard"
+        err = DataError(f"row {row}: {problem}; {fix}")
+        err.row, err.problem, err.fix = row, problem, fix
+        raise err
     return column.cast(pa.list_(pa.field("item", pa.uint32(), nullable=False)))
 
 
