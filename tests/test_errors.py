@@ -466,3 +466,28 @@ def test_fixes_name_only_options_the_command_takes(tmp_path: Path) -> None:
         build_corruptor("ul2", tmp_path / "ul2.json")
     assert "--mode-token" not in str(caught.value)
     assert str(caught.value).endswith("use a tokenizer that has one")
+
+
+def test_no_room_to_write_names_the_shard(small_dataset: Path, small_tokenizer: Path) -> None:
+    """The kernel refuses writes past RLIMIT_FSIZE with EFBIG, as a full disk
+    refuses them with ENOSPC: one line naming the shard, no partial file."""
+    out = small_dataset.parent / "out"
+    script = (
+        "import resource, signal, sys\n"
+        "from tokenmill_cli.main import cli\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))\n"
+        "cli(sys.argv[1:])\n"
+    )
+    command = ["tokenize", str(small_dataset), "-o", str(out), "--tokenizer", str(small_tokenizer)]
+    child = subprocess.run(
+        [sys.executable, "-c", script, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 1, child.stderr
+    lines = [line for line in (child.stdout + child.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Error: ShardError: {out / 'a.parquet'}: no room to write")
+    assert not out.exists() or not list(out.rglob("*.tmp"))

@@ -12,6 +12,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, DataError, InternalError, TokenmillError
+from tokenmill._core import ConfigError, DataError, InternalError, ShardError, TokenmillError
 from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard
@@ -233,38 +234,46 @@ def process_shard(
     rows = tokens = 0
     first_row = 0
     stage.begin_shard(shard.name)
-    with atomic_path(destination) as temporary:
-        writer = ShardWriter(temporary, schema, fmt, row_group_rows)
-        try:
-            batches = prefetch(shard.iter_batches(batch_size))
-            while True:
-                batch = next(batches, None)
-                # A batch of None marks the shard's end: the stage gives up what it holds.
-                current = batch if batch is not None else _empty_batch(shard)
-                ctx = BatchContext(shard.name, first_row, current, stage.id_column, counters)
-                try:
-                    result = (
-                        stage.process(batch, ctx) if batch is not None else stage.end_shard(ctx)
-                    )
-                except TokenmillError as err:
-                    raise locate_error(err, shard, first_row) from None
-                if result is not None:
-                    if not result.schema.equals(schema):
-                        raise InternalError(
-                            f"stage {stage.name} produced {result.schema} instead of {schema}; "
-                            "please report this"
+    try:
+        with atomic_path(destination) as temporary:
+            writer = ShardWriter(temporary, schema, fmt, row_group_rows)
+            try:
+                batches = prefetch(shard.iter_batches(batch_size))
+                while True:
+                    batch = next(batches, None)
+                    # A batch of None marks the shard's end: the stage gives up what it holds.
+                    current = batch if batch is not None else _empty_batch(shard)
+                    ctx = BatchContext(shard.name, first_row, current, stage.id_column, counters)
+                    try:
+                        result = (
+                            stage.process(batch, ctx) if batch is not None else stage.end_shard(ctx)
                         )
-                    writer.write(result)
-                    rows += result.num_rows
-                batch_tokens = _count_tokens(result, stage.token_column)
-                tokens += batch_tokens
-                if progress is not None:
-                    progress.advance(batch.num_rows if batch is not None else 0, batch_tokens)
-                if batch is None:
-                    break
-                first_row += batch.num_rows
-        finally:
-            writer.close()
+                    except TokenmillError as err:
+                        raise locate_error(err, shard, first_row) from None
+                    if result is not None:
+                        if not result.schema.equals(schema):
+                            raise InternalError(
+                                f"stage {stage.name} produced {result.schema} instead of {schema}; "
+                                "please report this"
+                            )
+                        writer.write(result)
+                        rows += result.num_rows
+                    batch_tokens = _count_tokens(result, stage.token_column)
+                    tokens += batch_tokens
+                    if progress is not None:
+                        progress.advance(batch.num_rows if batch is not None else 0, batch_tokens)
+                    if batch is None:
+                        break
+                    first_row += batch.num_rows
+            finally:
+                writer.close()
+    except OSError as err:
+        if not _out_of_room(err):
+            raise
+        raise ShardError(
+            f"{destination}: no room to write the shard ({err}); free disk space (or raise the "
+            "file size limit) and rerun, which resumes, or choose another -o"
+        ) from None
     return OutputShard(
         name=destination.name,
         rows=rows,
@@ -273,6 +282,13 @@ def process_shard(
         input=shard.name,
         stats=counters,
     )
+
+
+def _out_of_room(err: OSError) -> bool:
+    """A full disk, a quota or the file size limit; pyarrow keeps only the message."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return any(text in str(err) for text in ("No space left", "quota exceeded", "File too large"))
 
 
 def _empty_batch(shard: Shard) -> pa.RecordBatch:
