@@ -491,3 +491,46 @@ def test_no_room_to_write_names_the_shard(small_dataset: Path, small_tokenizer: 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"Error: ShardError: {out / 'a.parquet'}: no room to write")
     assert not out.exists() or not list(out.rglob("*.tmp"))
+
+
+_NULL_TEXTS = ["some words here", None, "more words in this one", "and the last words"]
+
+
+@pytest.mark.parametrize("stage", ["pairs", "corrupt"])
+@pytest.mark.parametrize("column", ["text", "input_ids"])
+def test_null_documents_are_an_error_or_skipped(
+    stage: str, column: str, tmp_path: Path, small_tokenizer: Path
+) -> None:
+    """As for tokenize: a null text or token row stops the stage naming the
+    row, or with --nulls skip is dropped, counted, and moves no other row's
+    draws (rows are keyed by `id`, so the output equals a run without it)."""
+    if column == "text":
+        documents: pa.Array = pa.array(_NULL_TEXTS)
+    else:
+        tokens = [None if t is None else [5 + len(w) for w in t.split()] for t in _NULL_TEXTS]
+        documents = pa.array(tokens, pa.list_(pa.uint32()))
+    table = pa.table({"id": ["a", "b", "c", "d"], column: documents})
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    clean = write_shards(tmp_path / "clean", {"n.parquet": table.take([0, 2, 3])})
+    command = _stage_commands(small_tokenizer)[stage]
+
+    def args(src: Path, out: Path) -> list[str]:
+        return [command[0], str(src), "-o", str(out), *command[1:]]
+
+    out = tmp_path / "out"
+    line = _cli_error(*args(source, out))
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column '{column}' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(cli, [*args(source, out), "--nulls", "skip"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 1 and manifest["params"]["nulls"] == "skip"
+    written = pq.read_table(out / "n.parquet")
+    assert written.column("id").to_pylist() == ["a", "c", "d"]
+    expected = tmp_path / "expected"
+    result = CliRunner().invoke(cli, args(clean, expected))
+    assert result.exit_code == 0, result.output
+    assert written.equals(pq.read_table(expected / "n.parquet"))

@@ -358,6 +358,7 @@ def sample_command(
     type=click.Choice(["decoder", "encoder-decoder"]),
     help="prefix: one sequence with prefix_lens, or inputs and targets [decoder].",
 )
+@nulls_option
 @run_options(output_required=False)
 def corrupt_command(
     source: Path,
@@ -369,6 +370,7 @@ def corrupt_command(
     text_column: str,
     id_column: str,
     input_length: int | None,
+    nulls: str,
     run: dict[str, Any],
     **options: Any,
 ) -> None:
@@ -396,6 +398,7 @@ def corrupt_command(
         id_column=id_column or None,
         input_length=input_length,
         options=given,
+        nulls=nulls,
         **run,
     )
     _report(report)
@@ -628,6 +631,7 @@ def dedup_command(
 )
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--epoch", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@nulls_option
 @run_options
 def pairs_command(
     source: Path,
@@ -643,6 +647,7 @@ def pairs_command(
     id_column: str,
     seed: int,
     epoch: int,
+    nulls: str,
     run: dict[str, Any],
 ) -> None:
     """Make (query, positive) rows from the documents of SOURCE."""
@@ -660,6 +665,7 @@ def pairs_command(
         id_column=id_column or None,
         seed=seed,
         epoch=epoch,
+        nulls=nulls,
         **run,
     )
     _report(report)

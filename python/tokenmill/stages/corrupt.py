@@ -31,7 +31,7 @@ from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError, TokenizerError
 from tokenmill.corruption import MODES, build_corruptor
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import as_uint32_tokens, is_token_list
+from tokenmill.stages._common import as_uint32_tokens, check_nulls, drop_nulls, is_token_list
 from tokenmill.stages.tokenize import TokenizeStage
 from tokenmill.tokenizer import load_tokenizer
 
@@ -74,8 +74,10 @@ class CorruptStage(Stage):
         text_column: str = "text",
         id_column: str | None = "id",
         input_length: int | None = None,
+        nulls: str = "error",
         **options: Any,
     ) -> None:
+        check_nulls(nulls)
         if mode not in MODES:
             raise ConfigError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
         if seed < 0 or epoch < 0:
@@ -83,6 +85,7 @@ class CorruptStage(Stage):
         if input_length is not None and input_length < 2:
             raise ConfigError(f"--input-length {input_length} is below 2")
         self.mode = mode
+        self.nulls = nulls
         self.tokenizer_path = Path(tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
@@ -146,6 +149,7 @@ class CorruptStage(Stage):
             "id_column": self.id_column,
             "input_length": self.input_length,
             "raw_length": self.raw_length,
+            "nulls": self.nulls,
         }
 
     def _keeps_length(self) -> bool:
@@ -209,10 +213,16 @@ class CorruptStage(Stage):
         if self.raw_length is not None:
             self._packer = _core.Packer(self.raw_length, strategy="concat")
 
-    def _tokens(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
+    def _tokens(
+        self, batch: pa.RecordBatch, ctx: BatchContext
+    ) -> tuple[pa.RecordBatch, BatchContext]:
+        """The batch with its token column, rows with null text or tokens
+        dropped or refused first, and the context that keeps their keys."""
+        column = self.text_column if self._tokenize is not None else self.input_column
+        batch, ctx = drop_nulls(batch, ctx, [column], self.nulls)
         if self._tokenize is not None:
             batch = self._tokenize.process(batch, ctx)
-        return batch
+        return batch, ctx
 
     def _corrupt(
         self,
@@ -233,7 +243,7 @@ class CorruptStage(Stage):
         return result
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
-        batch = self._tokens(batch, ctx)
+        batch, ctx = self._tokens(batch, ctx)
         tokens = as_uint32_tokens(batch.column(self.input_column), self.input_column)
         if self._packer is not None:
             return self._corrupt_rows(
@@ -284,6 +294,7 @@ def corrupt(
     id_column: str | None = "id",
     input_length: int | None = None,
     options: dict[str, Any] | None = None,
+    nulls: str = "error",
     **run_options: Any,
 ) -> RunReport:
     """Corrupts every shard of `source` into `output` for `mode`; see the
@@ -297,6 +308,7 @@ def corrupt(
         text_column=text_column,
         id_column=id_column,
         input_length=input_length,
+        nulls=nulls,
         **(options or {}),
     )
     return run_stage(stage, source, output, **run_options)

@@ -27,7 +27,13 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
+from tokenmill.stages._common import (
+    as_uint32_tokens,
+    check_nulls,
+    drop_nulls,
+    is_token_list,
+    require_column,
+)
 
 MODES = ("crop", "ict", "columns")
 QUERY, POSITIVE = "query", "positive"
@@ -62,7 +68,9 @@ class PairsStage(Stage):
         id_column: str | None = "id",
         seed: int = 0,
         epoch: int = 0,
+        nulls: str = "error",
     ) -> None:
+        check_nulls(nulls)
         if mode not in MODES:
             raise ConfigError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
         if not 0.0 < min_ratio <= max_ratio <= 1.0:
@@ -75,6 +83,7 @@ class PairsStage(Stage):
         if seed < 0 or epoch < 0:
             raise ConfigError("--seed and --epoch must be non-negative integers")
         self.mode = mode
+        self.nulls = nulls
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
         self.keep_probability = keep_probability
@@ -96,6 +105,7 @@ class PairsStage(Stage):
             "id_column": self.id_column,
             "seed": self.seed,
             "epoch": self.epoch,
+            "nulls": self.nulls,
         }
         if self.mode == "crop":
             params.update(min_ratio=self.min_ratio, max_ratio=self.max_ratio)
@@ -160,11 +170,15 @@ class PairsStage(Stage):
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         schema = self.output_schema(batch.schema)
         if self.mode == "columns":
+            batch, ctx = drop_nulls(
+                batch, ctx, [self.query_column, self.positive_column], self.nulls
+            )
             consumed = {self.query_column, self.positive_column}
             columns = [batch.column(f.name) for f in batch.schema if f.name not in consumed]
             columns += [batch.column(self.query_column), batch.column(self.positive_column)]
             return pa.RecordBatch.from_arrays(columns, schema=schema)
         column, tokens = self._source(batch.schema)
+        batch, ctx = drop_nulls(batch, ctx, [column], self.nulls)
         documents = batch.column(column)
         if tokens:
             documents = as_uint32_tokens(documents, column)
@@ -201,6 +215,7 @@ def pairs(
     id_column: str | None = "id",
     seed: int = 0,
     epoch: int = 0,
+    nulls: str = "error",
     **run_options: Any,
 ) -> RunReport:
     """Writes (query, positive) pair rows of `source`; see the module docstring."""
@@ -217,5 +232,6 @@ def pairs(
         id_column=id_column,
         seed=seed,
         epoch=epoch,
+        nulls=nulls,
     )
     return run_stage(stage, source, output, **run_options)
