@@ -527,6 +527,20 @@ fn masked_whitespace(m: &Masks, pos: usize) -> usize {
     }
 }
 
+/// ` ?[^\s\p{L}\p{N}]+` at `pos`, then the run of bytes in `tail`: its end.
+#[inline(always)]
+fn masked_symbols(window: &[u8; WINDOW], m: &Masks, pos: usize, tail: u64) -> Option<usize> {
+    let symbol = !(m.letter | m.number | m.space);
+    let start = if bit(symbol, pos) {
+        pos
+    } else if window[pos] == b' ' && bit(symbol, pos + 1) {
+        pos + 1
+    } else {
+        return None;
+    };
+    Some(run_end(tail, run_end(symbol, start)))
+}
+
 fn cl100k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize, max_digits: usize) -> Option<usize> {
     if pos + 3 >= WINDOW {
         return None;
@@ -543,18 +557,7 @@ fn cl100k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize, max_digits: usize
     if bit(m.number, pos) {
         return Some(run_end(m.number, pos).min(pos + max_digits));
     }
-    let symbol = !(m.letter | m.number | m.space);
-    let start = if bit(symbol, pos) {
-        Some(pos)
-    } else if window[pos] == b' ' && bit(symbol, pos + 1) {
-        Some(pos + 1)
-    } else {
-        None
-    };
-    if let Some(start) = start {
-        return Some(run_end(m.newline, run_end(symbol, start)));
-    }
-    Some(masked_whitespace(m, pos))
+    masked_symbols(window, m, pos, m.newline).or_else(|| Some(masked_whitespace(m, pos)))
 }
 
 fn o200k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize) -> Option<usize> {
@@ -578,18 +581,7 @@ fn o200k_masked(window: &[u8; WINDOW], m: &Masks, pos: usize) -> Option<usize> {
     if bit(m.number, pos) {
         return Some(run_end(m.number, pos).min(pos + 3));
     }
-    let symbol = !(m.letter | m.number | m.space);
-    let symbols_start = if bit(symbol, pos) {
-        Some(pos)
-    } else if window[pos] == b' ' && bit(symbol, pos + 1) {
-        Some(pos + 1)
-    } else {
-        None
-    };
-    if let Some(start) = symbols_start {
-        return Some(run_end(m.newline | m.slash, run_end(symbol, start)));
-    }
-    Some(masked_whitespace(m, pos))
+    masked_symbols(window, m, pos, m.newline | m.slash).or_else(|| Some(masked_whitespace(m, pos)))
 }
 
 /// One bit per byte of a window: which bytes are ASCII letters, digits,
