@@ -143,6 +143,8 @@ def _report(report: RunReport) -> None:
         line += f"\nmanifest: {totals}{ratios}"
     else:
         line += "\nother shards are not done yet; the manifest is written when they are"
+    if report.summary:
+        line += f"\n{report.summary}"
     click.echo(line, err=True)
 
 
@@ -229,7 +231,6 @@ def tokenize_command(
         **run,
     )
     _report(report)
-    click.echo(f"encoder: {load_tokenizer(tokenizer).encoder}", err=True)
 
 
 @cli.command("sample")

@@ -93,6 +93,11 @@ class Stage(ABC):
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         """The output rows of one input batch. Must depend on nothing but its arguments."""
 
+    def summary(self) -> str | None:
+        """A line for the CLI to print after the run, for what the user should know
+        that the counts do not say (which encoder ran, say)."""
+        return None
+
     def manifest_totals(self) -> dict[str, int]:
         """Dataset-wide figures the stage adds to the manifest's totals."""
         return {}
@@ -122,6 +127,8 @@ class RunReport:
     rows: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    #: A line the stage adds to what the CLI prints (see :meth:`Stage.summary`).
+    summary: str | None = None
 
 
 class ShardWriter:
@@ -390,6 +397,7 @@ def run_stage(
             remove_empty_output(out)
         raise
     report.complete = report.manifest is not None
+    report.summary = stage.summary()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -64,6 +64,9 @@ class TokenizeStage(Stage):
         self.word_ids = word_ids
         self.token_column = output_column
 
+    def summary(self) -> str:
+        return f"encoder: {self.tokenizer.encoder}"
+
     def params(self) -> dict[str, Any]:
         return {
             "tokenizer": str(self.tokenizer_path),

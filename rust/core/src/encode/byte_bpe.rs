@@ -38,19 +38,10 @@ pub fn byte_to_char() -> [char; 256] {
 /// in one arena, so a hit costs no pointer chase and no `memcmp`.
 #[derive(Default)]
 pub struct PieceCache {
-    slots: Vec<CacheSlot>,
-    entries: usize,
+    /// `(first, count)` of each piece's ids in `ids`.
+    slots: Slots<[u64; 2], (u32, u32)>,
     ids: Vec<u32>,
     long: AHashMap<Box<[u8]>, Box<[u32]>>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct CacheSlot {
-    key: [u64; 2],
-    /// 0 marks an empty slot.
-    len: u32,
-    first: u32,
-    count: u32,
 }
 
 /// Pieces up to this long are merged by scanning pair ranks, longer ones
@@ -69,70 +60,28 @@ impl PieceCache {
         if len > INLINE_KEY {
             return self.long.get(&text[start..start + len]).map(|ids| &ids[..]);
         }
-        self.find(inline_key_in(text, start, len), len)
-    }
-
-    #[inline(always)]
-    fn find(&self, key: [u64; 2], len: usize) -> Option<&[u32]> {
-        if self.slots.is_empty() || len == 0 {
+        if len == 0 {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let mut at = slot_hash(key, len) & mask;
-        loop {
-            let slot = &self.slots[at];
-            if slot.len as usize == len && slot.key == key {
-                let first = slot.first as usize;
-                return Some(&self.ids[first..first + slot.count as usize]);
-            }
-            if slot.len == 0 {
-                return None;
-            }
-            at = (at + 1) & mask;
-        }
+        let (first, count) = self.slots.get(inline_key_in(text, start, len), len)?;
+        Some(&self.ids[first as usize..][..count as usize])
     }
 
     pub(crate) fn insert(&mut self, piece: &[u8], ids: &[u32]) {
         if piece.is_empty() || piece.len() > MAX_CACHED_PIECE {
             return;
         }
-        if self.entries >= MAX_CACHED_PIECES || self.ids.len() + ids.len() > u32::MAX as usize {
+        let entries = self.slots.len + self.long.len();
+        if entries >= MAX_CACHED_PIECES || self.ids.len() + ids.len() > u32::MAX as usize {
             *self = Self::default();
         }
         if piece.len() > INLINE_KEY {
             self.long.insert(piece.into(), ids.into());
-            self.entries += 1;
             return;
         }
-        if (self.entries + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
-        let slot = CacheSlot {
-            key: inline_key(piece),
-            len: piece.len() as u32,
-            first: self.ids.len() as u32,
-            count: ids.len() as u32,
-        };
+        let place = (self.ids.len() as u32, ids.len() as u32);
         self.ids.extend_from_slice(ids);
-        self.place(slot);
-        self.entries += 1;
-    }
-
-    fn place(&mut self, slot: CacheSlot) {
-        let mask = self.slots.len() - 1;
-        let mut at = slot_hash(slot.key, slot.len as usize) & mask;
-        while self.slots[at].len != 0 {
-            at = (at + 1) & mask;
-        }
-        self.slots[at] = slot;
-    }
-
-    fn grow(&mut self) {
-        let capacity = (self.slots.len() * 2).max(1024);
-        let old = std::mem::replace(&mut self.slots, vec![CacheSlot::default(); capacity]);
-        for slot in old.into_iter().filter(|s| s.len != 0) {
-            self.place(slot);
-        }
+        self.slots.insert(inline_key(piece), piece.len(), place);
     }
 }
 
@@ -398,75 +347,112 @@ impl PartialOrd for Merge {
 /// (most) in slots of 16 bytes, so the table stays in the core's L2 cache.
 #[derive(Default)]
 struct WholeTable {
-    short: Slots<u64>,
-    medium: Slots<[u64; 2]>,
+    short: Slots<u64, u32>,
+    medium: Slots<[u64; 2], u32>,
     long: AHashMap<Box<[u8]>, u32>,
     len: usize,
 }
 
-#[derive(Default)]
-struct Slots<K> {
-    slots: Vec<Slot<K>>,
-    mask: usize,
+/// An open-addressed table of pieces keyed inline: `K` holds a piece's
+/// bytes, zero past its end, so the length tells pieces ending in zeros
+/// apart. Kept at most half full.
+struct Slots<K, V> {
+    slots: Vec<Slot<K, V>>,
+    len: usize,
+}
+
+impl<K, V> Default for Slots<K, V> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default)]
-struct Slot<K> {
+struct Slot<K, V> {
     key: K,
     /// The piece's length; 0 marks an empty slot (pieces are never empty).
     len: u32,
-    id: u32,
+    value: V,
 }
 
-impl<K: Copy + Default + PartialEq> Slots<K> {
-    fn new(entries: &[(K, usize, u32)], hash: impl Fn(K, usize) -> usize) -> Self {
-        let capacity = (entries.len() * 2).next_power_of_two().max(16);
-        let mut slots = vec![Slot::default(); capacity];
-        for &(key, len, id) in entries {
-            let mut at = hash(key, len) & (capacity - 1);
-            while slots[at].len != 0 {
-                at = (at + 1) & (capacity - 1);
-            }
-            slots[at] = Slot {
-                key,
-                len: len as u32,
-                id,
-            };
-        }
-        Self {
-            slots,
-            mask: capacity - 1,
-        }
-    }
+/// A key of up to 16 bytes: one word, or two.
+trait SlotKey: Copy + Default + PartialEq {
+    fn words(self) -> [u64; 2];
+}
 
+impl SlotKey for u64 {
     #[inline(always)]
-    fn get(&self, key: K, len: usize, hash: usize) -> Option<u32> {
+    fn words(self) -> [u64; 2] {
+        [self, 0]
+    }
+}
+
+impl SlotKey for [u64; 2] {
+    #[inline(always)]
+    fn words(self) -> [u64; 2] {
+        self
+    }
+}
+
+#[inline(always)]
+fn slot_hash(key: [u64; 2], len: usize) -> usize {
+    let product = ((key[0] ^ 0x9E37_79B9_7F4A_7C15) as u128)
+        .wrapping_mul((key[1] ^ len as u64 ^ 0xD6E8_FEB8_6659_FD93) as u128);
+    ((product as u64) ^ ((product >> 64) as u64)) as usize
+}
+
+impl<K: SlotKey, V: Copy + Default> Slots<K, V> {
+    #[inline(always)]
+    fn get(&self, key: K, len: usize) -> Option<V> {
         if self.slots.is_empty() {
             return None;
         }
-        let mut at = hash & self.mask;
+        let mask = self.slots.len() - 1;
+        let mut at = slot_hash(key.words(), len) & mask;
         loop {
             let slot = &self.slots[at];
             if slot.len as usize == len && slot.key == key {
-                return Some(slot.id);
+                return Some(slot.value);
             }
             if slot.len == 0 {
                 return None;
             }
-            at = (at + 1) & self.mask;
+            at = (at + 1) & mask;
         }
+    }
+
+    /// Adds a piece not yet in the table.
+    fn insert(&mut self, key: K, len: usize, value: V) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let capacity = (self.slots.len() * 2).max(16);
+            let old = std::mem::replace(&mut self.slots, vec![Slot::default(); capacity]);
+            for slot in old.into_iter().filter(|s| s.len != 0) {
+                self.place(slot);
+            }
+        }
+        self.place(Slot {
+            key,
+            len: len as u32,
+            value,
+        });
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: Slot<K, V>) {
+        let mask = self.slots.len() - 1;
+        let mut at = slot_hash(slot.key.words(), slot.len as usize) & mask;
+        while self.slots[at].len != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
     }
 }
 
 const INLINE_KEY: usize = 16;
 const SHORT_KEY: usize = 8;
-
-#[inline(always)]
-fn short_hash(key: u64, len: usize) -> usize {
-    let product = ((key ^ 0x9E37_79B9_7F4A_7C15) as u128)
-        .wrapping_mul((len as u64 ^ 0xD6E8_FEB8_6659_FD93) as u128);
-    ((product as u64) ^ ((product >> 64) as u64)) as usize
-}
 
 /// Up to 16 bytes as two little-endian words, zero past the piece.
 #[inline(always)]
@@ -517,32 +503,23 @@ const KEY_MASKS: [[u64; 2]; INLINE_KEY + 1] = {
     masks
 };
 
-#[inline(always)]
-fn slot_hash(key: [u64; 2], len: usize) -> usize {
-    let product = ((key[0] ^ 0x9E37_79B9_7F4A_7C15) as u128)
-        .wrapping_mul((key[1] ^ len as u64 ^ 0xD6E8_FEB8_6659_FD93) as u128);
-    ((product as u64) ^ ((product >> 64) as u64)) as usize
-}
-
 impl WholeTable {
     fn new(tokens: &[(Vec<u8>, u32)]) -> Self {
-        let (mut short, mut medium, mut long) = (Vec::new(), Vec::new(), AHashMap::new());
+        let mut table = Self {
+            len: tokens.len(),
+            ..Self::default()
+        };
         for (bytes, id) in tokens {
             match bytes.len() {
                 0 => {}
-                1..=SHORT_KEY => short.push((inline_key(bytes)[0], bytes.len(), *id)),
-                len if len <= INLINE_KEY => medium.push((inline_key(bytes), len, *id)),
+                1..=SHORT_KEY => table.short.insert(inline_key(bytes)[0], bytes.len(), *id),
+                len if len <= INLINE_KEY => table.medium.insert(inline_key(bytes), len, *id),
                 _ => {
-                    long.insert(bytes.clone().into_boxed_slice(), *id);
+                    table.long.insert(bytes.clone().into_boxed_slice(), *id);
                 }
             }
         }
-        Self {
-            short: Slots::new(&short, short_hash),
-            medium: Slots::new(&medium, slot_hash),
-            long,
-            len: tokens.len(),
-        }
+        table
     }
 
     /// The token answering `text[start..start + len]` whole, if any.
@@ -556,9 +533,9 @@ impl WholeTable {
         }
         let key = inline_key_in(text, start, len);
         if len <= SHORT_KEY {
-            self.short.get(key[0], len, short_hash(key[0], len))
+            self.short.get(key[0], len)
         } else {
-            self.medium.get(key, len, slot_hash(key, len))
+            self.medium.get(key, len)
         }
     }
 }

@@ -145,9 +145,10 @@ fn gpt2_ascii_window<'t>(
 }
 
 /// ASCII bytes by what the patterns ask of them, so runs of ASCII need no
-/// class lookup: bit 0 letter, 1 number, 2 whitespace, 3 symbol.
+/// class lookup.
 const LETTER: u8 = 1;
 const NUMBER: u8 = 2;
+const SPACE: u8 = 4;
 const SYMBOL: u8 = 8;
 const ASCII_FLAGS: [u8; 128] = {
     let mut flags = [0u8; 128];
@@ -159,7 +160,7 @@ const ASCII_FLAGS: [u8; 128] = {
         } else if b.is_ascii_digit() {
             NUMBER
         } else if (b >= 0x09 && b <= 0x0D) || b == b' ' {
-            4
+            SPACE
         } else {
             SYMBOL
         };
@@ -237,64 +238,64 @@ fn contraction(text: &[u8], at: usize, ignore_case: bool) -> Option<usize> {
         let (code, len) = decode(text, pos);
         folds_to(code, letter).then_some(pos + len)
     };
-    let first = at + 1;
-    for single in [b's', b't'] {
-        if let Some(end) = letter_at(first, single) {
-            return Some(end);
+    // In the pattern's order; no two share a first letter, so the first to match is the match.
+    const CONTRACTIONS: [&[u8]; 7] = [b"s", b"t", b"re", b"ve", b"m", b"ll", b"d"];
+    CONTRACTIONS.iter().find_map(|letters| {
+        letters
+            .iter()
+            .try_fold(at + 1, |pos, &letter| letter_at(pos, letter))
+    })
+}
+
+/// The whitespace run at `at`, in one pass.
+struct WhitespaceRun {
+    end: usize,
+    /// Where its last character starts.
+    last_start: usize,
+    /// The end of its last `\r` or `\n`, if it holds one.
+    newline_end: Option<usize>,
+}
+
+#[inline]
+fn whitespace_run(text: &[u8], at: usize) -> WhitespaceRun {
+    let mut run = WhitespaceRun {
+        end: at,
+        last_start: at,
+        newline_end: None,
+    };
+    while run.end < text.len() {
+        let (class, len) = class_at(text, run.end);
+        if class != Class::Space {
+            break;
         }
-    }
-    for (a, b) in [(b'r', b'e'), (b'v', b'e')] {
-        if let Some(end) = letter_at(first, a).and_then(|mid| letter_at(mid, b)) {
-            return Some(end);
+        if is_cr_lf(text[run.end]) {
+            run.newline_end = Some(run.end + 1);
         }
+        run.last_start = run.end;
+        run.end += len;
     }
-    if let Some(end) = letter_at(first, b'm') {
-        return Some(end);
-    }
-    if let Some(end) = letter_at(first, b'l').and_then(|mid| letter_at(mid, b'l')) {
-        return Some(end);
-    }
-    letter_at(first, b'd')
+    run
 }
 
 /// `\s+(?!\S)|\s+` at a whitespace character: the whole run at the end of
 /// the text, else all of it but its last character (which then starts the
 /// next piece), else a single character.
 #[inline]
-fn whitespace(text: &[u8], at: usize) -> usize {
-    let mut last_start = at;
-    let mut end = at;
-    while end < text.len() {
-        let (class, len) = class_at(text, end);
-        if class != Class::Space {
-            break;
-        }
-        last_start = end;
-        end += len;
-    }
-    if end == text.len() || last_start == at {
-        end
+fn whitespace(text: &[u8], at: usize, run: &WhitespaceRun) -> usize {
+    if run.end == text.len() || run.last_start == at {
+        run.end
     } else {
-        last_start
+        run.last_start
     }
 }
 
-/// `\s*[\r\n]+` at a whitespace character: up to the last `\r`/`\n` of the run.
+/// `\s*[\r\n]+|\s+(?!\S)|\s+`: up to the run's last `\r`/`\n`, else as
+/// [`whitespace`].
 #[inline]
-fn whitespace_to_newline(text: &[u8], at: usize) -> Option<usize> {
-    let mut end = at;
-    let mut newline_end = None;
-    while end < text.len() {
-        let (class, len) = class_at(text, end);
-        if class != Class::Space {
-            break;
-        }
-        if is_cr_lf(text[end]) {
-            newline_end = Some(end + 1);
-        }
-        end += len;
-    }
-    newline_end
+fn whitespace_to_newline(text: &[u8], at: usize) -> usize {
+    let run = whitespace_run(text, at);
+    run.newline_end
+        .unwrap_or_else(|| whitespace(text, at, &run))
 }
 
 fn gpt2(text: &[u8], at: usize) -> usize {
@@ -318,7 +319,7 @@ fn gpt2(text: &[u8], at: usize) -> usize {
     } else if class.is_symbol() {
         symbol_run(text, start)
     } else {
-        whitespace(text, at)
+        whitespace(text, at, &whitespace_run(text, at))
     }
 }
 
@@ -348,8 +349,7 @@ fn cl100k(text: &[u8], at: usize, max_digits: usize) -> usize {
     if let Some(end) = symbols(text, at, class, is_cr_lf) {
         return end;
     }
-    // `\s*[\r\n]+|\s+(?!\S)|\s+`
-    whitespace_to_newline(text, at).unwrap_or_else(|| whitespace(text, at))
+    whitespace_to_newline(text, at)
 }
 
 /// Up to `more` further numbers from `at`: the rest of `\p{N}{1,n}`.
@@ -445,7 +445,7 @@ fn o200k(text: &[u8], at: usize) -> usize {
     if let Some(end) = symbols(text, at, class, |b| is_cr_lf(b) || b == b'/') {
         return end;
     }
-    whitespace_to_newline(text, at).unwrap_or_else(|| whitespace(text, at))
+    whitespace_to_newline(text, at)
 }
 
 /// cl100k's and o200k's pieces over the 64 ASCII bytes from `at` (a piece
@@ -666,7 +666,7 @@ fn ascii_masks(window: &[u8; WINDOW]) -> Option<Masks> {
         let flags = ASCII_FLAGS[byte as usize];
         m.letter |= ((flags & LETTER != 0) as u64) << i;
         m.number |= ((flags & NUMBER != 0) as u64) << i;
-        m.space |= ((flags & 4 != 0) as u64) << i;
+        m.space |= ((flags & SPACE != 0) as u64) << i;
         m.blank |= ((byte == b' ') as u64) << i;
         m.apostrophe |= ((byte == b'\'') as u64) << i;
         m.upper |= (byte.is_ascii_uppercase() as u64) << i;
