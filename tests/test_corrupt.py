@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import tokenmill
 from tests.conftest import folder_bytes, write_shards
 from tokenmill import _core
-from tokenmill.collate import corruption_input
+from tokenmill.batch import read_token_rows
 from tokenmill.corruption import build_corruptor, sentinel_ids
 from tokenmill.tokenizer import save_tokenizer
 from tokenmill_cli.main import cli
@@ -623,10 +623,10 @@ def test_saved_word_ids_drive_whole_word_masking(
 
 
 def test_corruption_input_keys_follow_ids() -> None:
-    given = corruption_input([{"id": "a", "input_ids": [1, 2]}, {"id": "b", "input_ids": [3]}])
+    given = read_token_rows([{"id": "a", "input_ids": [1, 2]}, {"id": "b", "input_ids": [3]}])
     assert given.keys is not None
     assert list(given.keys) == list(_core.row_keys_from_ids(pa.array(["a", "b"])))
-    assert corruption_input([[1, 2], [3]]).keys is None
+    assert read_token_rows([[1, 2], [3]]).keys is None
 
 
 def test_sentinels_from_top_refuses_special_tokens(

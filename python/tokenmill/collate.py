@@ -1,24 +1,25 @@
 """Collators: from token rows to the tensors a model's forward pass takes.
 
 Each collator takes a batch in whatever form a loader hands it (a list of
-dicts, a list of arrays, a 2-D array or tensor, an Arrow list array or record
-batch) and returns contiguous tensors under the names Hugging Face and
+dicts, a list of arrays, a dict of padded 2-D arrays, a 2-D array or tensor,
+an Arrow list array or record batch; :mod:`tokenmill.batch` reads and checks
+them all alike) and returns contiguous tensors under the names Hugging Face and
 PyTorch users know. All the work is vectorized numpy over the flat token
 buffer: nothing loops over tokens in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError
+from tokenmill.batch import ENGINE_DTYPES, TokenRows, read_token_rows
 
 IGNORE_INDEX = -100
 
@@ -34,68 +35,15 @@ class FlatRows:
     segments_per_row: npt.NDArray[np.int64]
 
 
-def _as_int64(values: Any) -> npt.NDArray[np.int64]:
-    if hasattr(values, "detach"):  # a torch tensor
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.int64).reshape(-1)
-
-
-def _from_arrow(batch: pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray) -> FlatRows:
-    if isinstance(batch, (pa.RecordBatch, pa.Table)):
-        ids = batch.column("input_ids")
-        seq_lens = batch.column("seq_lens") if "seq_lens" in batch.schema.names else None
-    else:
-        ids, seq_lens = batch, None
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
-    if isinstance(seq_lens, pa.ChunkedArray):
-        seq_lens = seq_lens.combine_chunks()
-    lengths = np.diff(ids.offsets.to_numpy()).astype(np.int64)
-    tokens = ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    if seq_lens is None:
-        return FlatRows(tokens, lengths, lengths.copy(), np.ones(len(lengths), dtype=np.int64))
-    per_row = np.diff(seq_lens.offsets.to_numpy()).astype(np.int64)
-    segments = seq_lens.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    return FlatRows(tokens, lengths, segments, per_row)
-
-
 def flatten_batch(batch: Any) -> FlatRows:
-    """Any supported batch form as :class:`FlatRows`."""
-    if isinstance(batch, (pa.RecordBatch, pa.Table, pa.Array, pa.ChunkedArray)):
-        return _from_arrow(batch)
-    if hasattr(batch, "ndim") and batch.ndim == 2:  # numpy array or torch tensor
-        array = _as_int64(batch).reshape(batch.shape[0], -1)
-        count, width = array.shape
-        lengths = np.full(count, width, dtype=np.int64)
-        return FlatRows(array.reshape(-1), lengths, lengths.copy(), np.ones(count, dtype=np.int64))
-    if not isinstance(batch, Sequence) or len(batch) == 0:
-        raise ConfigError(
-            "a collator needs a non-empty list of rows, a 2-D array or an Arrow array; "
-            f"got {type(batch).__name__}"
-        )
-    if isinstance(batch[0], Mapping):
-        if any("input_ids" not in row for row in batch):
-            raise ConfigError("every row needs an 'input_ids' entry")
-        has_segments = "seq_lens" in batch[0]
-        if any(("seq_lens" in row) != has_segments for row in batch):
-            raise ConfigError("some rows have 'seq_lens' and some do not; mix no packed rows")
-        rows = [_as_int64(row["input_ids"]) for row in batch]
-        segments = (
-            [_as_int64(row["seq_lens"]) for row in batch]
-            if has_segments
-            else [np.array([len(r)], dtype=np.int64) for r in rows]
-        )
-    else:
-        rows = [_as_int64(row) for row in batch]
-        segments = [np.array([len(r)], dtype=np.int64) for r in rows]
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    per_row = np.array([len(s) for s in segments], dtype=np.int64)
-    return FlatRows(
-        np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
-        lengths,
-        np.concatenate(segments),
-        per_row,
-    )
+    """Any supported batch form (see :mod:`tokenmill.batch`) as :class:`FlatRows`."""
+    rows = read_token_rows(batch, key_column=None)
+    tokens, lengths = rows.flat()
+    if rows.seq_lens is None:
+        return FlatRows(tokens, lengths, lengths.copy(), np.ones(len(lengths), dtype=np.int64))
+    segments_per_row = np.diff(rows.seq_lens.offsets.to_numpy()).astype(np.int64)
+    segments = pc.list_flatten(rows.seq_lens).to_numpy(zero_copy_only=False).astype(np.int64)
+    return FlatRows(tokens, lengths, segments, segments_per_row)
 
 
 class CausalLMCollator:
@@ -264,132 +212,6 @@ def _to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
 
 # --- Corruption collators -------------------------------------------------
 
-TOKEN_LIST = pa.list_(pa.field("item", pa.uint32(), nullable=False))
-WORD_ID_LIST = pa.list_(pa.field("item", pa.int32(), nullable=False))
-
-
-_ENGINE_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.uint32))
-
-
-def _token_matrix(values: Any) -> npt.NDArray[Any]:
-    """A 2-D batch as a contiguous array the engine reads (int64, int32 or
-    uint32 kept as they are; other integer types, uint16 say, widened)."""
-    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-    if array.dtype not in _ENGINE_DTYPES:
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ConfigError(f"token arrays must hold integers, not {array.dtype}")
-        array = array.astype(np.int64)
-    return np.ascontiguousarray(array)
-
-
-@dataclass
-class CorruptionInput:
-    """A batch as the corruption engine takes it: the tokens (an Arrow list
-    array, or a 2-D integer array), the row keys (None: hashed from each row's
-    tokens), and the document lengths of packed rows."""
-
-    tokens: Any
-    keys: npt.NDArray[np.uint64] | None
-    seq_lens: pa.Array | None
-    lengths: list[int] | None = None
-    word_ids: pa.Array | None = None
-
-
-def _token_list_array(rows: Sequence[Any]) -> pa.Array:
-    first = rows[0]
-    if isinstance(first, np.ndarray) or hasattr(first, "detach"):
-        arrays = [_as_int64(r) for r in rows]
-        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        if len(flat) and flat.min() < 0:
-            raise DataError(f"token id {int(flat.min())} is negative; token ids are never negative")
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        return pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(flat.astype(np.uint32)), type=TOKEN_LIST
-        )
-    if isinstance(rows, list) and all(type(row) is list for row in rows):
-        return _core.token_lists_from_python(rows)
-    try:
-        return pa.array(rows, type=TOKEN_LIST)
-    except (pa.ArrowInvalid, OverflowError, TypeError) as err:
-        raise DataError(f"the rows are not lists of non-negative token ids: {err}") from None
-
-
-def corruption_input(
-    batch: Any, *, column: str = "input_ids", key_column: str = "id"
-) -> CorruptionInput:
-    """Any supported batch form as a :class:`CorruptionInput`. Rows carrying
-    `key_column` (an Arrow column or a dict entry) are keyed by it, as the
-    `corrupt` stage keys them, so stage and collator make the same rows.
-    Packed rows bring `seq_lens`, and `word_ids` (from `tokenize --word-ids`)
-    say where words start. A dict of 2-D arrays (`input_ids` and
-    `attention_mask`, as a Hugging Face tokenizer pads them) is cut at each
-    row's mask; a bare 2-D array has no padding."""
-    from tokenmill.stages._common import as_uint32_tokens, is_token_list
-
-    if isinstance(batch, (pa.RecordBatch, pa.Table)):
-        if column not in batch.schema.names:
-            raise ConfigError(f"the batch has no '{column}' column")
-        tokens = batch.column(column)
-        tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
-        keys = None
-        if key_column in batch.schema.names:
-            ids = batch.column(key_column)
-            ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-            keys = _core.row_keys_from_ids(ids, column=key_column)
-        extra = {}
-        for name in ("seq_lens", "word_ids"):
-            if name in batch.schema.names:
-                value = batch.column(name)
-                extra[name] = (
-                    value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
-                )
-        if not is_token_list(tokens.type):
-            raise ConfigError(f"column '{column}' has type {tokens.type}, not a list of token ids")
-        return CorruptionInput(
-            as_uint32_tokens(tokens, column),
-            keys,
-            extra.get("seq_lens"),
-            word_ids=extra.get("word_ids"),
-        )
-    if isinstance(batch, (pa.Array, pa.ChunkedArray)):
-        tokens = batch.combine_chunks() if isinstance(batch, pa.ChunkedArray) else batch
-        if not is_token_list(tokens.type):
-            raise ConfigError(f"the array has type {tokens.type}, not a list of token ids")
-        return CorruptionInput(as_uint32_tokens(tokens, column), None, None)
-    if hasattr(batch, "ndim") and batch.ndim == 2:
-        return CorruptionInput(_token_matrix(batch), None, None)
-    if isinstance(batch, Mapping):
-        if column not in batch or getattr(batch[column], "ndim", 0) != 2:
-            raise ConfigError(f"a dict batch needs a 2-D '{column}' array")
-        mask = batch.get("attention_mask")
-        lengths = None
-        if mask is not None:
-            lengths = [int(n) for n in _token_matrix(mask).sum(axis=1)]
-        return CorruptionInput(_token_matrix(batch[column]), None, None, lengths=lengths)
-    if not isinstance(batch, Sequence) or len(batch) == 0:
-        raise ConfigError(
-            "a collator needs a non-empty list of rows, a 2-D array or an Arrow array; "
-            f"got {type(batch).__name__}"
-        )
-    if isinstance(batch[0], Mapping):
-        if any(column not in row for row in batch):
-            raise ConfigError(f"every row needs a '{column}' entry")
-        tokens = _token_list_array([row[column] for row in batch])
-        keys = None
-        if all(key_column in row for row in batch):
-            keys = _core.row_keys_from_ids(
-                pa.array([row[key_column] for row in batch]), column=key_column
-            )
-        seq_lens = None
-        if all("seq_lens" in row for row in batch):
-            seq_lens = _token_list_array([row["seq_lens"] for row in batch])
-        word_ids = None
-        if all("word_ids" in row for row in batch):
-            word_ids = pa.array([list(row["word_ids"]) for row in batch], type=WORD_ID_LIST)
-        return CorruptionInput(tokens, keys, seq_lens, word_ids=word_ids)
-    return CorruptionInput(_token_list_array(list(batch)), None, None)
-
 
 class _CorruptionCollator:
     """Shared by the corruption collators: build the mode's corruptor from a
@@ -467,11 +289,11 @@ class _CorruptionCollator:
         self.__dict__.update(state)
 
     def __call__(self, batch: Any) -> dict[str, Any]:
-        if type(batch) is np.ndarray and batch.ndim == 2 and batch.dtype in _ENGINE_DTYPES:
-            # The engine reads these as they are: skip the general path's checks.
-            given = CorruptionInput(batch, None, None)
+        if type(batch) is np.ndarray and batch.ndim == 2 and batch.dtype in ENGINE_DTYPES:
+            # The engine reads and checks these as they are.
+            given = TokenRows(batch, None, None)
         else:
-            given = corruption_input(batch, key_column=self.key_column)
+            given = read_token_rows(batch, key_column=self.key_column)
         out: dict[str, Any] = self.corruptor.corrupt_padded(
             given.tokens,
             given.keys,

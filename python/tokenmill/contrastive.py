@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError
+from tokenmill.batch import arrow_token_lists
 from tokenmill.stages._common import refuse_nulls
 
 STAGE = "contrastive"
@@ -255,7 +256,7 @@ class ContrastiveCollator:
 
     def _tokens(self, values: pa.Array, name: str) -> pa.Array:
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
-            return values
+            return arrow_token_lists(values, name)
         if self.tokenizer is None:
             raise ConfigError(
                 f"'{name}' holds text; pass tokenizer= (a tokenmill Tokenizer) to the collator"

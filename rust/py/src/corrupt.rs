@@ -918,11 +918,16 @@ fn token_lists_from_python<'py>(
                     let _ = PyErr::take(py);
                     not_an_id(shown(i))
                 }),
-                // Anything else (a numpy integer, a bool) the safe way.
+                // Anything else (a numpy integer) the safe way. A bool is
+                // an int to Python but no token id, as numpy bool rows are not.
                 None => {
                     let item = row.get_item(i)?;
-                    item.extract::<u32>()
-                        .map_err(|_| not_an_id(item.to_string()))
+                    if item.is_instance_of::<pyo3::types::PyBool>() {
+                        Err(not_an_id(item.to_string()))
+                    } else {
+                        item.extract::<u32>()
+                            .map_err(|_| not_an_id(item.to_string()))
+                    }
                 }
             };
             values.push(id?);
