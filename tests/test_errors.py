@@ -534,3 +534,46 @@ def test_null_documents_are_an_error_or_skipped(
     result = CliRunner().invoke(cli, args(clean, expected))
     assert result.exit_code == 0, result.output
     assert written.equals(pq.read_table(expected / "n.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("method", "column"), [("exact", "text"), ("exact", "input_ids"), ("minhash", "text")]
+)
+def test_dedup_null_documents_are_an_error_or_skipped(
+    method: str, column: str, tmp_path: Path
+) -> None:
+    """As for tokenize: exact dedup no longer joins every null document into
+    one cluster and keeps the first; a null is an error, or skipped and counted."""
+    texts = ["some words here", None, "more words in this one", None, "some words here"]
+    if column == "text":
+        documents: pa.Array = pa.array(texts)
+    else:
+        tokens = [None if t is None else [5 + len(w) for w in t.split()] for t in texts]
+        documents = pa.array(tokens, pa.list_(pa.uint32()))
+    table = pa.table({"id": ["a", "b", "c", "d", "e"], column: documents})
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    clean = write_shards(tmp_path / "clean", {"n.parquet": table.take([0, 2, 4])})
+
+    def args(src: Path, out: Path) -> list[str]:
+        return ["dedup", str(src), "-o", str(out), "--method", method, "--ngram", "2"]
+
+    out = tmp_path / "out"
+    line = _cli_error(*args(source, out))
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column '{column}' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(cli, [*args(source, out), "--nulls", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "5 documents in, 2 out (1 duplicates removed)" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 2 and manifest["params"]["nulls"] == "skip"
+    written = pq.read_table(out / "n.parquet")
+    assert written.column("id").to_pylist() == ["a", "c"]
+    clusters = pq.read_table(out / "clusters.parquet")
+    assert clusters.column("row").to_pylist() == [0, 4]
+    expected = tmp_path / "expected"
+    result = CliRunner().invoke(cli, args(clean, expected))
+    assert result.exit_code == 0, result.output
+    assert written.equals(pq.read_table(expected / "n.parquet"))
