@@ -131,11 +131,15 @@ def null_rows(column: pa.Array) -> np.ndarray:
 
 
 def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: str) -> None:
-    """A DataError naming the first row where one of `columns` is null."""
+    """A DataError naming the first row where one of `columns` is null
+    (and, of several columns null there, the first named)."""
+    first: tuple[int, str] | None = None
     for column in columns:
         null = null_rows(_array(table.column(column)))
-        if null.any():
-            raise null_row_error(int(np.flatnonzero(null)[0]), column, fix)
+        if null.any() and (first is None or int(np.flatnonzero(null)[0]) < first[0]):
+            first = (int(np.flatnonzero(null)[0]), column)
+    if first is not None:
+        raise null_row_error(*first, fix)
 
 
 def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
