@@ -577,3 +577,46 @@ def test_dedup_null_documents_are_an_error_or_skipped(
     result = CliRunner().invoke(cli, args(clean, expected))
     assert result.exit_code == 0, result.output
     assert written.equals(pq.read_table(expected / "n.parquet"))
+
+
+@pytest.mark.parametrize("strategy", ["random", "bm25"])
+def test_negatives_null_rows_are_an_error_or_skipped(strategy: str, tmp_path: Path) -> None:
+    """A null positive was handed out as other rows' negative (random); now
+    a null query or positive stops the stage naming it, or is skipped and
+    counted, and no negative is null."""
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "query": ["red fox", "lazy dog", "green owl", None, "blue bee"],
+            "positive": ["a red fox runs", None, "a green owl hoots", "a cat", "a blue bee"],
+        }
+    )
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    clean = write_shards(tmp_path / "clean", {"n.parquet": table.take([0, 2, 4])})
+
+    def args(src: Path, out: Path) -> list[str]:
+        return ["negatives", str(src), "-o", str(out), "--strategy", strategy]
+
+    out = tmp_path / "out"
+    line = _cli_error(*args(source, out), "--num-negatives", "2")
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column 'positive' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(
+        cli, [*args(source, out), "--num-negatives", "2", "--nulls", "skip"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 2 and manifest["params"]["nulls"] == "skip"
+    written = pq.read_table(out / "n.parquet")
+    assert written.column("id").to_pylist() == ["a", "c", "e"]
+    assert all(None not in negatives for negatives in written.column("negatives").to_pylist())
+    expected = tmp_path / "expected"
+    result = CliRunner().invoke(cli, [*args(clean, expected), "--num-negatives", "2"])
+    assert result.exit_code == 0, result.output
+    assert written.equals(pq.read_table(expected / "n.parquet"))
+    # Three rows left: three negatives per row is more than the corpus holds.
+    line = _cli_error(*args(source, tmp_path / "o3"), "--num-negatives", "3", "--nulls", "skip")
+    assert line.startswith("Error: ConfigError: ") and "the corpus has 3 positive(s)" in line
