@@ -620,3 +620,32 @@ def test_negatives_null_rows_are_an_error_or_skipped(strategy: str, tmp_path: Pa
     # Three rows left: three negatives per row is more than the corpus holds.
     line = _cli_error(*args(source, tmp_path / "o3"), "--num-negatives", "3", "--nulls", "skip")
     assert line.startswith("Error: ConfigError: ") and "the corpus has 3 positive(s)" in line
+
+
+@pytest.mark.parametrize("batch_size", ["2048", "5"])
+def test_corrupt_with_input_length_names_the_input_row(
+    batch_size: str, tmp_path: Path, small_tokenizer: Path, out: Path
+) -> None:
+    """One line naming the input shard's row, whatever the batch size and
+    however --input-length cut and joined the rows."""
+    vocab = tokenmill.load_tokenizer(small_tokenizer).vocab_size
+    rows = [[5 + i % 7] * 7 for i in range(40)]
+    rows[23][3] = vocab
+    source = write_shards(
+        tmp_path / "in",
+        {"s.parquet": pa.table({"input_ids": pa.array(rows, pa.list_(pa.uint32()))})},
+    )
+    args = ["corrupt", str(source), "-o", str(out), "--mode", "span"]
+    args += [
+        "--tokenizer",
+        str(small_tokenizer),
+        "--input-length",
+        "16",
+        "--batch-size",
+        batch_size,
+    ]
+    line = _cli_error(*args)
+    assert line == (
+        f"Error: DataError: {source / 's.parquet'}: row 23: token id {vocab} is outside the "
+        f"vocabulary of {vocab}; pass the tokenizer the data was tokenized with"
+    )

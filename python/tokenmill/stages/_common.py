@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -140,6 +141,28 @@ def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: 
             first = (int(np.flatnonzero(null)[0]), column)
     if first is not None:
         raise null_row_error(*first, fix)
+
+
+def at_row(err: DataError, row: int) -> DataError:
+    """`err`, naming `row` of the batch instead of its own."""
+    problem, fix = getattr(err, "problem", None) or str(err), getattr(err, "fix", "")
+    moved = DataError(f"row {row}: {problem}; {fix}")
+    moved.row, moved.problem, moved.fix = row, problem, fix
+    return moved
+
+
+@contextlib.contextmanager
+def rows_as_read(ctx: BatchContext) -> Iterator[None]:
+    """A DataError raised in the block names a row of the batch without the
+    rows :func:`drop_nulls` dropped; this maps it back to the batch as read,
+    whose rows the runner counts in the shard."""
+    try:
+        yield
+    except DataError as err:
+        row = getattr(err, "row", None)
+        if ctx.positions is None or row is None or not 0 <= row < len(ctx.positions):
+            raise
+        raise at_row(err, int(ctx.positions[row])) from None
 
 
 def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
