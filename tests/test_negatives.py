@@ -360,3 +360,17 @@ def test_null_rows_are_an_error_or_skipped_never_a_negative(tmp_path: Path, stra
             NegativeOptions(strategy="random", num_negatives=2, nulls="skip"),
             progress=False,
         )
+
+
+def test_a_row_the_corpus_cannot_serve_is_named_as_read_after_skipped_rows(
+    tmp_path: Path,
+) -> None:
+    """Mining sees the kept rows only; its error names the row in the shard."""
+    table = pa.table(
+        {"id": list("abcde"), "query": ["q w"] * 5, "positive": [None, "c", "c", "a", "c"]}
+    )
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    options = NegativeOptions(strategy="random", num_negatives=2, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 1: only 1 document") as err:
+        tokenmill.negatives(source, tmp_path / "out", options, progress=False)
+    assert err.value.row == 1

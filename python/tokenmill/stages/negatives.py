@@ -71,6 +71,7 @@ from tokenmill.stages._common import (
     refuse_nulls,
     require_column,
     require_id_column,
+    rows_as_read,
 )
 
 STRATEGIES = ("random", "bm25", "embedding")
@@ -380,8 +381,11 @@ class NegativesStage(Stage):
             return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
         positions = ctx.positions if ctx.positions is not None else np.arange(n)
         rows = self.corpus.rows(ctx.shard, ctx.first_row, positions)
-        queries, column = self._queries(batch)
-        ids, scores, _, topped, over = self.miner.mine(queries, rows, ctx.row_keys(), column=column)
+        with rows_as_read(ctx):  # a row the corpus cannot serve, among the kept ones
+            queries, column = self._queries(batch)
+            ids, scores, _, topped, over = self.miner.mine(
+                queries, rows, ctx.row_keys(), column=column
+            )
         offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         negative_type = schema.field("negatives").type
         # The corpus has 64-bit offsets; one batch's negatives fit the input's type.
