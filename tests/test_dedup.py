@@ -402,3 +402,14 @@ def test_null_documents_are_an_error_or_skipped_never_one_cluster(
     resumed = tokenmill.dedup(source, out, options, batch_size=2, progress=False)
     assert resumed.skipped == ["a.parquet"] and resumed.signed == ["b.parquet"]
     assert folder_bytes(out) == reference
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_a_bad_row_after_skipped_nulls_is_named_as_read(tmp_path: Path, method: str) -> None:
+    """Signing sees the batch without its null rows; an error names the shard's row."""
+    texts = pa.array([b"one two", None, b"three", b"\xff\xfe bad", b"x"], pa.binary())
+    source = write_shards(tmp_path / "in", {"n.parquet": pa.table({"text": texts})})
+    options = DedupOptions(method=method, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 3: text is not valid UTF-8") as err:
+        tokenmill.dedup(source, tmp_path / "out", options, progress=False)
+    assert err.value.row == 3

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, SchemaError, TokenmillError
+from tokenmill._core import ConfigError, DataError, SchemaError, TokenmillError
 from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.progress import StageProgress, progress_enabled
@@ -52,6 +52,7 @@ from tokenmill.runner import (
 )
 from tokenmill.stages._common import (
     as_text,
+    at_row,
     check_nulls,
     filter_rows,
     null_row_error,
@@ -236,6 +237,7 @@ def _sign_into(
         np.zeros(1, dtype="<u8").tofile(handles["offsets"])
     for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
         column = as_text(batch.column(source.column))
+        kept: npt.NDArray[np.int64] | None = None
         try:
             # A null is no text: never one cluster of every null, never kept as data.
             null = null_rows(column)
@@ -244,6 +246,7 @@ def _sign_into(
                     raise null_row_error(int(np.flatnonzero(null)[0]), source.column)
                 (np.flatnonzero(null) + first_row).astype("<u8").tofile(handles["nulls"])
                 skipped += int(null.sum())
+                kept = np.flatnonzero(~null)
                 column = column.filter(pa.array(~null))
             if options.method == "exact":
                 halves = (
@@ -276,6 +279,9 @@ def _sign_into(
                     (offsets[1:] + shingles_written).astype("<u8").tofile(handles["offsets"])
                     shingles_written += len(values)
         except TokenmillError as err:
+            row = getattr(err, "row", None)
+            if isinstance(err, DataError) and kept is not None and row is not None:
+                err = at_row(err, int(kept[row]))  # a row of the batch as read
             raise locate_error(err, shard, first_row) from None
         signatures.astype("<u8").tofile(handles["sig"])
         np.ascontiguousarray(keys).astype("<u8").tofile(handles["bands"])
