@@ -143,9 +143,10 @@ def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: 
         raise null_row_error(*first, fix)
 
 
-def at_row(err: DataError, row: int) -> DataError:
-    """`err`, naming `row` of the batch instead of its own."""
-    problem, fix = getattr(err, "problem", None) or str(err), getattr(err, "fix", "")
+def at_row(err: DataError, row: int, problem: str | None = None) -> DataError:
+    """`err`, naming `row` of the batch instead of its own (and `problem`, if given)."""
+    problem = problem or getattr(err, "problem", None) or str(err)
+    fix = getattr(err, "fix", "")
     moved = DataError(f"row {row}: {problem}; {fix}")
     moved.row, moved.problem, moved.fix = row, problem, fix
     return moved

@@ -311,13 +311,14 @@ class CorruptStage(Stage):
         documents = packed[2][row].values.to_numpy(zero_copy_only=False)
         segment = int(np.searchsorted(ends, bad[0], side="right")) if len(bad) else 0
         first = self._input_row(int(documents[segment]))
+        problem = None
         if not len(bad):
             last = self._input_row(int(documents[-1]))
             rows = f"input row {first}" if last == first else f"input rows {first} to {last}"
             problem = getattr(err, "problem", None) or str(err)
-            err.problem = f"{problem} (in a row of --input-length tokens made of {rows})"
+            problem += f" (in a row of --input-length tokens made of {rows})"
         # The runner adds the batch's first row: the shard row, relative to it.
-        return at_row(err, first - ctx.first_row)
+        return at_row(err, first - ctx.first_row, problem)
 
     def end_shard(self, ctx: BatchContext) -> pa.RecordBatch | None:
         if self._packer is None:
