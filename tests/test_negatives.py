@@ -374,3 +374,14 @@ def test_a_row_the_corpus_cannot_serve_is_named_as_read_after_skipped_rows(
     with pytest.raises(tokenmill.DataError, match="row 1: only 1 document") as err:
         tokenmill.negatives(source, tmp_path / "out", options, progress=False)
     assert err.value.row == 1
+
+
+def test_a_negative_id_after_skipped_rows_names_its_row(tmp_path: Path) -> None:
+    queries = pa.array([[1, 2]] * 5, pa.list_(pa.int32()))
+    positives = pa.array([[3], None, [4], [-5], [6]], pa.list_(pa.int32()))
+    source = write_shards(
+        tmp_path / "in", {"n.parquet": pa.table({"query": queries, "positive": positives})}
+    )
+    options = NegativeOptions(strategy="random", num_negatives=2, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 3: column 'positive' holds the negative"):
+        tokenmill.negatives(source, tmp_path / "out", options, progress=False)

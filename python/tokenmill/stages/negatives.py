@@ -64,6 +64,7 @@ from tokenmill.runner import (
 from tokenmill.stages._common import (
     NULLS_FIX,
     as_uint32_tokens,
+    at_row,
     check_nulls,
     drop_nulls,
     is_token_list,
@@ -221,7 +222,7 @@ def _load_corpus(
         try:
             first = _check_schema(shard, options, embed, first)
             texts = list(dict.fromkeys([options.query_column, options.positive_column]))
-            columns = [*texts]
+            columns = list(texts)
             wants_vectors = options.strategy == "embedding" and embed is None
             if wants_vectors:
                 columns += [options.query_vector_column, options.positive_vector_column]
@@ -238,7 +239,13 @@ def _load_corpus(
                     kept = np.flatnonzero(~null)
                     places[shard.name] = np.cumsum(~null) - 1
                     table = table.filter(pa.array(~null))
-            positive = _large(table.column(options.positive_column).combine_chunks(), options)
+            try:
+                positive = _large(table.column(options.positive_column).combine_chunks(), options)
+            except DataError as err:  # a negative id: its row among the kept ones
+                row = getattr(err, "row", None)
+                if kept is None or row is None:
+                    raise
+                raise at_row(err, int(kept[row])) from None
             if wants_vectors:
                 for name in (options.query_vector_column, options.positive_vector_column):
                     dim = _check_vectors(table.column(name).combine_chunks(), name, kept)
