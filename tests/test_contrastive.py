@@ -206,3 +206,17 @@ def test_collator_refuses_a_null_document(small_tokenizer: Path) -> None:
     with pytest.raises(tokenmill.DataError, match="row 1: column 'positive' is null") as err:
         collate(rows)
     assert err.value.row == 1
+
+
+def test_collator_names_the_first_null_row_of_any_column(small_tokenizer: Path) -> None:
+    """The first null row, not the first null of the first column: a later
+    query must not be reported before an earlier positive."""
+    collate = ContrastiveCollator(load_tokenizer(small_tokenizer), return_tensors="np")
+    rows = [
+        {"query": "a fox", "positive": "the dog"},
+        {"query": "a box", "positive": None},
+        {"query": None, "positive": "a cat"},
+    ]
+    with pytest.raises(tokenmill.DataError, match="row 1: column 'positive' is null") as err:
+        collate(rows)
+    assert err.value.row == 1

@@ -647,3 +647,74 @@ def test_sentinels_from_top_refuses_special_tokens(
     assert "pass --sentinels-from-top 8083 or less" in lines[0]
     assert not out.exists()
     assert sentinel_ids(tokenmill.load_tokenizer(tokenizer), 8083)[-1] == 109
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch_size", [2048, 5])
+@pytest.mark.parametrize("length", [16, None])
+def test_a_bad_row_is_named_by_its_input_row_with_input_length(
+    mode: str, batch_size: int, length: int | None, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    """Rows cut and joined to --input-length hold pieces of several input
+    rows: an id outside the vocabulary was reported at the output row's
+    number (plus the batch's first row), never the input row holding it;
+    and, with or without it, null rows skipped before it moved it up."""
+    vocab = tokenmill.load_tokenizer(small_tokenizer).vocab_size
+    rows: list[list[int] | None] = [[5 + i % 7] * 7 for i in range(40)]
+    rows[23][3] = vocab + 5  # type: ignore[index]
+    rows[2] = rows[20] = None  # skipped: they move no other row's number
+    table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.uint32()))})
+    source = write_shards(tmp_path / "in", {"s.parquet": table})
+    with pytest.raises(tokenmill.DataError) as err:
+        tokenmill.corrupt(
+            source,
+            tmp_path / "out",
+            mode,
+            small_tokenizer,
+            input_length=length,
+            nulls="skip",
+            batch_size=batch_size,
+            progress=False,
+        )
+    assert err.value.row == 23
+    assert str(err.value) == (
+        f"{source / 's.parquet'}: row 23: token id {vocab + 5} is outside the vocabulary "
+        f"of {vocab}; pass the tokenizer the data was tokenized with"
+    )
+
+
+@pytest.mark.parametrize("length", [16, None])
+def test_a_negative_id_after_skipped_rows_names_its_row(
+    length: int | None, small_tokenizer: Path, tmp_path: Path
+) -> None:
+    rows: list[list[int] | None] = [[5] * 7 for _ in range(10)]
+    rows[1], rows[6] = None, [5, 5, -3, 5]
+    table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32()))})
+    source = write_shards(tmp_path / "in", {"s.parquet": table})
+    with pytest.raises(tokenmill.DataError, match="row 6: column 'input_ids' holds the negative"):
+        tokenmill.corrupt(
+            source,
+            tmp_path / "out",
+            "mlm",
+            small_tokenizer,
+            input_length=length,
+            nulls="skip",
+            progress=False,
+        )
+
+
+def test_a_problem_of_a_joined_row_names_the_input_rows_it_is_made_of(
+    small_tokenizer: Path, tmp_path: Path
+) -> None:
+    """An error about a whole --input-length row (its documents are too
+    short to hold T5's spans) names its first input row and the rest."""
+    documents = [[5]] * 3 + [[5] * 40] + [[6]] * 40
+    table = pa.table({"input_ids": pa.array(documents, pa.list_(pa.uint32()))})
+    source = write_shards(tmp_path / "in", {"s.parquet": table})
+    with pytest.raises(tokenmill.DataError) as err:
+        tokenmill.corrupt(
+            source, tmp_path / "out", "span", small_tokenizer, input_length=16, progress=False
+        )
+    assert err.value.row == 12
+    assert str(err.value).startswith(f"{source / 's.parquet'}: row 12: its 17 documents are")
+    assert "(in a row of --input-length tokens made of input rows 12 to 28)" in str(err.value)

@@ -149,3 +149,92 @@ def test_shards_without_tokens(tmp_path: Path) -> None:
     source = write_shards(tmp_path / "text", {"t.parquet": pa.table({"text": ["a"]})})
     with pytest.raises(tokenmill.SchemaError, match="no input_ids column"):
         TokenDataset(source, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    # A worker that raised costs PyTorch's shutdown 5 s: few worker cases.
+    ("loader_batch_size", "workers"),
+    [(2, 0), (8, 0), (None, 0), (2, 1), (None, 1)],
+)
+def test_a_loader_of_another_batch_size_is_refused(
+    token_shards: Path, workers: int, loader_batch_size: int | None
+) -> None:
+    """Each worker hands out blocks of the dataset's batch_size: a loader
+    cutting batches of another size (or none) mixed blocks silently."""
+    dataset = TokenDataset(token_shards, batch_size=4, seed=1)
+    loader = DataLoader(
+        dataset,
+        batch_size=loader_batch_size,
+        num_workers=workers,
+        collate_fn=_indices if loader_batch_size else _index,
+        multiprocessing_context="fork" if workers else None,
+    )
+    with pytest.raises(tokenmill.ConfigError, match="pass batch_size=4 to the DataLoader") as err:
+        list(loader)
+    assert f"the DataLoader reads batch_size={loader_batch_size}," in str(err.value)
+
+
+def _index(row: dict[str, Any]) -> int:
+    return int(row["input_ids"][0])
+
+
+def test_the_loader_helper_takes_the_batch_size_of_the_dataset(token_shards: Path) -> None:
+    dataset = TokenDataset(token_shards, batch_size=4, seed=1)
+    loader = dataset.loader(num_workers=2, collate_fn=_indices, multiprocessing_context="fork")
+    assert loader.batch_size == 4 and list(loader) == _batches(dataset, 0)
+    with pytest.raises(tokenmill.ConfigError, match="batch_size=3 for the loader"):
+        dataset.loader(batch_size=3)
+    assert dataset.loader(batch_size=4).batch_size == 4
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch_and_load_state_dict(
+    token_shards: Path, context: str
+) -> None:
+    """A persistent worker keeps its copy of the dataset: it replayed epoch 0
+    after set_epoch(1). The position is shared with the workers now."""
+    reference = TokenDataset(token_shards, batch_size=3, seed=5)
+    expected = []
+    for epoch in range(3):
+        reference.set_epoch(epoch)
+        expected.append(_batches(reference, 0))
+    dataset = TokenDataset(token_shards, batch_size=3, seed=5)
+    loader = DataLoader(
+        dataset,
+        batch_size=3,
+        num_workers=2,
+        collate_fn=_indices,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    assert list(loader) == expected[0]
+    dataset.set_epoch(1)
+    assert list(loader) == expected[1]
+    dataset.load_state_dict(reference.state_dict(batches_seen=5))  # epoch 2, 5 batches in
+    assert list(loader) == expected[2][5:]
+    dataset.set_epoch(0)
+    assert list(loader) == expected[0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_position_set_while_the_loader_reads_is_refused(token_shards: Path, workers: int) -> None:
+    """A worker reads the position when it starts an iteration, and they
+    start when they can: a set_epoch during an iteration would split them
+    over two epochs, so the workers that see it stop the loader."""
+    dataset = TokenDataset(token_shards, batch_size=1, seed=5)
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        num_workers=workers,
+        collate_fn=_indices,
+        persistent_workers=bool(workers),
+        multiprocessing_context="fork" if workers else None,
+    )
+    batches = iter(loader)
+    next(batches)
+    dataset.set_epoch(1)
+    with pytest.raises(tokenmill.ConfigError, match="call them before iterating the loader"):
+        list(batches)
+    dataset.set_epoch(0)
+    dataset.set_epoch(1)  # between iterations, as it should be
+    assert list(loader) == _batches(dataset, 0)

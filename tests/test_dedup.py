@@ -17,7 +17,7 @@ from datasketch.lsh import _optimal_param
 import tokenmill
 from tokenmill import minhash
 from tokenmill.dataset import open_dataset
-from tokenmill.stages.dedup import DedupOptions
+from tokenmill.stages.dedup import DedupOptions, dedup_report_lines
 from tokenmill_cli.main import cli
 
 from .conftest import folder_bytes, holding_locks, write_shards
@@ -342,3 +342,74 @@ def test_string_view_text(tmp_path: Path, method: str) -> None:
     kept = pq.read_table(tmp_path / "out" / "a.parquet")
     assert kept.column("id").to_pylist() == ["a", "c"]
     assert kept.schema.field("text").type == pa.string_view()
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_null_documents_are_an_error_or_skipped_never_one_cluster(
+    tmp_path: Path, method: str
+) -> None:
+    """A null text is no document: by default a DataError naming its shard
+    and row; with nulls="skip" it is dropped before signing, so nulls form no
+    cluster (exact dedup once joined them all), none is kept, and the report
+    names input rows and clusters by their first row in the dataset."""
+    a = pa.table({"id": ["a0", "a1", "a2", "a3", "a4"], "text": ["x", "y z", None, "x", None]})
+    b = pa.table({"id": ["b0", "b1", "b2", "b3"], "text": [None, "q", "x", "q"]})
+    source = write_shards(tmp_path / "in", {"a.parquet": a, "b.parquet": b})
+    with pytest.raises(tokenmill.DataError) as err:
+        tokenmill.dedup(source, tmp_path / "e", DedupOptions(method=method), batch_size=2)
+    assert err.value.row == 2
+    assert str(err.value) == (
+        f"{source / 'a.parquet'}: row 2: column 'text' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+
+    out = tmp_path / "out"
+    options = DedupOptions(method=method, ngram=1, nulls="skip")
+    report = tokenmill.dedup(source, out, options, batch_size=2, progress=False)
+    s = report.summary
+    assert (s.documents_in, s.documents_out, s.duplicates_removed, s.rows_null) == (9, 3, 3, 3)
+    assert (s.clusters, s.largest_cluster) == (2, 3)
+    assert pq.read_table(out / "a.parquet").column("id").to_pylist() == ["a0", "a1"]
+    assert pq.read_table(out / "b.parquet").column("id").to_pylist() == ["b1"]
+    clusters = pq.read_table(out / "clusters.parquet").to_pydict()
+    assert clusters == {
+        "shard": ["a.parquet", "a.parquet", "b.parquet", "b.parquet", "b.parquet"],
+        "row": [0, 3, 1, 2, 3],
+        "id": ["a0", "a3", "b1", "b2", "b3"],
+        "cluster": [0, 0, 6, 0, 6],  # b1 is the dataset's row 5 + 1
+        "cluster_size": [3, 3, 2, 3, 2],
+        "kept": [True, False, True, False, False],
+    }
+    manifest = report.run.manifest
+    assert manifest is not None and manifest.params["nulls"] == "skip"
+    assert manifest.totals["rows_null"] == 3 and manifest.totals["rows_in"] == 9
+    assert [o.stats["rows_null"] for o in manifest.outputs] == [2, 1]
+    assert "3 null (skipped)" in dedup_report_lines(report)[0]
+
+    # The same rows as a run on the shards without the nulls.
+    clean = write_shards(
+        tmp_path / "clean", {"a.parquet": a.take([0, 1, 3]), "b.parquet": b.take([1, 2, 3])}
+    )
+    tokenmill.dedup(clean, tmp_path / "c", options, progress=False)
+    for name in ("a.parquet", "b.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(tmp_path / "c" / name))
+
+    # A killed run resumes to the same bytes, from the skipped rows it recorded.
+    reference = folder_bytes(out)
+    (out / "manifest.json").unlink()
+    (out / "b.parquet").unlink()
+    (out / ".tokenmill" / "dedup" / "b.json").unlink()
+    resumed = tokenmill.dedup(source, out, options, batch_size=2, progress=False)
+    assert resumed.skipped == ["a.parquet"] and resumed.signed == ["b.parquet"]
+    assert folder_bytes(out) == reference
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_a_bad_row_after_skipped_nulls_is_named_as_read(tmp_path: Path, method: str) -> None:
+    """Signing sees the batch without its null rows; an error names the shard's row."""
+    texts = pa.array([b"one two", None, b"three", b"\xff\xfe bad", b"x"], pa.binary())
+    source = write_shards(tmp_path / "in", {"n.parquet": pa.table({"text": texts})})
+    options = DedupOptions(method=method, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 3: text is not valid UTF-8") as err:
+        tokenmill.dedup(source, tmp_path / "out", options, progress=False)
+    assert err.value.row == 3

@@ -534,3 +534,118 @@ def test_null_documents_are_an_error_or_skipped(
     result = CliRunner().invoke(cli, args(clean, expected))
     assert result.exit_code == 0, result.output
     assert written.equals(pq.read_table(expected / "n.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("method", "column"), [("exact", "text"), ("exact", "input_ids"), ("minhash", "text")]
+)
+def test_dedup_null_documents_are_an_error_or_skipped(
+    method: str, column: str, tmp_path: Path
+) -> None:
+    """As for tokenize: exact dedup no longer joins every null document into
+    one cluster and keeps the first; a null is an error, or skipped and counted."""
+    texts = ["some words here", None, "more words in this one", None, "some words here"]
+    if column == "text":
+        documents: pa.Array = pa.array(texts)
+    else:
+        tokens = [None if t is None else [5 + len(w) for w in t.split()] for t in texts]
+        documents = pa.array(tokens, pa.list_(pa.uint32()))
+    table = pa.table({"id": ["a", "b", "c", "d", "e"], column: documents})
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    clean = write_shards(tmp_path / "clean", {"n.parquet": table.take([0, 2, 4])})
+
+    def args(src: Path, out: Path) -> list[str]:
+        return ["dedup", str(src), "-o", str(out), "--method", method, "--ngram", "2"]
+
+    out = tmp_path / "out"
+    line = _cli_error(*args(source, out))
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column '{column}' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(cli, [*args(source, out), "--nulls", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "5 documents in, 2 out (1 duplicates removed)" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 2 and manifest["params"]["nulls"] == "skip"
+    written = pq.read_table(out / "n.parquet")
+    assert written.column("id").to_pylist() == ["a", "c"]
+    clusters = pq.read_table(out / "clusters.parquet")
+    assert clusters.column("row").to_pylist() == [0, 4]
+    expected = tmp_path / "expected"
+    result = CliRunner().invoke(cli, args(clean, expected))
+    assert result.exit_code == 0, result.output
+    assert written.equals(pq.read_table(expected / "n.parquet"))
+
+
+@pytest.mark.parametrize("strategy", ["random", "bm25"])
+def test_negatives_null_rows_are_an_error_or_skipped(strategy: str, tmp_path: Path) -> None:
+    """A null positive was handed out as other rows' negative (random); now
+    a null query or positive stops the stage naming it, or is skipped and
+    counted, and no negative is null."""
+    table = pa.table(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "query": ["red fox", "lazy dog", "green owl", None, "blue bee"],
+            "positive": ["a red fox runs", None, "a green owl hoots", "a cat", "a blue bee"],
+        }
+    )
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    clean = write_shards(tmp_path / "clean", {"n.parquet": table.take([0, 2, 4])})
+
+    def args(src: Path, out: Path) -> list[str]:
+        return ["negatives", str(src), "-o", str(out), "--strategy", strategy]
+
+    out = tmp_path / "out"
+    line = _cli_error(*args(source, out), "--num-negatives", "2")
+    assert line == (
+        f"Error: DataError: {source / 'n.parquet'}: row 1: column 'positive' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(
+        cli, [*args(source, out), "--num-negatives", "2", "--nulls", "skip"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["totals"]["rows_null"] == 2 and manifest["params"]["nulls"] == "skip"
+    written = pq.read_table(out / "n.parquet")
+    assert written.column("id").to_pylist() == ["a", "c", "e"]
+    assert all(None not in negatives for negatives in written.column("negatives").to_pylist())
+    expected = tmp_path / "expected"
+    result = CliRunner().invoke(cli, [*args(clean, expected), "--num-negatives", "2"])
+    assert result.exit_code == 0, result.output
+    assert written.equals(pq.read_table(expected / "n.parquet"))
+    # Three rows left: three negatives per row is more than the corpus holds.
+    line = _cli_error(*args(source, tmp_path / "o3"), "--num-negatives", "3", "--nulls", "skip")
+    assert line.startswith("Error: ConfigError: ") and "the corpus has 3 positive(s)" in line
+
+
+@pytest.mark.parametrize("batch_size", ["2048", "5"])
+def test_corrupt_with_input_length_names_the_input_row(
+    batch_size: str, tmp_path: Path, small_tokenizer: Path, out: Path
+) -> None:
+    """One line naming the input shard's row, whatever the batch size and
+    however --input-length cut and joined the rows."""
+    vocab = tokenmill.load_tokenizer(small_tokenizer).vocab_size
+    rows = [[5 + i % 7] * 7 for i in range(40)]
+    rows[23][3] = vocab
+    source = write_shards(
+        tmp_path / "in",
+        {"s.parquet": pa.table({"input_ids": pa.array(rows, pa.list_(pa.uint32()))})},
+    )
+    args = ["corrupt", str(source), "-o", str(out), "--mode", "span"]
+    args += [
+        "--tokenizer",
+        str(small_tokenizer),
+        "--input-length",
+        "16",
+        "--batch-size",
+        batch_size,
+    ]
+    line = _cli_error(*args)
+    assert line == (
+        f"Error: DataError: {source / 's.parquet'}: row 23: token id {vocab} is outside the "
+        f"vocabulary of {vocab}; pass the tokenizer the data was tokenized with"
+    )

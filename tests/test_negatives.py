@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,108 @@ def test_bm25_parameters_outside_their_domain_are_refused(
     assert result.output.startswith(f"Error: ConfigError: {option} {value}")
     assert result.output.count("\n") == 1 and option in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("strategy", ["random", "bm25", "embedding", "embed"])
+def test_null_rows_are_an_error_or_skipped_never_a_negative(tmp_path: Path, strategy: str) -> None:
+    """A null query or positive is no pair: by default a DataError naming its
+    shard and row; with nulls="skip" the row is dropped, counted, and left
+    out of the corpus, so no row is ever handed a null (or a skipped row's
+    positive) as a negative. The output is a run on the shards without it
+    (batches of one row: a batch left empty is written as nothing)."""
+    n, dim = 30, 4
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    words = ["fox", "dog", "cat", "owl", "bee"]
+    queries: list[str | None] = [f"{words[i % 5]} query {i}" for i in range(n)]
+    positives: list[str | None] = [
+        f"{words[i % 5]} passage {words[(i + 1) % 5]} {i}" for i in range(n)
+    ]
+    positive_vectors: list[list[float] | None] = vectors.tolist()
+    positives[3] = None
+    positive_vectors[3] = None  # a skipped row's vector is not needed
+    queries[17] = None  # shard b's row 2
+    table = pa.table(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            "query": queries,
+            "positive": positives,
+            "query_embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
+            "positive_embedding": pa.array(positive_vectors, pa.list_(pa.float32())),
+        }
+    )
+    shards = {"a.parquet": table.slice(0, 15), "b.parquet": table.slice(15)}
+    source = write_shards(tmp_path / "in", shards)
+    clean = write_shards(
+        tmp_path / "clean",
+        {
+            name: t.filter(pa.array([r not in ("r3", "r17") for r in t.column("id").to_pylist()]))
+            for name, t in shards.items()
+        },
+    )
+
+    def embed(texts: list[str]) -> np.ndarray:
+        assert None not in texts
+        return np.array([[len(t), t.count("o") + 1.0] for t in texts], dtype=np.float32)
+
+    options = NegativeOptions(
+        strategy="embedding" if strategy == "embed" else strategy, num_negatives=3
+    )
+    function = embed if strategy == "embed" else None
+    with pytest.raises(tokenmill.DataError) as err:
+        tokenmill.negatives(source, tmp_path / "e", options, embed=function, progress=False)
+    assert err.value.row == 3
+    assert str(err.value) == (
+        f"{source / 'a.parquet'}: row 3: column 'positive' is null here; "
+        "drop or fill null rows, or pass --nulls skip"
+    )
+    assert not (tmp_path / "e").exists()
+
+    skip = dataclasses.replace(options, nulls="skip")
+    report = tokenmill.negatives(
+        source, tmp_path / "out", skip, embed=function, batch_size=1, progress=False
+    )
+    assert report.manifest is not None and report.manifest.totals["rows_null"] == 2
+    out = _read(tmp_path / "out")
+    kept = [p for i, p in enumerate(positives) if p is not None and queries[i] is not None]
+    assert out.column("positive").to_pylist() == kept
+    for row in out.to_pylist():
+        assert None not in row["negatives"]
+        assert row["negatives"] == [kept[j] for j in row["negative_ids"]]
+    tokenmill.negatives(clean, tmp_path / "c", skip, embed=function, progress=False)
+    assert out.equals(_read(tmp_path / "c"))
+
+    # Skipped rows leave a smaller corpus, checked like the footers' count.
+    few = write_shards(tmp_path / "few", {"a.parquet": table.slice(2, 3).drop(["query_embedding"])})
+    with pytest.raises(tokenmill.ConfigError, match="the corpus has 2 positive"):
+        tokenmill.negatives(
+            few,
+            tmp_path / "f",
+            NegativeOptions(strategy="random", num_negatives=2, nulls="skip"),
+            progress=False,
+        )
+
+
+def test_a_row_the_corpus_cannot_serve_is_named_as_read_after_skipped_rows(
+    tmp_path: Path,
+) -> None:
+    """Mining sees the kept rows only; its error names the row in the shard."""
+    table = pa.table(
+        {"id": list("abcde"), "query": ["q w"] * 5, "positive": [None, "c", "c", "a", "c"]}
+    )
+    source = write_shards(tmp_path / "in", {"n.parquet": table})
+    options = NegativeOptions(strategy="random", num_negatives=2, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 1: only 1 document") as err:
+        tokenmill.negatives(source, tmp_path / "out", options, progress=False)
+    assert err.value.row == 1
+
+
+def test_a_negative_id_after_skipped_rows_names_its_row(tmp_path: Path) -> None:
+    queries = pa.array([[1, 2]] * 5, pa.list_(pa.int32()))
+    positives = pa.array([[3], None, [4], [-5], [6]], pa.list_(pa.int32()))
+    source = write_shards(
+        tmp_path / "in", {"n.parquet": pa.table({"query": queries, "positive": positives})}
+    )
+    options = NegativeOptions(strategy="random", num_negatives=2, nulls="skip")
+    with pytest.raises(tokenmill.DataError, match="row 3: column 'positive' holds the negative"):
+        tokenmill.negatives(source, tmp_path / "out", options, progress=False)

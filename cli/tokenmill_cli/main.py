@@ -527,6 +527,7 @@ def pack_command(
     show_default=True,
     help="MiB of LSH bucket records held in memory before they spill to disk.",
 )
+@nulls_option
 @click.option("--overwrite", is_flag=True, help="Redo everything, replacing earlier output.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
 @click.option(
@@ -551,6 +552,7 @@ def dedup_command(
     id_column: str,
     seed: int,
     memory_budget: int,
+    nulls: str,
     overwrite: bool,
     fmt: str,
     batch_size: int,
@@ -573,6 +575,7 @@ def dedup_command(
         id_column=id_column or None,
         seed=seed,
         memory_budget=memory_budget << 20,
+        nulls=nulls,
     )
     report = tokenmill.dedup(
         source,
@@ -724,6 +727,7 @@ def pairs_command(
 )
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
 @click.option("--epoch", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@nulls_option
 @click.option("--overwrite", is_flag=True, help="Redo every shard, replacing earlier output.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="parquet", show_default=True)
 @click.option(
@@ -747,6 +751,7 @@ def negatives_command(
     id_column: str,
     seed: int,
     epoch: int,
+    nulls: str,
     overwrite: bool,
     fmt: str,
     batch_size: int,
@@ -768,6 +773,7 @@ def negatives_command(
         id_column=id_column or None,
         seed=seed,
         epoch=epoch,
+        nulls=nulls,
     )
     report = tokenmill.negatives(
         source,

@@ -9,8 +9,7 @@ has consumed `b` batches" pins down exactly where every worker resumes, and a
 resumed run yields the batches an uninterrupted one would have.
 
     dataset = TokenDataset("packed/", batch_size=8, seed=0)
-    loader = DataLoader(dataset, batch_size=8, num_workers=4,
-                        collate_fn=CausalLMCollator())
+    loader = dataset.loader(num_workers=4, collate_fn=CausalLMCollator())
     for step, batch in enumerate(loader): ...
     state = dataset.state_dict(batches_seen=step + 1)   # save with the checkpoint
     dataset.load_state_dict(state)                      # on resume, before iterating
@@ -19,17 +18,23 @@ Shards written as Arrow IPC (`--format arrow`) are memory-mapped: rows reach
 the collator as zero-copy views. Parquet shards are decoded into memory one
 at a time, which a shuffled epoch makes slow: write training shards as Arrow.
 
-The DataLoader's `batch_size` must equal the dataset's, and its workers must
-not be persistent (`persistent_workers=False`, the default): a persistent
-worker keeps the copy of the dataset it started with, so it would miss
-`set_epoch` and `load_state_dict`.
+The DataLoader's `batch_size` must equal the dataset's: a loader that cuts
+batches of another size (or none, `batch_size=None`) would mix the workers'
+blocks and resume at the wrong row, so the dataset refuses it with a
+ConfigError when the loader asks for its first batch. `dataset.loader(...)`
+builds a DataLoader with the right `batch_size`. The epoch and the resume
+position live in shared memory, so `set_epoch` and `load_state_dict` reach
+every worker, persistent ones (`persistent_workers=True`) included, when
+the next iteration of the loader starts.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -41,9 +46,20 @@ from tokenmill._core import ConfigError, SchemaError
 from tokenmill.dataset import Dataset, open_dataset
 
 try:
-    from torch.utils.data import IterableDataset, get_worker_info
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 except ImportError as missing:  # pragma: no cover - torch is an optional dependency
     raise ImportError("tokenmill.data needs PyTorch: pip install 'tokenmill[torch]'") from missing
+try:
+    # What takes rows from an iterable dataset, in the loader's process or a worker's.
+    from torch.utils.data._utils.fetch import _IterableDatasetFetcher as _Fetcher
+
+    FETCHER: Any = _Fetcher
+except ImportError:  # pragma: no cover - a PyTorch that moved it: the check is skipped
+    FETCHER = None
+
+#: The largest epoch the shared position holds (int64).
+MAX_EPOCH = 2**63 - 1
 
 
 class _Columns:
@@ -93,9 +109,12 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         self.shuffle = shuffle
         self.rank, self.world_size = _distributed(rank, world_size)
         self.drop_last = drop_last
-        self.epoch = 0
+        # (epoch, batches to skip) in shared memory: a DataLoader worker,
+        # forked or spawned, persistent or not, reads the position the main
+        # process set last when it starts an iteration, not the one of its copy.
+        self._position = torch.zeros(2, dtype=torch.int64)
+        self._position.share_memory_()  # type: ignore[no-untyped-call]
         self._order: tuple[int, npt.NDArray[np.int64]] | None = None
-        self._resume_batches = 0
         self._rows = [shard.num_rows for shard in self.dataset.shards]
         self._shard_starts = np.cumsum([0, *self._rows])
         self._loaded: dict[int, dict[str, _Columns]] = {}
@@ -107,13 +126,41 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
             return total // self.world_size
         return -(-total // self.world_size)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration reads."""
+        return int(self._position[0])
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self.set_epoch(epoch)
+
+    @property
+    def _resume_batches(self) -> int:
+        return int(self._position[1])
+
     def set_epoch(self, epoch: int) -> None:
-        """Moves to epoch `epoch` (a new permutation). Setting the epoch a
-        loaded state is in keeps its position, so a resume survives the usual
+        """Moves to epoch `epoch` (a new permutation) from the next iteration
+        of the loader on, in every worker. Setting the epoch a loaded state is
+        in keeps its position, so a resume survives the usual
         `for epoch in ...: dataset.set_epoch(epoch)` loop."""
+        if not 0 <= epoch <= MAX_EPOCH:
+            raise ConfigError(f"epoch {epoch} is not in [0, {MAX_EPOCH}]")
         if epoch != self.epoch:
-            self.epoch = epoch
-            self._resume_batches = 0
+            self._position[0], self._position[1] = epoch, 0
+
+    def loader(self, **kwargs: Any) -> DataLoader[dict[str, Any]]:
+        """A `torch.utils.data.DataLoader` over this dataset with its
+        `batch_size`; `kwargs` are the DataLoader's other arguments
+        (`num_workers`, `collate_fn`, `persistent_workers`...)."""
+        size = kwargs.pop("batch_size", self.batch_size)
+        if size != self.batch_size:
+            raise ConfigError(
+                f"batch_size={size} for the loader of a TokenDataset of batch_size="
+                f"{self.batch_size}; leave batch_size out (it is the dataset's), or make "
+                f"the TokenDataset with batch_size={size}"
+            )
+        return DataLoader(self, batch_size=self.batch_size, **kwargs)
 
     def order(self) -> npt.NDArray[np.int64]:
         """This epoch's permutation of all rows (identity without shuffle)."""
@@ -153,8 +200,13 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
                     f"the saved data position has {key}={state[key]}, this dataset "
                     f"{getattr(self, key)}; resume with the settings the run started with"
                 )
-        self.epoch = state["epoch"]
-        self._resume_batches = state["batches_seen"]
+        if not 0 <= state["epoch"] <= MAX_EPOCH or state["batches_seen"] < 0:
+            raise ConfigError(
+                f"the saved data position (epoch {state['epoch']}, batches_seen "
+                f"{state['batches_seen']}) is not a position; pass what "
+                "TokenDataset.state_dict returned"
+            )
+        self._position[0], self._position[1] = state["epoch"], state["batches_seen"]
 
     def _rank_rows(self) -> npt.NDArray[np.int64]:
         order = self.order()
@@ -168,22 +220,63 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         return order[self.rank :: ranks]
 
     def _blocks(self, workers: int, worker: int) -> Iterator[npt.NDArray[np.int64]]:
+        position = self._position.tolist()
+        resume = position[1]
         rows = self._rank_rows()
         blocks = range(0, len(rows), self.batch_size)
         for block_number, start in enumerate(blocks):
-            # A fresh DataLoader asks worker 0 first, so counting starts at the
-            # first block not yet consumed.
-            ahead = block_number - self._resume_batches
+            # A fresh DataLoader (or a persistent one starting an iteration)
+            # asks worker 0 first, so counting starts at the first block not
+            # yet consumed.
+            ahead = block_number - resume
             if ahead < 0 or ahead % workers != worker:
                 continue
+            if self._position.tolist() != position:
+                # Workers start their iteration when they can: one that had
+                # not would read the new position, one that had the old.
+                raise ConfigError(
+                    "set_epoch or load_state_dict was called while a DataLoader was "
+                    "reading this TokenDataset, so its workers would disagree on the "
+                    "epoch; call them before iterating the loader (for epoch in ...: "
+                    "dataset.set_epoch(epoch); for batch in loader: ...)"
+                )
             yield rows[start : start + self.batch_size]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # The frame that asked for the first row: a DataLoader's fetcher says
+        # how many rows the loader takes per batch.
+        self._check_loader(sys._getframe(1))
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         for block in self._blocks(workers, worker):
             for index in block:
                 yield self._row(int(index))
+
+    def _check_loader(self, caller: FrameType | None) -> None:
+        """A ConfigError when a DataLoader reads this dataset in batches of
+        another size than its own: each worker yields blocks of `batch_size`
+        rows in turn, so any other cut mixes blocks and misplaces a resume."""
+        fetcher: Any = caller.f_locals.get("self") if caller is not None else None
+        if (
+            caller is None
+            or FETCHER is None
+            or not isinstance(fetcher, FETCHER)
+            or fetcher.dataset is not self
+        ):
+            return  # not read by a DataLoader: a loop over the rows, say
+        if not fetcher.auto_collation:
+            size: int | None = None
+        else:
+            index = caller.f_locals.get("possibly_batched_index")
+            if index is None or len(index) == self.batch_size:
+                return
+            size = len(index)
+        raise ConfigError(
+            f"the DataLoader reads batch_size={size}, but this TokenDataset hands out "
+            f"blocks of batch_size={self.batch_size}, so its batches would mix them and "
+            f"a saved position would resume elsewhere; pass batch_size={self.batch_size} "
+            "to the DataLoader, or build it with dataset.loader(...)"
+        )
 
     def _row(self, index: int) -> dict[str, Any]:
         shard = int(np.searchsorted(self._shard_starts, index, side="right")) - 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -131,11 +132,38 @@ def null_rows(column: pa.Array) -> np.ndarray:
 
 
 def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: str) -> None:
-    """A DataError naming the first row where one of `columns` is null."""
+    """A DataError naming the first row where one of `columns` is null
+    (and, of several columns null there, the first named)."""
+    first: tuple[int, str] | None = None
     for column in columns:
         null = null_rows(_array(table.column(column)))
-        if null.any():
-            raise null_row_error(int(np.flatnonzero(null)[0]), column, fix)
+        if null.any() and (first is None or int(np.flatnonzero(null)[0]) < first[0]):
+            first = (int(np.flatnonzero(null)[0]), column)
+    if first is not None:
+        raise null_row_error(*first, fix)
+
+
+def at_row(err: DataError, row: int, problem: str | None = None) -> DataError:
+    """`err`, naming `row` of the batch instead of its own (and `problem`, if given)."""
+    problem = problem or getattr(err, "problem", None) or str(err)
+    fix = getattr(err, "fix", "")
+    moved = DataError(f"row {row}: {problem}; {fix}")
+    moved.row, moved.problem, moved.fix = row, problem, fix
+    return moved
+
+
+@contextlib.contextmanager
+def rows_as_read(ctx: BatchContext) -> Iterator[None]:
+    """A DataError raised in the block names a row of the batch without the
+    rows :func:`drop_nulls` dropped; this maps it back to the batch as read,
+    whose rows the runner counts in the shard."""
+    try:
+        yield
+    except DataError as err:
+        row = getattr(err, "row", None)
+        if ctx.positions is None or row is None or not 0 <= row < len(ctx.positions):
+            raise
+        raise at_row(err, int(ctx.positions[row])) from None
 
 
 def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:

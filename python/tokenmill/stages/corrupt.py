@@ -25,13 +25,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, SchemaError, TokenizerError
+from tokenmill._core import ConfigError, DataError, SchemaError, TokenizerError
 from tokenmill.corruption import MODES, build_corruptor
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import as_uint32_tokens, check_nulls, drop_nulls, is_token_list
+from tokenmill.stages._common import (
+    as_uint32_tokens,
+    at_row,
+    check_nulls,
+    drop_nulls,
+    is_token_list,
+    rows_as_read,
+)
 from tokenmill.stages.tokenize import TokenizeStage
 from tokenmill.tokenizer import load_tokenizer
 
@@ -105,6 +114,9 @@ class CorruptStage(Stage):
         self._packer: _core.Packer | None = None
         self._shard = ""
         self._rows_out = 0
+        #: (first row, kept positions) of the shard's batches that lost null
+        #: rows: the packer numbers documents first_row + i over kept rows.
+        self._dropped: list[tuple[int, npt.NDArray[np.int64]]] = []
 
     def _raw_length(self, input_length: int | None) -> int | None:
         if input_length is None:
@@ -210,6 +222,7 @@ class CorruptStage(Stage):
     def begin_shard(self, shard: str) -> None:
         self._shard = shard
         self._rows_out = 0
+        self._dropped = []
         if self.raw_length is not None:
             self._packer = _core.Packer(self.raw_length, strategy="concat")
 
@@ -220,8 +233,9 @@ class CorruptStage(Stage):
         dropped or refused first, and the context that keeps their keys."""
         column = self.text_column if self._tokenize is not None else self.input_column
         batch, ctx = drop_nulls(batch, ctx, [column], self.nulls)
-        if self._tokenize is not None:
-            batch = self._tokenize.process(batch, ctx)
+        with rows_as_read(ctx):
+            if self._tokenize is not None:
+                batch = self._tokenize.process(batch, ctx)
         return batch, ctx
 
     def _corrupt(
@@ -244,34 +258,72 @@ class CorruptStage(Stage):
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         batch, ctx = self._tokens(batch, ctx)
-        tokens = as_uint32_tokens(batch.column(self.input_column), self.input_column)
+        with rows_as_read(ctx):
+            tokens = as_uint32_tokens(batch.column(self.input_column), self.input_column)
         if self._packer is not None:
+            if ctx.positions is not None:
+                self._dropped.append((ctx.first_row, ctx.positions))
             return self._corrupt_rows(
-                self._packer.push(tokens, ctx.first_row, column=self.input_column)
+                self._packer.push(tokens, ctx.first_row, column=self.input_column), ctx
             )
         names = batch.schema.names
         seq_lens = batch.column("seq_lens") if "seq_lens" in names else None
         # Word ids saved by `tokenize --word-ids` decide where words start.
         word_ids = batch.column("word_ids") if "word_ids" in names else None
-        out = self._corrupt(tokens, ctx.row_keys(), seq_lens, word_ids)
+        with rows_as_read(ctx):
+            out = self._corrupt(tokens, ctx.row_keys(), seq_lens, word_ids)
         schema = self._schema_for_tokens(batch.schema)
         columns = [out[f.name] if f.name in out else batch.column(f.name) for f in schema]
         return pa.RecordBatch.from_arrays(columns, schema=schema)
 
-    def _corrupt_rows(self, packed: tuple[pa.Array, ...]) -> pa.RecordBatch:
+    def _corrupt_rows(self, packed: tuple[pa.Array, ...], ctx: BatchContext) -> pa.RecordBatch:
         tokens, seq_lens = packed[0], packed[1]
         # Concatenated rows have no id of their own: they are keyed by their
         # place among the shard's output rows, a pure function of the shard.
         keys = _core.row_keys_from_position(self._shard + "#corrupt", self._rows_out, len(tokens))
         self._rows_out += len(tokens)
-        out = self._corrupt(tokens, keys, seq_lens)
+        try:
+            out = self._corrupt(tokens, keys, seq_lens)
+        except DataError as err:
+            raise self._at_input_row(err, packed, ctx) from None
         schema = pa.schema([INPUTS, LABELS, *self._extra_fields()])
         return pa.RecordBatch.from_arrays([out[f.name] for f in schema], schema=schema)
+
+    def _input_row(self, document: int) -> int:
+        """The shard row of the packer's document number `document`."""
+        for first, kept in self._dropped:
+            if first <= document < first + len(kept):
+                return first + int(kept[document - first])
+        return document
+
+    def _at_input_row(
+        self, err: DataError, packed: tuple[pa.Array, ...], ctx: BatchContext
+    ) -> DataError:
+        """A DataError about a concatenated row, moved to the input row it
+        comes from: the row holding the bad token id, or, for a problem of
+        the whole row, its first document's, naming the rest."""
+        row = getattr(err, "row", None)
+        if row is None or not 0 <= row < len(packed[0]):
+            return err
+        tokens = packed[0][row].values.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(tokens >= self.tokenizer.vocab_size)
+        ends = np.cumsum(packed[1][row].values.to_numpy(zero_copy_only=False))
+        documents = packed[2][row].values.to_numpy(zero_copy_only=False)
+        segment = int(np.searchsorted(ends, bad[0], side="right")) if len(bad) else 0
+        first = self._input_row(int(documents[segment]))
+        problem = None
+        if not len(bad):
+            last = self._input_row(int(documents[-1]))
+            rows = f"input row {first}" if last == first else f"input rows {first} to {last}"
+            problem = getattr(err, "problem", None) or str(err)
+            problem += f" (in a row of --input-length tokens made of {rows})"
+        # The runner adds the batch's first row: the shard row, relative to it.
+        return at_row(err, first - ctx.first_row, problem)
 
     def end_shard(self, ctx: BatchContext) -> pa.RecordBatch | None:
         if self._packer is None:
             return None
-        rows = self._corrupt_rows(self._packer.finish())
+        rows = self._corrupt_rows(self._packer.finish(), ctx)
         for name in ("documents", "documents_split", "tokens_truncated"):
             ctx.count(name, self._packer.stats[name])
         self._packer = None

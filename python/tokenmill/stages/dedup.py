@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tokenmill import _core
-from tokenmill._core import ConfigError, SchemaError, TokenmillError
+from tokenmill._core import ConfigError, DataError, SchemaError, TokenmillError
 from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
 from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
 from tokenmill.progress import StageProgress, progress_enabled
@@ -50,7 +50,16 @@ from tokenmill.runner import (
     run_stage,
     stage_fingerprint,
 )
-from tokenmill.stages._common import as_text, filter_rows, require_id_column, require_text
+from tokenmill.stages._common import (
+    as_text,
+    at_row,
+    check_nulls,
+    filter_rows,
+    null_row_error,
+    null_rows,
+    require_id_column,
+    require_text,
+)
 
 METHODS = ("exact", "minhash")
 CLUSTERS_NAME = "clusters.parquet"
@@ -75,10 +84,14 @@ class DedupOptions:
     id_column: str | None = "id"
     seed: int = 0
     memory_budget: int = 1 << 30
+    #: A document whose text (or tokens) is null: a DataError ("error"), or
+    #: dropped from the output, never clustered, and counted ("skip").
+    nulls: str = "error"
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        check_nulls(self.nulls)
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(
                 f"threshold {self.threshold} is outside (0, 1); pass --threshold between 0 "
@@ -119,6 +132,10 @@ class DedupSummary:
     pairs_checked: int = 0
     pairs_joined: int = 0
     spilled_partitions: int = 0
+    #: Documents dropped for a null text (or token list), with `nulls="skip"`:
+    #: neither clustered nor kept, so `documents_in` is `documents_out +
+    #: duplicates_removed + rows_null`.
+    rows_null: int = 0
 
 
 @dataclass
@@ -150,9 +167,28 @@ class _Source:
 
 def _work_files(work: Path, shard: Shard) -> dict[str, Path]:
     stem = shard.path.stem
-    return {
-        name: work / f"{stem}.{name}" for name in ("sig", "bands", "len", "shingles", "offsets")
-    }
+    names = ("sig", "bands", "len", "shingles", "offsets", "nulls")
+    return {name: work / f"{stem}.{name}" for name in names}
+
+
+def _skipped_rows(files: dict[str, Path], counts: dict[str, int]) -> npt.NDArray[np.int64]:
+    """The shard rows skipped while signing for a null text, in order.
+
+    Signatures are written for documents with text only, so signed document
+    ``i`` of a shard is its ``i``-th row that is not listed here.
+    """
+    if not counts.get("rows_null", 0):
+        return np.zeros(0, dtype=np.int64)
+    return np.fromfile(files["nulls"], dtype="<u8").astype(np.int64)
+
+
+def _signed_rows(
+    null: npt.NDArray[np.int64], counts: dict[str, int]
+) -> npt.NDArray[np.int64] | None:
+    """The shard row of each signed document, or None when every row was signed."""
+    if not len(null):
+        return None
+    return np.delete(np.arange(counts["rows"] + len(null), dtype=np.int64), null)
 
 
 def _sign_fingerprint(options: DedupOptions, bands: int, rows: int) -> str:
@@ -175,7 +211,7 @@ def _sign_shard(
     bar: StageProgress,
 ) -> dict[str, int]:
     source = _Source(options, shard.schema)
-    wanted = ["sig", "bands", "len"]
+    wanted = ["sig", "bands", "len", "nulls"]
     if options.method == "minhash" and options.verify == "exact":
         wanted += ["shingles", "offsets"]
     with contextlib.ExitStack() as files_in_progress:
@@ -196,12 +232,22 @@ def _sign_into(
     batch_size: int,
     bar: StageProgress,
 ) -> dict[str, int]:
-    documents = too_short = first_row = shingles_written = 0
+    documents = too_short = first_row = shingles_written = skipped = 0
     if "offsets" in handles:
         np.zeros(1, dtype="<u8").tofile(handles["offsets"])
     for batch in prefetch(shard.iter_batches(batch_size, columns=[source.column])):
         column = as_text(batch.column(source.column))
+        kept: npt.NDArray[np.int64] | None = None
         try:
+            # A null is no text: never one cluster of every null, never kept as data.
+            null = null_rows(column)
+            if null.any():
+                if options.nulls == "error":
+                    raise null_row_error(int(np.flatnonzero(null)[0]), source.column)
+                (np.flatnonzero(null) + first_row).astype("<u8").tofile(handles["nulls"])
+                skipped += int(null.sum())
+                kept = np.flatnonzero(~null)
+                column = column.filter(pa.array(~null))
             if options.method == "exact":
                 halves = (
                     _core.text_hashes(column, column=source.column, **options.normalization())
@@ -233,15 +279,18 @@ def _sign_into(
                     (offsets[1:] + shingles_written).astype("<u8").tofile(handles["offsets"])
                     shingles_written += len(values)
         except TokenmillError as err:
+            row = getattr(err, "row", None)
+            if isinstance(err, DataError) and kept is not None and row is not None:
+                err = at_row(err, int(kept[row]))  # a row of the batch as read
             raise locate_error(err, shard, first_row) from None
         signatures.astype("<u8").tofile(handles["sig"])
         np.ascontiguousarray(keys).astype("<u8").tofile(handles["bands"])
         _lengths(column, source.kind).tofile(handles["len"])
-        documents += batch.num_rows
+        documents += len(column)
         too_short += int(short.sum())
         first_row += batch.num_rows
         bar.advance(batch.num_rows, 0)
-    return {"rows": documents, "too_short": too_short}
+    return {"rows": documents, "too_short": too_short, "rows_null": skipped}
 
 
 def _size(path: Path) -> int | None:
@@ -269,9 +318,12 @@ class _FilterStage(Stage):
         keep: dict[str, npt.NDArray[np.bool_]],
         decision: str,
         totals: dict[str, int],
+        nulls: dict[str, npt.NDArray[np.int64]],
     ) -> None:
         self.options = options
         self.keep = keep
+        #: Per shard, the rows skipped for a null text (never kept).
+        self.nulls = nulls
         self.decision = decision
         self.totals = totals
         self.seed = options.seed
@@ -290,9 +342,13 @@ class _FilterStage(Stage):
         return self.totals
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
-        mask = self.keep[ctx.shard][ctx.first_row : ctx.first_row + batch.num_rows]
+        end = ctx.first_row + batch.num_rows
+        mask = self.keep[ctx.shard][ctx.first_row : end]
         ctx.count("rows_in", batch.num_rows)
         ctx.count("rows_kept", int(mask.sum()))
+        if self.options.nulls == "skip":
+            null = self.nulls[ctx.shard]
+            ctx.count("rows_null", int(((null >= ctx.first_row) & (null < end)).sum()))
         return filter_rows(batch, pa.array(mask))
 
 
@@ -417,6 +473,7 @@ def _sign_cluster_filter(
                     and record["fingerprint"] == fingerprint
                     and record["input_checksum"] == checksum
                     and _size(files["sig"]) == record["counts"]["rows"] * width * 8
+                    and _size(files["nulls"]) == record["counts"].get("rows_null", 0) * 8
                     and all(files[n].exists() for n in ("bands", "len"))
                 ):
                     records[shard.name] = record["counts"]
@@ -438,14 +495,19 @@ def _sign_cluster_filter(
             shutil.rmtree(work, ignore_errors=True)
         raise
 
-    summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records)
+    nulls = {
+        shard.name: _skipped_rows(_work_files(work, shard), records[shard.name])
+        for shard in dataset.shards
+    }
+    signed_rows = {name: _signed_rows(null, records[name]) for name, null in nulls.items()}
+    summary, keep, clusters = _cluster(dataset, options, work, bands, rows, records, signed_rows)
     decision = hashlib.sha256(b"".join(keep[s.name].tobytes() for s in dataset.shards))
     totals = {k: v for k, v in asdict(summary).items() if isinstance(v, int)}
-    stage = _FilterStage(options, keep, decision.hexdigest()[:32], totals)
+    stage = _FilterStage(options, keep, decision.hexdigest()[:32], totals, nulls)
     if not overwrite:  # before clusters.parquet changes, not after
         refuse_foreign_output(out, stage_fingerprint(stage, fmt))
     clusters_path = out / CLUSTERS_NAME
-    _write_clusters(dataset, options, clusters, keep, clusters_path)
+    _write_clusters(dataset, options, clusters, keep, signed_rows, clusters_path)
     run = run_stage(
         stage,
         dataset,
@@ -465,7 +527,10 @@ def _cluster(
     bands: int,
     rows: int,
     records: dict[str, dict[str, int]],
+    signed_rows: dict[str, npt.NDArray[np.int64] | None],
 ) -> tuple[DedupSummary, dict[str, npt.NDArray[np.bool_]], npt.NDArray[np.uint64]]:
+    """Clusters the signed documents; each shard's keep mask covers all its
+    rows, a row skipped for a null text never kept."""
     files = [_work_files(work, shard) for shard in dataset.shards]
     exact_verify = options.method == "minhash" and options.verify == "exact"
     width = options.num_perm if options.method == "minhash" else 2
@@ -497,12 +562,19 @@ def _cluster(
     start = 0
     for shard in dataset.shards:
         count = records[shard.name]["rows"]
-        keep[shard.name] = kept[start : start + count]
+        part = kept[start : start + count]
+        where = signed_rows[shard.name]
+        if where is not None:
+            every_row = np.zeros(count + records[shard.name]["rows_null"], dtype=bool)
+            every_row[where] = part
+            part = every_row
+        keep[shard.name] = part
         start += count
     multi = sizes > 1
+    skipped = sum(r.get("rows_null", 0) for r in records.values())
     summary = DedupSummary(
         method=options.method,
-        documents_in=n,
+        documents_in=n + skipped,
         documents_out=int(kept.sum()),
         duplicates_removed=int(n - kept.sum()),
         clusters=int(multi.sum()),
@@ -513,6 +585,7 @@ def _cluster(
         pairs_checked=int(stats["pairs_checked"]),
         pairs_joined=int(stats["pairs_joined"]),
         spilled_partitions=int(stats["spilled_partitions"]),
+        rows_null=skipped,
     )
     return summary, keep, cluster
 
@@ -522,15 +595,31 @@ def _write_clusters(
     options: DedupOptions,
     cluster: npt.NDArray[np.uint64],
     keep: dict[str, npt.NDArray[np.bool_]],
+    signed_rows: dict[str, npt.NDArray[np.int64] | None],
     path: Path,
 ) -> None:
+    """One row per document with a duplicate. `cluster` indexes signed
+    documents; the report names rows of the shard, and clusters by their
+    first document's place in the dataset, rows skipped for a null counted."""
     sizes = np.bincount(cluster.astype(np.int64), minlength=len(cluster))
     in_cluster = sizes[cluster.astype(np.int64)] > 1
+    cluster_ids = cluster
+    if any(where is not None for where in signed_rows.values()):
+        places: list[npt.NDArray[np.uint64]] = []
+        offset = 0
+        for shard in dataset.shards:
+            where = signed_rows[shard.name]
+            rows_of = np.arange(len(keep[shard.name])) if where is None else where
+            places.append(rows_of.astype(np.uint64) + np.uint64(offset))
+            offset += len(keep[shard.name])
+        cluster_ids = np.concatenate(places)[cluster.astype(np.int64)]
     parts: list[pa.Table] = []
     start = 0
     for shard in dataset.shards:
-        count = len(keep[shard.name])
-        rows = np.flatnonzero(in_cluster[start : start + count])
+        where = signed_rows[shard.name]
+        count = len(keep[shard.name]) if where is None else len(where)
+        signed = np.flatnonzero(in_cluster[start : start + count])
+        rows = signed if where is None else where[signed]
         if len(rows):
             columns: dict[str, Any] = {
                 "shard": pa.array([shard.name] * len(rows)),
@@ -541,9 +630,9 @@ def _write_clusters(
                 columns["id"] = ids.take(pa.array(rows)).cast(pa.string())
             else:
                 columns["id"] = pa.nulls(len(rows), type=pa.string())
-            columns["cluster"] = pa.array(cluster[start + rows], type=pa.uint64())
+            columns["cluster"] = pa.array(cluster_ids[start + signed], type=pa.uint64())
             columns["cluster_size"] = pa.array(
-                sizes[cluster[start + rows].astype(np.int64)], type=pa.int64()
+                sizes[cluster[start + signed].astype(np.int64)], type=pa.int64()
             )
             columns["kept"] = pa.array(keep[shard.name][rows])
             parts.append(pa.table(columns))
@@ -568,7 +657,8 @@ def dedup_report_lines(report: DedupReport) -> Sequence[str]:
     lines = [
         f"dedup {s.method}: {s.documents_in:,} documents in, {s.documents_out:,} out "
         f"({s.duplicates_removed:,} duplicates removed); {s.clusters:,} clusters, "
-        f"largest {s.largest_cluster:,}; {s.too_short:,} too short to shingle (kept)",
+        f"largest {s.largest_cluster:,}; {s.too_short:,} too short to shingle (kept)"
+        + (f"; {s.rows_null:,} null (skipped)" if s.rows_null else ""),
     ]
     if s.method == "minhash":
         lines.append(

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -61,10 +62,17 @@ from tokenmill.runner import (
     run_stage,
 )
 from tokenmill.stages._common import (
+    NULLS_FIX,
     as_uint32_tokens,
+    at_row,
+    check_nulls,
+    drop_nulls,
     is_token_list,
+    null_rows,
+    refuse_nulls,
     require_column,
     require_id_column,
+    rows_as_read,
 )
 
 STRATEGIES = ("random", "bm25", "embedding")
@@ -91,10 +99,14 @@ class NegativeOptions:
     id_column: str | None = "id"
     seed: int = 0
     epoch: int = 0
+    #: A row whose query or positive is null: a DataError ("error"), or
+    #: dropped, counted as rows_null, and never in the corpus ("skip").
+    nulls: str = "error"
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        check_nulls(self.nulls)
         if self.num_negatives < 1:
             raise ConfigError(f"--num-negatives {self.num_negatives} is not at least 1")
         if self.range_min < 0 or self.range_min > self.range_max:
@@ -144,8 +156,13 @@ def _embed(embed: EmbedFunction, column: pa.Array) -> pa.Array:
     return _vectors(np.concatenate(parts) if parts else np.zeros((0, 1), np.float32))
 
 
-def _check_vectors(column: pa.Array, name: str) -> int:
-    """The dimension of a vector column; DataError naming the first bad row."""
+def _check_vectors(column: pa.Array, name: str, rows: npt.NDArray[np.int64] | None = None) -> int:
+    """The dimension of a vector column; DataError naming the first bad row
+    (`rows[i]`, the shard row of entry `i`, when rows were dropped)."""
+
+    def shard_row(at: int) -> int:
+        return at if rows is None else int(rows[at])
+
     t = column.type
     if not (
         (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t))
@@ -157,13 +174,13 @@ def _check_vectors(column: pa.Array, name: str) -> int:
         )
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"row {row}: the vector in '{name}' is null; embed every row")
+        raise DataError(f"row {shard_row(row)}: the vector in '{name}' is null; embed every row")
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     if len(lengths) and (lengths != lengths[0]).any():
         row = int(np.flatnonzero(lengths != lengths[0])[0])
         raise DataError(
-            f"row {row}: the vector in '{name}' has {lengths[row]} values, the first row "
-            f"{lengths[0]}; give every row a vector of the same dimension"
+            f"row {shard_row(row)}: the vector in '{name}' has {lengths[row]} values, the "
+            f"first row {lengths[0]}; give every row a vector of the same dimension"
         )
     if pc.list_flatten(column).null_count:
         raise DataError(f"a vector in '{name}' holds a null value; re-embed those rows")
@@ -176,6 +193,18 @@ class _Corpus:
     offsets: dict[str, int]
     fingerprint: str
     positive_vectors: pa.Array | None
+    #: Per shard with rows skipped for a null, each row's place among the
+    #: shard's corpus documents (a skipped row's entry is never read).
+    places: dict[str, npt.NDArray[np.int64]]
+
+    def rows(
+        self, shard: str, first_row: int, positions: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.uint64]:
+        """The corpus index of each batch row: its positive's document."""
+        rows = first_row + positions
+        if shard in self.places:
+            rows = self.places[shard][rows]
+        return np.asarray(self.offsets[shard] + rows, dtype=np.uint64)
 
 
 def _load_corpus(
@@ -184,6 +213,7 @@ def _load_corpus(
     parts: list[pa.Array] = []
     vectors: list[pa.Array] = []
     offsets: dict[str, int] = {}
+    places: dict[str, npt.NDArray[np.int64]] = {}
     digest = hashlib.sha256()
     dims: set[int] = set()
     start = 0
@@ -191,15 +221,34 @@ def _load_corpus(
     for shard in dataset.shards:
         try:
             first = _check_schema(shard, options, embed, first)
-            columns = [options.positive_column]
+            texts = list(dict.fromkeys([options.query_column, options.positive_column]))
+            columns = list(texts)
             wants_vectors = options.strategy == "embedding" and embed is None
             if wants_vectors:
                 columns += [options.query_vector_column, options.positive_vector_column]
             table = shard.read(columns)
-            positive = _large(table.column(options.positive_column).combine_chunks(), options)
+            # Before the miner sees them, so no null is ever handed out as a negative.
+            kept: npt.NDArray[np.int64] | None = None
+            if options.nulls == "error":
+                refuse_nulls(table, texts, NULLS_FIX)
+            else:
+                null = np.zeros(table.num_rows, dtype=bool)
+                for name in texts:
+                    null |= null_rows(table.column(name).combine_chunks())
+                if null.any():
+                    kept = np.flatnonzero(~null)
+                    places[shard.name] = np.cumsum(~null) - 1
+                    table = table.filter(pa.array(~null))
+            try:
+                positive = _large(table.column(options.positive_column).combine_chunks(), options)
+            except DataError as err:  # a negative id: its row among the kept ones
+                row = getattr(err, "row", None)
+                if kept is None or row is None:
+                    raise
+                raise at_row(err, int(kept[row])) from None
             if wants_vectors:
-                for name in columns[1:]:
-                    dim = _check_vectors(table.column(name).combine_chunks(), name)
+                for name in (options.query_vector_column, options.positive_vector_column):
+                    dim = _check_vectors(table.column(name).combine_chunks(), name, kept)
                     if dim:
                         dims.add(dim)
                 vectors.append(table.column(options.positive_vector_column).combine_chunks())
@@ -220,7 +269,7 @@ def _load_corpus(
     positive_vectors = None
     if options.strategy == "embedding":
         positive_vectors = _embed(embed, positives) if embed else pa.concat_arrays(vectors)
-    return _Corpus(positives, offsets, digest.hexdigest()[:32], positive_vectors)
+    return _Corpus(positives, offsets, digest.hexdigest()[:32], positive_vectors, places)
 
 
 LARGE_TOKENS = pa.large_list(pa.field("item", pa.uint32(), nullable=False))
@@ -328,14 +377,23 @@ class NegativesStage(Stage):
         return column, o.query_column
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
-        k = self.options.num_negatives
+        o = self.options
+        # The rows the corpus left out, by the same rule, so each kept row's
+        # positive is its corpus document.
+        batch, ctx = drop_nulls(batch, ctx, [o.query_column, o.positive_column], o.nulls)
+        k = o.num_negatives
         n = batch.num_rows
-        first = self.corpus.offsets[ctx.shard] + ctx.first_row
-        rows = np.arange(first, first + n, dtype=np.uint64)
-        queries, column = self._queries(batch)
-        ids, scores, _, topped, over = self.miner.mine(queries, rows, ctx.row_keys(), column=column)
-        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         schema = self.output_schema(batch.schema)
+        if n == 0:  # every row of the batch skipped: nothing to embed or mine
+            return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+        positions = ctx.positions if ctx.positions is not None else np.arange(n)
+        rows = self.corpus.rows(ctx.shard, ctx.first_row, positions)
+        with rows_as_read(ctx):  # a row the corpus cannot serve, among the kept ones
+            queries, column = self._queries(batch)
+            ids, scores, _, topped, over = self.miner.mine(
+                queries, rows, ctx.row_keys(), column=column
+            )
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         negative_type = schema.field("negatives").type
         # The corpus has 64-bit offsets; one batch's negatives fit the input's type.
         taken = self.corpus.positives.take(pa.array(ids.reshape(-1)))
@@ -388,17 +446,14 @@ def negatives(
         except TokenmillError as err:
             raise locate_error(err, shard) from None
     documents = dataset.num_rows
-    if options.num_negatives > documents - 1:
-        raise ConfigError(
-            f"{dataset.root}: {options.num_negatives} negatives per row, but the corpus has "
-            f"{documents} positive(s); pass --num-negatives of at most {max(documents - 1, 0)}"
-        )
+    _refuse_too_few(dataset, options, documents)
     if documents > 2**32 - 1:
         raise ConfigError(
             f"{dataset.root}: {documents} pair rows are more than a miner indexes (2^32 - 1); "
             "mine smaller groups of shards"
         )
     corpus = _load_corpus(dataset, options, embed)
+    _refuse_too_few(dataset, options, len(corpus.positives))  # rows skipped for a null
     miner = _core.NegativeMiner(
         corpus.positives,
         strategy=options.strategy,
@@ -417,6 +472,14 @@ def negatives(
     return run_stage(
         stage, dataset, out, overwrite=overwrite, fmt=fmt, batch_size=batch_size, progress=progress
     )
+
+
+def _refuse_too_few(dataset: Dataset, options: NegativeOptions, documents: int) -> None:
+    if options.num_negatives > documents - 1:
+        raise ConfigError(
+            f"{dataset.root}: {options.num_negatives} negatives per row, but the corpus has "
+            f"{documents} positive(s); pass --num-negatives of at most {max(documents - 1, 0)}"
+        )
 
 
 def mined_summary(report: RunReport) -> str:
