@@ -442,6 +442,23 @@ def test_null_text_is_an_error_or_skipped(tmp_path: Path, small_tokenizer: Path,
     assert pq.read_table(out / "n.parquet").column("id").to_pylist() == ["a", "c"]
 
 
+def test_a_bad_row_after_skipped_nulls_is_named_as_read(
+    tmp_path: Path, small_tokenizer: Path
+) -> None:
+    """tokenize and pairs see the batch without its null rows; an error
+    after a dropped row names the shard's row, as the other stages do."""
+    texts = pa.array([b"one two", None, b"three", b"\xff\xfe bad", b"x"], pa.binary())
+    source = write_shards(tmp_path / "in", {"n.parquet": pa.table({"text": texts})})
+    with pytest.raises(tokenmill.DataError, match="row 3: ") as err:
+        tokenmill.tokenize(source, tmp_path / "t", small_tokenizer, nulls="skip", progress=False)
+    assert err.value.row == 3
+    documents = pa.array(["One. Two.", None, "One sentence only", "Three. Four."])
+    source = write_shards(tmp_path / "docs", {"d.parquet": pa.table({"text": documents})})
+    with pytest.raises(tokenmill.DataError, match="row 2: ") as err:
+        tokenmill.pairs(source, tmp_path / "p", mode="ict", nulls="skip", progress=False)
+    assert err.value.row == 2
+
+
 def test_fixes_name_only_options_the_command_takes(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
 

@@ -33,6 +33,7 @@ from tokenmill.stages._common import (
     drop_nulls,
     is_token_list,
     require_column,
+    rows_as_read,
 )
 
 MODES = ("crop", "ict", "columns")
@@ -180,20 +181,21 @@ class PairsStage(Stage):
         column, tokens = self._source(batch.schema)
         batch, ctx = drop_nulls(batch, ctx, [column], self.nulls)
         documents = batch.column(column)
-        if tokens:
-            documents = as_uint32_tokens(documents, column)
-        query, positive = _core.make_pairs(
-            documents,
-            ctx.row_keys(),
-            mode=self.mode,
-            seed=self.seed or 0,
-            epoch=self.epoch,
-            column=column,
-            min_ratio=self.min_ratio,
-            max_ratio=self.max_ratio,
-            keep_probability=self.keep_probability,
-            sentence_end_ids=self.sentence_end_ids,
-        )
+        with rows_as_read(ctx):
+            if tokens:
+                documents = as_uint32_tokens(documents, column)
+            query, positive = _core.make_pairs(
+                documents,
+                ctx.row_keys(),
+                mode=self.mode,
+                seed=self.seed or 0,
+                epoch=self.epoch,
+                column=column,
+                min_ratio=self.min_ratio,
+                max_ratio=self.max_ratio,
+                keep_probability=self.keep_probability,
+                sentence_end_ids=self.sentence_end_ids,
+            )
         kept = [batch.column(f.name) for f in batch.schema if f.name != column]
         ctx.count("pairs", batch.num_rows)
         return pa.RecordBatch.from_arrays([*kept, query, positive], schema=schema)

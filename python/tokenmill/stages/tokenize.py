@@ -10,7 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import check_nulls, drop_nulls, require_text
+from tokenmill.stages._common import check_nulls, drop_nulls, require_text, rows_as_read
 from tokenmill.tokenizer import load_tokenizer
 
 #: Tried in order when the EOS token is not named.
@@ -105,12 +105,13 @@ class TokenizeStage(Stage):
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         batch, ctx = drop_nulls(batch, ctx, [self.text_column], self.nulls)
         encode = self.tokenizer.tokenize_words if self.word_ids else self.tokenizer.tokenize
-        encoded = encode(
-            batch.column(self.text_column),
-            column=self.text_column,
-            add_special_tokens=self.add_special_tokens,
-            eos_id=self.eos_id,
-        )
+        with rows_as_read(ctx):
+            encoded = encode(
+                batch.column(self.text_column),
+                column=self.text_column,
+                add_special_tokens=self.add_special_tokens,
+                eos_id=self.eos_id,
+            )
         ids, words = encoded if isinstance(encoded, tuple) else (encoded, None)
         schema = self.output_schema(batch.schema)
         index = batch.schema.get_field_index(self.text_column)
