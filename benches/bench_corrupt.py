@@ -176,7 +176,7 @@ def bench_mlm(
 def bench_span(stream: np.ndarray, bpe_path: Path, count: int, repeat: int) -> list[Result]:
     from tokenmill import _core
     from tokenmill.collate import SpanCorruptionCollator
-    from tokenmill.corruption import sentinel_ids
+    from tokenmill.tokenizer import sentinel_ids
 
     raw, target = _core.t5_input_and_target_lengths(512)
     data = blocks(stream, count, ROWS, raw)

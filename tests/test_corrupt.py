@@ -21,8 +21,8 @@ import tokenmill
 from tests.conftest import folder_bytes, write_shards
 from tokenmill import _core
 from tokenmill.batch import read_token_rows
-from tokenmill.corruption import build_corruptor, sentinel_ids
-from tokenmill.tokenizer import save_tokenizer
+from tokenmill.objectives import build_corruptor
+from tokenmill.tokenizer import save_tokenizer, sentinel_ids
 from tokenmill_cli.main import cli
 
 MODES = ("mlm", "span", "bart", "prefix", "ul2")

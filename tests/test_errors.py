@@ -462,7 +462,7 @@ def test_a_bad_row_after_skipped_nulls_is_named_as_read(
 def test_fixes_name_only_options_the_command_takes(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from tokenmill.corruption import build_corruptor
+    from tokenmill.objectives import build_corruptor
 
     vocab = {"[UNK]": 0, "[MASK]": 1, "hello": 2, "world": 3, ".": 4}
     reference = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import tokenmill
 from tokenmill.collate import CausalLMCollator
-from tokenmill.corruption import sentinel_ids
+from tokenmill.tokenizer import sentinel_ids
 
 EXAMPLES = int(os.environ.get("TOKENMILL_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,9 +16,15 @@ import click
 import tokenmill
 from tokenmill._threads import MAX_THREADS
 from tokenmill.bench import SUITES, format_table, run_bench
-from tokenmill.corruption import MODES as CORRUPT_MODES
 from tokenmill.demo import DEMO_TRAIN_STEPS, run_demo
 from tokenmill.inspection import describe, format_summary
+from tokenmill.objectives import (
+    CORRUPT_MODES,
+    OBJECTIVES,
+    corrupt_options,
+    flag_of,
+    shown_default,
+)
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
 from tokenmill.stages._common import NULLS
 from tokenmill.stages.dedup import METHODS, DedupOptions, dedup_report_lines
@@ -58,6 +66,41 @@ def nulls_option(command: Command) -> Command:
         help="A row whose text or tokens are null: stop with an error naming it, or skip "
         "it (counted as rows_null).",
     )(command)
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """The click type of an option's annotation, and whether it repeats."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _click_type(args[0])
+    if typing.get_origin(annotation) is tuple:
+        return args[0], True
+    return annotation, False
+
+
+def corruption_options(command: Command) -> Command:
+    """One option per corruption option of every mode, generated from the
+    options dataclasses of :mod:`tokenmill.objectives`. An option left out
+    keeps its mode's default (in brackets); one of another mode is an error."""
+    for name, (spec, modes) in reversed(corrupt_options().items()):
+        flag = spec.metadata["flag"] or flag_of(name)
+        help = f"{', '.join(modes)}: {spec.metadata['help']} [{shown_default(spec)}]."
+        kind, repeats = _click_type(spec.type)
+        if kind is bool and spec.default:
+            option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help)
+        elif kind is bool:
+            option = click.option(flag, name, is_flag=True, default=None, help=help)
+        else:
+            choices = spec.metadata["choices"]
+            option = click.option(
+                flag,
+                name,
+                type=click.Choice(choices) if choices else kind,
+                multiple=repeats,
+                help=help,
+            )
+        command = option(command)
+    return command
 
 
 @overload
@@ -281,7 +324,7 @@ def sample_command(
     "--mode",
     type=click.Choice(CORRUPT_MODES),
     required=True,
-    help="mlm (BERT), span (T5), bart (fairseq noise), prefix (prefix LM), ul2 (mixture).",
+    help=", ".join(f"{name} ({OBJECTIVES[name].summary})" for name in CORRUPT_MODES) + ".",
 )
 @click.option(
     "--tokenizer",
@@ -311,54 +354,7 @@ def sample_command(
     help="Concatenate documents into rows that corrupt into exactly this many inputs "
     "(span: T5's length helper; other modes: rows of this length).",
 )
-@click.option("--probability", type=float, help="mlm: share of tokens chosen [0.15].")
-@click.option("--mask-rate", type=float, help="mlm: share of chosen tokens masked [0.8].")
-@click.option("--random-rate", type=float, help="mlm: share of chosen tokens made random [0.1].")
-@click.option("--whole-word", is_flag=True, default=None, help="mlm: choose whole words.")
-@click.option("--span", is_flag=True, default=None, help="mlm: choose SpanBERT spans.")
-@click.option("--span-p", type=float, help="mlm --span: geometric p of span lengths [0.2].")
-@click.option("--span-max", type=int, help="mlm --span: longest span, in words [10].")
-@click.option("--mask-token", help="mlm, bart: the mask token [<mask>].")
-@click.option("--noise-density", type=float, help="span: share of tokens in spans [0.15].")
-@click.option("--mean-span", type=float, help="span: mean span length [3].")
-@click.option(
-    "--sentinels-from-top",
-    type=int,
-    help="span, ul2: count N sentinels down from the vocabulary's top instead of <extra_id_*>.",
-)
-@click.option("--eos/--no-eos", default=None, help="span, ul2, prefix: end with EOS [on].")
-@click.option("--eos-token", help="span, ul2, prefix: the EOS token [</s>].")
-@click.option("--mask-ratio", type=float, help="bart: share of words masked [0.3].")
-@click.option("--random-ratio", type=float, help="bart: share of masks made random [0.1].")
-@click.option("--insert-ratio", type=float, help="bart: inserted noise tokens [0].")
-@click.option("--rotate-ratio", type=float, help="bart: probability of rotation [0].")
-@click.option(
-    "--permute-sentence-ratio", type=float, help="bart: share of sentences permuted [1.0]."
-)
-@click.option("--delete-ratio", type=float, help="bart: share of tokens deleted [0].")
-@click.option("--poisson-lambda", type=float, help="bart: mean infilling span [3.5].")
-@click.option(
-    "--mask-length",
-    type=click.Choice(["subword", "word", "span-poisson"]),
-    help="bart: what one mask covers [span-poisson].",
-)
-@click.option(
-    "--replace-length",
-    type=click.IntRange(-1, 1),
-    help="bart: -1 a mask per token, 0 delete spans, 1 a mask per span [1].",
-)
-@click.option(
-    "--sentence-end",
-    "sentence_ends",
-    multiple=True,
-    help="bart: a token ending a sentence (repeatable) [. ! ?].",
-)
-@click.option("--ratio", type=float, help="prefix: prefix share (default: uniform split).")
-@click.option(
-    "--layout",
-    type=click.Choice(["decoder", "encoder-decoder"]),
-    help="prefix: one sequence with prefix_lens, or inputs and targets [decoder].",
-)
+@corruption_options
 @nulls_option
 @run_options(output_required=False)
 def corrupt_command(
@@ -890,7 +886,7 @@ def inspect_command(path: Path, tokenizer: Path | None, rows: int, as_json: bool
         click.echo(format_summary(summary))
 
 
-TRAIN_OBJECTIVES = ("clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive")
+TRAIN_OBJECTIVES = tuple(OBJECTIVES)
 
 
 @cli.command("train")

@@ -241,7 +241,8 @@ class Corruptor:
         mask_rate: float = 0.8,
         random_rate: float = 0.1,
         whole_word: bool = False,
-        span_p: float | None = None,
+        span: bool = False,
+        span_p: float = 0.2,
         span_max: int = 10,
     ) -> Corruptor: ...
     @staticmethod

@@ -244,8 +244,8 @@ class _CorruptionCollator:
         return_attention_mask: bool = True,
         **options: Any,
     ) -> None:
-        from tokenmill.corruption import build_corruptor
-        from tokenmill.tokenizer import load_tokenizer
+        from tokenmill.objectives import objective
+        from tokenmill.tokenizer import decoder_start_id, load_tokenizer, pad_id
 
         if return_tensors not in ("pt", "np"):
             raise ConfigError(f"return_tensors={return_tensors!r} is not 'pt' or 'np'")
@@ -255,16 +255,18 @@ class _CorruptionCollator:
             raise ConfigError(f"pad_to_multiple_of {pad_to_multiple_of} is below 1")
         tok = tokenizer if isinstance(tokenizer, _core.Tokenizer) else load_tokenizer(tokenizer)
         self.tokenizer = tok
-        self.corruptor, self.options = build_corruptor(self.mode, tok, **options)
-        pad = tok.token_to_id("<pad>")
-        self.pad_id = 0 if pad is None else pad
+        spec = objective(self.mode, corrupting=True)
+        self.corruptor, self.options = spec.build_corruptor(tok, **options)
+        self.layout = spec.layout(self.options)
+        self.pad_id = pad_id(tok)
         self.seed = seed
         self.epoch = epoch
         self.pad_to_multiple_of = pad_to_multiple_of
         self.key_column = key_column
         self.return_tensors = return_tensors
         self.return_attention_mask = return_attention_mask
-        self.decoder_start_id: int | None = None
+        start = self.layout.decoder_start
+        self.decoder_start_id = None if start is None else decoder_start_id(tok, start)
 
     def set_epoch(self, epoch: int) -> None:
         """Fresh noise for a new epoch. With `persistent_workers=True` the
@@ -281,11 +283,13 @@ class _CorruptionCollator:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from tokenmill.corruption import MODE_OPTIONS, build_corruptor
+        from tokenmill.objectives import objective
 
+        spec = objective(self.mode, corrupting=True)
         state["tokenizer"] = _core.Tokenizer.from_str(state["tokenizer"])
-        given = {k: v for k, v in state["options"].items() if k in MODE_OPTIONS[self.mode]}
-        state["corruptor"], _ = build_corruptor(self.mode, state["tokenizer"], **given)
+        given = {k: v for k, v in state["options"].items() if k in spec.defaults()}
+        state["corruptor"], _ = spec.build_corruptor(state["tokenizer"], **given)
+        state.setdefault("layout", spec.layout(state["options"]))
         self.__dict__.update(state)
 
     def __call__(self, batch: Any) -> dict[str, Any]:
@@ -311,15 +315,18 @@ class _CorruptionCollator:
         return _to_tensors(out) if self.return_tensors == "pt" else out
 
     def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
-        out.pop("prefix_lens", None)
+        prefix = out.pop("prefix_lens", None)
+        if prefix is not None and "prefix_lens" in self.layout.columns:
+            # Each row's first document's prefix, and every document's.
+            out["prefix_len"] = prefix[:, 0].copy()
+            out["prefix_lens"] = prefix
         return out
 
 
 class MLMCollator(_CorruptionCollator):
     """BERT-style masked LM: `input_ids`, `attention_mask`, `labels` (the
-    original id at chosen positions, -100 elsewhere). Options: `probability`
-    (0.15), `mask_rate` (0.8), `random_rate` (0.1), `whole_word`, `span`
-    (SpanBERT spans; `span_p` 0.2, `span_max` 10), `mask_token`."""
+    original id at chosen positions, -100 elsewhere). Options: the fields of
+    :class:`tokenmill.objectives.MlmOptions`."""
 
     mode = "mlm"
 
@@ -328,31 +335,19 @@ class SpanCorruptionCollator(_CorruptionCollator):
     """T5 span corruption: `input_ids` (sentinels in place of the spans, EOS
     last), `attention_mask`, `labels` (sentinel-delimited spans, EOS last,
     -100 padding) and `decoder_input_ids` (labels shifted right after the
-    pad id, T5's decoder start). Options: `noise_density` (0.15),
-    `mean_span` (3), `sentinels_from_top`, `eos`, `eos_token`."""
+    pad id, T5's decoder start). Options: the fields of
+    :class:`tokenmill.objectives.SpanOptions`."""
 
     mode = "span"
-
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        self.decoder_start_id = self.pad_id
 
 
 class DenoisingCollator(_CorruptionCollator):
     """BART denoising: noised `input_ids`, `attention_mask`, the clean row as
     `labels`, and `decoder_input_ids` starting with EOS as BART's decoder
-    does. Options: those of `--mode bart` (`mask_ratio` 0.3, `random_ratio`
-    0.1, `poisson_lambda` 3.5, `permute_sentence_ratio` 1.0, ...)."""
+    does (the first EOS spelling the vocabulary has, as `tokenmill train`
+    takes). Options: the fields of :class:`tokenmill.objectives.BartOptions`."""
 
     mode = "bart"
-
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        from tokenmill.corruption import EOS_CANDIDATES
-
-        tok = self.tokenizer
-        eos = next((i for t in EOS_CANDIDATES if (i := tok.token_to_id(t)) is not None), None)
-        self.decoder_start_id = self.pad_id if eos is None else eos
 
 
 class PrefixLMCollator(_CorruptionCollator):
@@ -361,32 +356,17 @@ class PrefixLMCollator(_CorruptionCollator):
     the prefix of each row's first document) and `prefix_lens` (`[batch,
     documents]`, every document's, 0-padded: packed rows have several); the
     encoder-decoder layout returns the prefix as `input_ids` and the rest as
-    `labels`, with `decoder_input_ids`. Options: `ratio` (None: uniform
-    split), `layout`."""
+    `labels`, with `decoder_input_ids`. Options: the fields of
+    :class:`tokenmill.objectives.PrefixOptions`."""
 
     mode = "prefix"
-
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        if self.options["layout"] == "encoder-decoder":
-            self.decoder_start_id = self.pad_id
-
-    def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
-        prefix = out.pop("prefix_lens")
-        if self.options["layout"] == "decoder":
-            out["prefix_len"] = prefix[:, 0].copy()
-            out["prefix_lens"] = prefix
-        return out
 
 
 class UL2Collator(_CorruptionCollator):
     """UL2's mixture of denoisers: each row gets one R, X or S denoiser (a
     pure function of its key), its mode token first in `input_ids`; returns
     `input_ids`, `attention_mask`, `labels`, `decoder_input_ids` and
-    `denoiser` (the index of each row's denoiser)."""
+    `denoiser` (the index of each row's denoiser). Options: the fields of
+    :class:`tokenmill.objectives.Ul2Options`."""
 
     mode = "ul2"
-
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        self.decoder_start_id = self.pad_id

@@ -284,7 +284,7 @@ def _train_every_family(
     except ImportError:
         say("train      skipped: PyTorch is not installed (pip install torch)")
         return
-    from tokenmill.corruption import MODES
+    from tokenmill.objectives import CORRUPT_MODES as MODES
     from tokenmill.stages.corrupt import corrupt
 
     tick = time.perf_counter()

@@ -58,12 +58,10 @@ from tokenmill.models import (
     count_parameters,
     model_config,
 )
-from tokenmill.tokenizer import load_tokenizer
+from tokenmill.objectives import OBJECTIVES, objective
+from tokenmill.tokenizer import decoder_start_id, load_tokenizer
+from tokenmill.tokenizer import pad_id as pad_id_of
 
-OBJECTIVES = ("clm", "mlm", "span", "bart", "prefix", "ul2", "contrastive")
-CORRUPT_OBJECTIVES = ("mlm", "span", "bart", "prefix", "ul2")
-#: Objectives whose targets are the text itself, so bits per byte means something.
-BYTE_OBJECTIVES = ("clm", "prefix")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 #: Parquet datasets up to this size are decoded whole for training (see `_Rows`).
@@ -158,16 +156,8 @@ class DataPlan:
     max_len: int
     tokenizer: _core.Tokenizer | None
     prefix_layout: str = "decoder"
-
-
-def _family(objective: str, layout: str) -> str:
-    if objective == "clm" or (objective == "prefix" and layout == "decoder"):
-        return "decoder"
-    if objective == "mlm":
-        return "encoder"
-    if objective == "contrastive":
-        return "dual-encoder"
-    return "encoder-decoder"
+    #: The targets are the text itself, so bits per byte means something.
+    text_targets: bool = False
 
 
 def _check_stage(objective: str, dataset: Dataset) -> dict[str, Any]:
@@ -193,7 +183,7 @@ def _check_stage(objective: str, dataset: Dataset) -> dict[str, Any]:
                 "holds unpacked rows: --objective clm trains on `tokenmill pack` output; "
                 f"run `tokenmill pack {dataset.root} -o PACKED --seq-len N` and train on PACKED"
             )
-    elif objective in CORRUPT_OBJECTIVES:
+    elif OBJECTIVES[objective].corrupts:
         if stage != "corrupt":
             raise SchemaError(
                 f"{dataset.root} was made by {made_for if stage else 'no tokenmill stage'}, not "
@@ -258,16 +248,13 @@ def _check_seq_lens(dataset: Dataset) -> None:
 
 def plan_data(config: TrainConfig) -> DataPlan:
     """Opens and checks the data; every bad input is a typed error here."""
-    if config.objective not in OBJECTIVES:
-        raise ConfigError(f"--objective {config.objective!r} is not one of {', '.join(OBJECTIVES)}")
+    spec = objective(config.objective)
     dataset = open_dataset(config.data)
     params = _check_stage(config.objective, dataset)
     eval_dataset = open_dataset(config.eval_data) if config.eval_data else None
     if eval_dataset is not None:
         eval_params = _check_stage(config.objective, eval_dataset)
-        if config.objective in CORRUPT_OBJECTIVES and eval_params.get("options") != params.get(
-            "options"
-        ):
+        if spec.corrupts and eval_params.get("options") != params.get("options"):
             raise ConfigError(
                 f"{eval_dataset.root} was corrupted with other options than {dataset.root}"
             )
@@ -283,7 +270,8 @@ def plan_data(config: TrainConfig) -> DataPlan:
                 "vocabulary is unknown: pass --tokenizer or --vocab-size"
             )
     layout = str(params.get("options", {}).get("layout", "decoder"))
-    family = _family(config.objective, layout)
+    shape = spec.layout(params.get("options"))
+    family = shape.family
 
     names = dataset.schema.names
     columns = tuple(c for c in ("input_ids", "labels", "seq_lens", "prefix_lens") if c in names)
@@ -326,24 +314,22 @@ def plan_data(config: TrainConfig) -> DataPlan:
             f"{dataset.root} has rows of {longest} tokens, more than --max-seq-len {max_len}; "
             "pack or corrupt with a shorter --seq-len / --input-length"
         )
-    pad = tokenizer.token_to_id("<pad>") if tokenizer is not None else None
-    pad_id = 0 if pad is None else pad
-    start_id = pad_id
-    if config.objective == "bart" and tokenizer is not None:
-        # BART's decoder starts with EOS, as DenoisingCollator does.
-        eos = tokenizer.token_to_id("</s>")
-        start_id = pad_id if eos is None else eos
+    pad = pad_id_of(tokenizer) if tokenizer is not None else 0
+    start = shape.decoder_start
+    # The collators' decoder start: one lookup for both (BART's is EOS).
+    start_id = decoder_start_id(tokenizer, start) if tokenizer is not None and start else pad
     return DataPlan(
         family=family,
         dataset=dataset,
         eval_dataset=eval_dataset,
         columns=columns,
-        pad_id=pad_id,
+        pad_id=pad,
         decoder_start_id=start_id,
         vocab_size=vocab_size,
         max_len=max_len,
         tokenizer=tokenizer,
         prefix_layout=layout,
+        text_targets=shape.text_targets,
     )
 
 
@@ -1070,9 +1056,7 @@ def train(config: TrainConfig, *, echo: Callable[[str], None] = print) -> TrainR
     # span, ul2 and mlm targets are sentinels and fragments, bart's copy
     # the text the encoder already reads.
     bytes_per_id = (
-        byte_lengths(plan.tokenizer)
-        if plan.tokenizer is not None and config.objective in BYTE_OBJECTIVES
-        else None
+        byte_lengths(plan.tokenizer) if plan.tokenizer is not None and plan.text_targets else None
     )
 
     start = 0

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, SchemaError, TokenizerError
-from tokenmill.corruption import MODES, build_corruptor
+from tokenmill.objectives import objective
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
 from tokenmill.stages._common import (
     as_uint32_tokens,
@@ -48,10 +48,6 @@ from tokenmill.tokenizer import load_tokenizer
 POSITIONAL_COLUMNS = ("seq_lens", "position_ids", "doc_offset", "word_ids")
 
 
-#: (density, mean span) of UL2's span denoisers (the paper's R and X).
-UL2_SPAN_SETTINGS = ((0.15, 3.0), (0.15, 8.0), (0.5, 3.0), (0.5, 8.0), (0.15, 64.0), (0.5, 64.0))
-
-
 def _span_count(length: int, density: float, mean_span: float) -> int:
     """T5's number of noise spans in a row (Python rounds half to even, as T5)."""
     noise = min(max(round(length * density), 1), length - 1)
@@ -66,6 +62,8 @@ INPUTS = pa.field("input_ids", _list_of(pa.uint32()), nullable=False)
 LABELS = pa.field("labels", _list_of(pa.int32()), nullable=False)
 PREFIX_LENS = pa.field("prefix_lens", _list_of(pa.uint32()), nullable=False)
 DENOISER = pa.field("denoiser", pa.uint8(), nullable=False)
+#: The columns a layout adds after input_ids and labels.
+EXTRA_FIELDS = {"prefix_lens": PREFIX_LENS, "denoiser": DENOISER}
 
 
 class CorruptStage(Stage):
@@ -87,8 +85,7 @@ class CorruptStage(Stage):
         **options: Any,
     ) -> None:
         check_nulls(nulls)
-        if mode not in MODES:
-            raise ConfigError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+        self.objective = objective(mode, corrupting=True)
         if seed < 0 or epoch < 0:
             raise ConfigError("--seed and --epoch must be non-negative integers")
         if input_length is not None and input_length < 2:
@@ -98,7 +95,8 @@ class CorruptStage(Stage):
         self.tokenizer_path = Path(tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
-        self.corruptor, self.options = build_corruptor(mode, self.tokenizer, **options)
+        self.corruptor, self.options = self.objective.build_corruptor(self.tokenizer, **options)
+        self.layout = self.objective.layout(self.options)
         self.seed = seed
         self.epoch = epoch
         self.input_column = token_column
@@ -121,25 +119,16 @@ class CorruptStage(Stage):
     def _raw_length(self, input_length: int | None) -> int | None:
         if input_length is None:
             return None
-        if self.mode == "span":
-            raw, _ = _core.t5_input_and_target_lengths(
-                input_length,
-                noise_density=self.options["noise_density"],
-                mean_span=self.options["mean_span"],
-            )
-            return int(raw)
-        # The other modes keep or vary the length; rows are cut at it as given.
-        return input_length
+        # Modes that keep or vary the length cut rows at it as given.
+        raw_length = self.objective.raw_length
+        return input_length if raw_length is None else raw_length(self.options, input_length)
 
     def _check_sentinels(self, length: int) -> None:
         """With static row lengths, a shortage of sentinels is known before
         any output: T5's span count at the longest-span-count denoiser."""
-        if self.mode == "span":
-            settings = [(self.options["noise_density"], self.options["mean_span"])]
-        elif self.mode == "ul2":
-            settings = [(d, m) for d, m in UL2_SPAN_SETTINGS]
-        else:
+        if self.objective.span_settings is None:
             return
+        settings = self.objective.span_settings(self.options)
         needed = max(_span_count(length, d, m) for d, m in settings)
         if needed > self.options["sentinels"]:
             raise ConfigError(
@@ -165,7 +154,7 @@ class CorruptStage(Stage):
         }
 
     def _keeps_length(self) -> bool:
-        return self.mode == "mlm" or (self.mode == "prefix" and self.options["layout"] == "decoder")
+        return self.layout.keeps_length
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         self._tokenize = None
@@ -196,9 +185,7 @@ class CorruptStage(Stage):
         return self._schema_for_tokens(schema)
 
     def _extra_fields(self) -> list[pa.Field]:
-        if self.mode == "prefix" and self.options["layout"] == "decoder":
-            return [PREFIX_LENS]
-        return [DENOISER] if self.mode == "ul2" else []
+        return [EXTRA_FIELDS[name] for name in self.layout.columns]
 
     def _schema_for_tokens(self, schema: pa.Schema) -> pa.Schema:
         """The output schema for a schema that holds the token column."""
@@ -350,7 +337,7 @@ def corrupt(
     **run_options: Any,
 ) -> RunReport:
     """Corrupts every shard of `source` into `output` for `mode`; see the
-    module docstring, and :data:`tokenmill.corruption.MODE_OPTIONS` for `options`."""
+    module docstring, and :mod:`tokenmill.objectives` for `options`."""
     stage = CorruptStage(
         mode,
         tokenizer,

@@ -11,10 +11,7 @@ from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
 from tokenmill.stages._common import check_nulls, drop_nulls, require_text, rows_as_read
-from tokenmill.tokenizer import load_tokenizer
-
-#: Tried in order when the EOS token is not named.
-EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>")
+from tokenmill.tokenizer import EOS_CANDIDATES, load_tokenizer
 
 TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
 #: Each token's word index in its document (-1: special tokens and EOS).

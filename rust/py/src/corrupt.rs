@@ -577,9 +577,10 @@ impl PyCorruptor {
 #[pymethods]
 impl PyCorruptor {
     /// BERT masking: `probability` of non-special tokens chosen, then
-    /// `mask_rate` masked, `random_rate` random, the rest kept.
+    /// `mask_rate` masked, `random_rate` random, the rest kept; with `span`,
+    /// SpanBERT spans of geometric(`span_p`) words up to `span_max`.
     #[staticmethod]
-    #[pyo3(signature = (vocab, mask_id, *, probability = 0.15, mask_rate = 0.8, random_rate = 0.1, whole_word = false, span_p = None, span_max = 10))]
+    #[pyo3(signature = (vocab, mask_id, *, probability = 0.15, mask_rate = 0.8, random_rate = 0.1, whole_word = false, span = false, span_p = 0.2, span_max = 10))]
     #[allow(clippy::too_many_arguments)]
     fn mlm(
         vocab: &PyVocab,
@@ -588,7 +589,8 @@ impl PyCorruptor {
         mask_rate: f64,
         random_rate: f64,
         whole_word: bool,
-        span_p: Option<f64>,
+        span: bool,
+        span_p: f64,
         span_max: u32,
     ) -> BindingResult<Self> {
         let options = MlmOptions {
@@ -597,7 +599,10 @@ impl PyCorruptor {
             mask_rate,
             random_rate,
             whole_word,
-            span: span_p.map(|p| SpanLengths { p, max: span_max }),
+            span: span.then_some(SpanLengths {
+                p: span_p,
+                max: span_max,
+            }),
         };
         build(Mode::Mlm(options), vocab)
     }

@@ -1,0 +1,165 @@
+"""The objective spec (`tokenmill.objectives`) is the one place each objective
+and option is declared: the CLI, the collators, the stage, training and the
+Rust binding all read or agree with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tokenizers
+from click.testing import CliRunner
+from tokenizers import models, pre_tokenizers
+
+import tokenmill
+from tests.conftest import write_shards
+from tokenmill import _core
+from tokenmill.objectives import (
+    CORRUPT_MODES,
+    FAMILIES,
+    OBJECTIVES,
+    build_corruptor,
+    corrupt_options,
+    flag_of,
+    objective,
+    option_fields,
+    options_table,
+)
+from tokenmill.train import TrainConfig, plan_data
+from tokenmill_cli.main import cli
+
+
+def test_every_objective_is_complete() -> None:
+    for name, spec in OBJECTIVES.items():
+        assert spec.name == name
+        for layout in spec.layouts.values():
+            assert layout.family in FAMILIES, name
+            assert (layout.decoder_start is None) == (layout.family != "encoder-decoder"), name
+        if spec.corrupts:
+            assert spec.build is not None and dataclasses.is_dataclass(spec.options), name
+            for f in option_fields(spec.options):  # type: ignore[arg-type]
+                assert f.metadata["help"], (name, f.name)
+        if spec.layout_option is not None:
+            assert set(spec.layouts) == set(spec.defaults() and spec.layouts), name
+            choices = {
+                f.name: f.metadata["choices"]
+                for f in dataclasses.fields(spec.options)  # type: ignore[arg-type]
+            }
+            assert set(spec.layouts) == set(choices[spec.layout_option]), name
+
+
+def test_unknown_names_are_an_error_everywhere(pydocs_tokenizer: Path, tmp_path: Path) -> None:
+    with pytest.raises(tokenmill.ConfigError, match="--mode 'clm' is not one of mlm, span"):
+        build_corruptor("clm", pydocs_tokenizer)
+    with pytest.raises(tokenmill.ConfigError, match="--objective 'gpt' is not one of clm"):
+        objective("gpt")
+    with pytest.raises(tokenmill.ConfigError, match="--mode 'nope'"):
+        tokenmill.CorruptStage("nope", pydocs_tokenizer)
+    source = write_shards(tmp_path / "in", {"a.parquet": pa.table({"input_ids": [[1, 2]]})})
+    with pytest.raises(tokenmill.ConfigError, match="--objective 'gpt'"):
+        plan_data(TrainConfig(data=str(source), output=str(tmp_path / "run"), objective="gpt"))
+    with pytest.raises(tokenmill.ConfigError, match="--mode mlm takes no option --noise-density"):
+        tokenmill.MLMCollator(pydocs_tokenizer, noise_density=0.5)
+
+
+def test_the_cli_offers_every_option_of_the_spec_with_its_default() -> None:
+    result = CliRunner().invoke(cli, ["corrupt", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name, (spec, modes) in corrupt_options().items():
+        flag = spec.metadata["flag"] or flag_of(name)
+        assert flag in text, flag
+        assert f"{', '.join(modes)}: {spec.metadata['help']}" in text, flag
+    offered = set(re.findall(r"--([a-z-]+)", result.output))
+    common = {
+        "mode", "tokenizer", "seed", "epoch", "token-column", "text-column", "id-column",
+        "input-length", "nulls", "output", "overwrite", "format", "batch-size", "shard",
+        "progress", "no-progress", "no-eos", "help",
+    }  # fmt: skip
+    generated = {(s.metadata["flag"] or flag_of(n))[2:] for n, (s, _) in corrupt_options().items()}
+    assert offered == common | generated
+
+
+def test_binding_defaults_agree_with_the_spec() -> None:
+    """The Rust constructors' keyword defaults are the spec's, option by option."""
+    for name in CORRUPT_MODES:
+        spec = OBJECTIVES[name]
+        signature = inspect.signature(getattr(_core.Corruptor, name))
+        defaults = spec.defaults()
+        compared = 0
+        for parameter in signature.parameters.values():
+            # `...`: the binding's default is a Rust value the signature cannot
+            # show (bart's resolved sentence-end ids, not the spec's tokens).
+            if parameter.name in defaults and parameter.default not in (
+                inspect.Parameter.empty,
+                ...,
+            ):
+                assert parameter.default == defaults[parameter.name], (name, parameter.name)
+                compared += 1
+        assert compared or name == "ul2", name
+
+
+def endoftext_vocabulary(path: Path) -> Path:
+    """A GPT-2 style vocabulary: `<|endoftext|>` and no `</s>`."""
+    words = ["the", "cat", "sat", "on", "mat", ".", "a", "dog", "ran"]
+    vocab = {"<pad>": 0, "<|endoftext|>": 1, "<mask>": 2}
+    for word in words:
+        vocab[word] = len(vocab)
+    hf = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    hf.add_special_tokens(["<pad>", "<|endoftext|>", "<mask>"])
+    hf.save(str(path))
+    return path
+
+
+def test_bart_decoder_start_is_one_lookup_for_collator_and_trainer(tmp_path: Path) -> None:
+    """The collator took any EOS spelling and `train` only `</s>`, so with an
+    `<|endoftext|>` vocabulary they fed BART's decoder different tokens."""
+    path = endoftext_vocabulary(tmp_path / "tokenizer.json")
+    tok = tokenmill.load_tokenizer(path)
+    eos = tok.token_to_id("<|endoftext|>")
+    rows = [[3, 4, 5, 6, 7, 8], [9, 10, 11, 8]]
+    out = tokenmill.DenoisingCollator(tok, return_tensors="np")(rows)
+    assert (out["decoder_input_ids"][:, 0] == eos).all()
+
+    source = write_shards(
+        tmp_path / "tokens",
+        {
+            "a.parquet": pa.table(
+                {"id": ["a", "b"], "input_ids": pa.array(rows, pa.list_(pa.uint32()))}
+            )
+        },
+    )
+    corrupted = tmp_path / "bart"
+    tokenmill.corrupt(source, corrupted, "bart", path, progress=False)
+    plan = plan_data(
+        TrainConfig(data=str(corrupted), output=str(tmp_path / "run"), objective="bart")
+    )
+    assert plan.decoder_start_id == eos
+    assert plan.family == "encoder-decoder"
+
+
+def test_layouts_decide_family_columns_and_lengths(pydocs_tokenizer: Path) -> None:
+    prefix = objective("prefix")
+    assert prefix.layout({"layout": "decoder"}).family == "decoder"
+    assert prefix.layout({"layout": "decoder"}).columns == ("prefix_lens",)
+    assert prefix.layout({"layout": "encoder-decoder"}).decoder_start == "pad"
+    assert prefix.layout(None) == prefix.layout({"layout": "decoder"})
+    collate = tokenmill.PrefixLMCollator(
+        pydocs_tokenizer, layout="encoder-decoder", return_tensors="np"
+    )
+    out = collate([[300, 301, 302, 303]])
+    assert "prefix_lens" not in out and "decoder_input_ids" in out
+    assert np.all(out["decoder_input_ids"][:, 0] == collate.pad_id)
+
+
+def test_the_readme_options_table_is_the_spec() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    begin = "<!-- corrupt-options: written by tokenmill.objectives.options_table() -->\n"
+    table = readme.split(begin, 1)[1].split("<!-- /corrupt-options -->", 1)[0]
+    assert table == options_table()
