@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -20,3 +21,9 @@ def median_seconds(run: Callable[[], object], repeat: int) -> float:
         run()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def shown(path: Path) -> str:
+    """`path` as the README prints it: relative to the repository, never the
+    absolute path of the machine the bench ran on."""
+    return os.path.relpath(Path(path).resolve(), REPO)

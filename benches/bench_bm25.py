@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from _harness import CORPORA, REPO, median_seconds
+from _harness import CORPORA, REPO, median_seconds, shown
 
 os.environ["TOKENMILL_NUM_THREADS"] = "1"
 
@@ -73,7 +73,7 @@ def main() -> None:
     }
     baseline = seconds["bm25s (numpy backend, n_threads=1), tokenizing included"]
     lines = [
-        f"corpus: {args.corpus} ({len(as_list)} documents), {len(queries)} queries, top 10, "
+        f"corpus: {shown(args.corpus)} ({len(as_list)} documents), {len(queries)} queries, top 10, "
         "one thread",
         "",
         "| implementation | queries/s | speed-up |",

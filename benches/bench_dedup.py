@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from _harness import CORPORA, REPO, median_seconds
+from _harness import CORPORA, REPO, median_seconds, shown
 
 DEFAULT_CORPUS = CORPORA / "licenses"
 
@@ -84,7 +84,7 @@ def main() -> None:
 
     baseline = seconds["datasketch MinHash, shingling in Python (as used)"]
     lines = [
-        f"corpus: {args.corpus} ({len(as_list)} documents, {mb:.1f} MB), one thread, "
+        f"corpus: {shown(args.corpus)} ({len(as_list)} documents, {mb:.1f} MB), one thread, "
         "128 permutations, word 5-grams",
         "",
         "| implementation | seconds | MB/s | speed-up vs datasketch as used |",
