@@ -85,14 +85,14 @@ def peak_flops(device: Any, override: float | None) -> float | None:
 def run_variant(args: argparse.Namespace, document_mask: bool, device: Any) -> dict[str, Any]:
     import torch
 
-    from tokenmill.models import DecoderLM, model_config
-    from tokenmill.train import ClmBatch, TrainConfig, _optimizer, train_step
+    from tokenmill.train import ClmBatch, TrainConfig, build_optimizer, train_step
+    from tokenmill.train.models import DecoderLM, model_config
 
     torch.manual_seed(0)
     config = model_config(args.size, args.vocab, max_seq_len=args.seq_len)
     model = DecoderLM(config, use_flex=document_mask and device.type == "cuda").to(device)
     settings = TrainConfig(objective="clm", data="", output="", size=args.size)
-    optimizer = _optimizer(model, settings, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, settings, fused=device.type == "cuda")
     trained: Any = torch.compile(model) if args.compile else model
     collate = ClmBatch(pad_id=0, document_mask=document_mask)
     rows = synthetic_rows(args.batch_size * (args.steps + args.warmup), args.seq_len, args.vocab, 0)

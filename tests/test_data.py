@@ -145,6 +145,34 @@ def test_state_from_other_settings_is_refused(token_shards: Path) -> None:
         TokenDataset(token_shards, batch_size=4, rank=1)
 
 
+def test_a_subset_reads_its_rows_in_the_order_of_all_rows(token_shards: Path) -> None:
+    every = TokenDataset(token_shards, batch_size=4, seed=1)
+    keep = np.arange(37) % 3 != 0
+    some = TokenDataset(token_shards, batch_size=4, seed=1, subset=keep)
+    # The permutation of all rows, the others left out: the mask moves no row.
+    assert some.order().tolist() == [i for i in every.order().tolist() if keep[i]]
+    assert len(some) == int(keep.sum())
+    assert _batches(some, 2) == _batches(some, 0)
+    assert sorted(i for b in _batches(some, 0) for i in b) == np.flatnonzero(keep).tolist()
+    held = TokenDataset(token_shards, batch_size=4, shuffle=False, subset=~keep)
+    assert [i for b in _batches(held, 0) for i in b] == np.flatnonzero(~keep).tolist()
+    for bad in (np.ones(36, dtype=bool), np.arange(37)):
+        with pytest.raises(tokenmill.ConfigError, match="boolean mask of the 37 rows"):
+            TokenDataset(token_shards, batch_size=4, subset=bad)
+
+
+def test_preload_decodes_every_parquet_shard_up_front(tmp_path: Path) -> None:
+    table = pa.table({"input_ids": pa.array([[i] for i in range(12)], type=pa.list_(pa.uint32()))})
+    source = write_shards(
+        tmp_path / "tokens", {"a.parquet": table.slice(0, 5), "b.parquet": table.slice(5)}
+    )
+    expected = _batches(TokenDataset(source, batch_size=3, seed=4), 0)
+    dataset = TokenDataset(source, batch_size=3, seed=4, preload=True)
+    for shard in source.glob("*.parquet"):
+        shard.unlink()  # every row is in memory: the files are not read again
+    assert _batches(dataset, 0) == expected
+
+
 def test_shards_without_tokens(tmp_path: Path) -> None:
     source = write_shards(tmp_path / "text", {"t.parquet": pa.table({"text": ["a"]})})
     with pytest.raises(tokenmill.SchemaError, match="no input_ids column"):

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tokenmill.models import (  # noqa: E402
+from tokenmill.train.models import (  # noqa: E402
     HAVE_FLEX,
     AttentionMask,
     DecoderLM,
@@ -259,3 +259,10 @@ def test_mlm_projects_only_the_masked_positions() -> None:
     assert torch.allclose(logits, full[labels != -100], atol=1e-5)
     expected = torch.nn.functional.cross_entropy(full[labels != -100], labels[labels != -100])
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_every_family_an_objective_names_has_a_model() -> None:
+    from tokenmill.objectives import FAMILIES as NAMES
+    from tokenmill.train.models import FAMILIES
+
+    assert tuple(FAMILIES) == NAMES

@@ -53,6 +53,17 @@ def test_every_objective_is_complete() -> None:
             assert set(spec.layouts) == set(choices[spec.layout_option]), name
 
 
+def test_the_training_layer_knows_every_stage_an_objective_reads() -> None:
+    from tokenmill.train.batches import ROW_COLLATORS
+    from tokenmill.train.plan import STAGE_CHECKS
+
+    for name, spec in OBJECTIVES.items():
+        assert spec.reads[0] in STAGE_CHECKS, name
+        # Token rows go through a row collator; pairs through the contrastive one.
+        assert (spec.reads[0] in ROW_COLLATORS) != (spec.layout().family == "dual-encoder"), name
+        assert spec.corrupts == (spec.reads == ("corrupt",)), name
+
+
 def test_unknown_names_are_an_error_everywhere(pydocs_tokenizer: Path, tmp_path: Path) -> None:
     with pytest.raises(tokenmill.ConfigError, match="--mode 'clm' is not one of mlm, span"):
         build_corruptor("clm", pydocs_tokenizer)

@@ -25,9 +25,9 @@ from tokenmill.train import (  # noqa: E402
     CorruptedRowCollator,
     Stream,
     TrainConfig,
-    _contrastive,
-    _optimizer,
     accumulate,
+    build_optimizer,
+    contrastive_stream,
     loss_means,
     plan_data,
     train,
@@ -261,9 +261,9 @@ def test_ddp_ranks_take_as_many_contrastive_batches_each_epoch(
     # dropped, or rank 0 would train a step longer on each epoch than rank 1.
     config = run(prepared, "contrastive", tmp_path, batch_size=9, tokenizer=tokenizer)
     plan = plan_data(config)
-    single = _first_epoch(_contrastive(plan, config, 0, 1)[0])
+    single = _first_epoch(contrastive_stream(plan, config, 0, 1)[0])
     assert len(single) % 2 == 1  # the case this is about
-    ranks = [_first_epoch(_contrastive(plan, config, rank, 2)[0]) for rank in (0, 1)]
+    ranks = [_first_epoch(contrastive_stream(plan, config, rank, 2)[0]) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(single) // 2
     assert [b for pair in zip(*ranks, strict=True) for b in pair] == single[:-1]
 
@@ -308,7 +308,7 @@ def _mlm_rows(prepared: Path, count: int) -> list[dict[str, object]]:
 def test_grad_accumulation_weighs_targets_as_one_big_batch(prepared: Path) -> None:
     # mlm rows hold different numbers of targets: two half batches
     # accumulated must give the gradient of the full batch.
-    from tokenmill.models import EncoderMLM, model_config
+    from tokenmill.train.models import EncoderMLM, model_config
 
     rows = _mlm_rows(prepared, 6)
     vocab = 1 + max(int(np.max(r["input_ids"])) for r in rows)
@@ -328,10 +328,10 @@ def test_grad_accumulation_weighs_targets_as_one_big_batch(prepared: Path) -> No
 
 
 def test_weight_decay_spares_embeddings_norms_and_biases(prepared: Path) -> None:
-    from tokenmill.models import EncoderDecoder, model_config
+    from tokenmill.train.models import EncoderDecoder, model_config
 
     model = EncoderDecoder(model_config("tiny", 300, n_layer=1, max_seq_len=64))
-    decay, keep = _optimizer(model, run(prepared, "span", Path("unused"))).param_groups
+    decay, keep = build_optimizer(model, run(prepared, "span", Path("unused"))).param_groups
     decayed = {id(p) for p in decay["params"]}
     assert decay["weight_decay"] > 0 and keep["weight_decay"] == 0
     names = {id(p): n for n, p in model.named_parameters()}  # a tied weight named once

@@ -16,7 +16,16 @@ resumed run yields the batches an uninterrupted one would have.
 
 Shards written as Arrow IPC (`--format arrow`) are memory-mapped: rows reach
 the collator as zero-copy views. Parquet shards are decoded into memory one
-at a time, which a shuffled epoch makes slow: write training shards as Arrow.
+at a time, which a shuffled epoch makes slow: write training shards as Arrow,
+or pass `preload=True` to decode every shard once, up front (for data that
+fits in memory).
+
+`subset` reads some rows only: a boolean mask over all rows of all shards
+(True: read it). An epoch is then the permutation of all rows with the
+others left out, so a row's place in it does not depend on the mask: a
+held-out split is `TokenDataset(data, subset=~held_out, ...)` for training
+and `TokenDataset(data, subset=held_out, shuffle=False, ...)` to read the
+held-out rows in order.
 
 The DataLoader's `batch_size` must equal the dataset's: a loader that cuts
 batches of another size (or none, `batch_size=None`) would mix the workers'
@@ -92,6 +101,8 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool = False,
+        subset: npt.ArrayLike | None = None,
+        preload: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size {batch_size} is not positive")
@@ -118,10 +129,34 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         self._rows = [shard.num_rows for shard in self.dataset.shards]
         self._shard_starts = np.cumsum([0, *self._rows])
         self._loaded: dict[int, dict[str, _Columns]] = {}
+        #: The rows read (a boolean mask over all rows), or None for all.
+        self.subset = None if subset is None else self._mask(subset)
+        if preload:
+            self.preload()
+
+    def _mask(self, subset: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        mask = np.asarray(subset)
+        total = int(self._shard_starts[-1])
+        if mask.dtype != np.bool_ or mask.shape != (total,):
+            raise ConfigError(
+                f"subset must be a boolean mask of the {total} rows of {self.dataset.root}, "
+                f"not an array of {mask.dtype} of shape {mask.shape}"
+            )
+        return mask
+
+    def preload(self) -> None:
+        """Decodes every shard into memory now and keeps them: Parquet shards
+        are otherwise decoded one at a time, so a shuffled epoch over several
+        decodes a shard per row. Arrow IPC shards are mapped, not copied.
+        Workers forked after this share the decoded shards."""
+        for number, shard in enumerate(self.dataset.shards):
+            if number not in self._loaded:
+                table = shard.read(self.columns)
+                self._loaded[number] = {c: _Columns(table.column(c)) for c in self.columns}
 
     def __len__(self) -> int:
         """Rows this rank reads per epoch: the same on every rank."""
-        total = int(self._shard_starts[-1])
+        total = int(self._shard_starts[-1]) if self.subset is None else int(self.subset.sum())
         if self.drop_last:
             return total // self.world_size
         return -(-total // self.world_size)
@@ -163,7 +198,8 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         return DataLoader(self, batch_size=self.batch_size, **kwargs)
 
     def order(self) -> npt.NDArray[np.int64]:
-        """This epoch's permutation of all rows (identity without shuffle)."""
+        """This epoch's permutation of all rows (identity without shuffle),
+        the rows outside `subset` left out."""
         if self._order is not None and self._order[0] == self.epoch:
             return self._order[1]
         total = int(self._shard_starts[-1])
@@ -173,6 +209,8 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
             keys = np.arange(total, dtype=np.uint64)
             draws = _core.uniform(keys, seed=self.seed, stage="token-dataset", epoch=self.epoch)
             order = np.argsort(draws, kind="stable").astype(np.int64)
+        if self.subset is not None:
+            order = order[self.subset[order]]
         self._order = (self.epoch, order)
         return order
 

@@ -33,7 +33,7 @@ from tokenmill.tokenizer import (
     sentinel_ids,
 )
 
-#: Model families, each one of `tokenmill.models`.
+#: Model families, each one of `tokenmill.train.models.FAMILIES`.
 FAMILIES = ("decoder", "encoder", "encoder-decoder", "dual-encoder")
 
 
@@ -155,6 +155,8 @@ class Layout:
     keeps_length: bool = False
     #: The targets are the text itself, so bits per byte means something.
     text_targets: bool = False
+    #: Positions the model gets beyond the data's longest row.
+    extra_positions: int = 0
 
 
 Builder = Callable[[Tokenizer, Any], tuple[Corruptor, dict[str, Any]]]
@@ -178,6 +180,9 @@ class Objective:
     raw_length: Callable[[Mapping[str, Any], int], int] | None = None
     #: (density, mean span) of each span denoiser, for counting sentinels.
     span_settings: Callable[[Mapping[str, Any]], list[tuple[float, float]]] | None = None
+    #: The stages whose output `tokenmill train` trains it on; the first
+    #: says how that data is checked and batched.
+    reads: tuple[str, ...] = ("corrupt",)
 
     @property
     def corrupts(self) -> bool:
@@ -338,7 +343,7 @@ def _t5_raw_length(options: Mapping[str, Any], input_length: int) -> int:
     return int(raw)
 
 
-_SEQ2SEQ = Layout("encoder-decoder", decoder_start="pad")
+_SEQ2SEQ = Layout("encoder-decoder", decoder_start="pad", extra_positions=1)
 
 OBJECTIVES: dict[str, Objective] = {
     o.name: o
@@ -346,7 +351,12 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "clm",
             "causal LM on packed rows (decoder)",
-            {"default": Layout("decoder", None, keeps_length=True, text_targets=True)},
+            {
+                "default": Layout(
+                    "decoder", None, keeps_length=True, text_targets=True, extra_positions=1
+                )
+            },
+            reads=("pack",),
         ),
         Objective(
             "mlm",
@@ -369,7 +379,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "bart",
             "BART (fairseq) denoising",
-            {"default": Layout("encoder-decoder", decoder_start="eos")},
+            {"default": Layout("encoder-decoder", decoder_start="eos", extra_positions=1)},
             BartOptions,
             _build_bart,
             special_tokens=("mask", "sentence ends"),
@@ -385,7 +395,9 @@ OBJECTIVES: dict[str, Objective] = {
                     keeps_length=True,
                     text_targets=True,
                 ),
-                "encoder-decoder": Layout("encoder-decoder", "pad", text_targets=True),
+                "encoder-decoder": Layout(
+                    "encoder-decoder", "pad", text_targets=True, extra_positions=1
+                ),
             },
             PrefixOptions,
             _build_prefix,
@@ -395,7 +407,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "ul2",
             "UL2 mixture of denoisers",
-            {"default": Layout("encoder-decoder", "pad", columns=("denoiser",))},
+            {"default": Layout("encoder-decoder", "pad", columns=("denoiser",), extra_positions=1)},
             Ul2Options,
             _build_ul2,
             special_tokens=("sentinels", "mode tokens", "eos"),
@@ -405,6 +417,7 @@ OBJECTIVES: dict[str, Objective] = {
             "contrastive",
             "InfoNCE on (query, positive, negatives) pairs (dual encoder)",
             {"default": Layout("dual-encoder", None)},
+            reads=("pairs", "negatives"),
         ),
     )
 }

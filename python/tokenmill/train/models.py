@@ -16,13 +16,16 @@ never attend across documents; -1 marks padding), causal or not, and an
 optional prefix. On CUDA it becomes a FlexAttention block mask, so packed
 rows cost no dense `T x T` mask; elsewhere it is a boolean mask for
 `scaled_dot_product_attention`. Every forward returns `(loss, logits)`.
+
+:data:`FAMILIES` maps each family name of :mod:`tokenmill.objectives`
+(`Layout.family`) to its model class.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -352,7 +355,21 @@ def _lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     )
 
 
-class LanguageModel(nn.Module):
+class Model(nn.Module):
+    """What every family shares: its sizes and its parameter count.
+
+    A family's constructor takes `(config, *, use_flex=False, ...)`; the
+    settings of `tokenmill train` it takes besides are named in `options`."""
+
+    config: ModelConfig
+    #: The TrainConfig fields passed to the constructor by name.
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def num_parameters(self) -> int:
+        return count_parameters(self)
+
+
+class LanguageModel(Model):
     """What the LM families share: the loss and the tied output head."""
 
     #: True when `logits[:, t]` predicts `labels[:, t + 1]` (decoders read their own labels).
@@ -360,10 +377,6 @@ class LanguageModel(nn.Module):
     #: True when, given labels, the logits are only the scored positions'
     #: (`[targets, vocab]`, in the order of `labels[labels != -100]`).
     gathers_targets = False
-    config: ModelConfig
-
-    def num_parameters(self) -> int:
-        return count_parameters(self)
 
 
 class _OneStackLM(LanguageModel):
@@ -455,9 +468,11 @@ class EncoderDecoder(LanguageModel):
         return (None if labels is None else _lm_loss(logits, labels)), logits
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(Model):
     """One encoder for queries and documents; embeddings are the mean of the
     real tokens' states, unit-normalized, so scores are cosines."""
+
+    options = ("temperature", "symmetric")
 
     def __init__(
         self,
@@ -476,9 +491,6 @@ class DualEncoder(nn.Module):
         self.use_flex = use_flex
         self.stack = Stack(config)
         _init_weights(self, config.n_layer)
-
-    def num_parameters(self) -> int:
-        return count_parameters(self)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         hidden = self.stack(input_ids, AttentionMask.padding(attention_mask, causal=False))
@@ -507,7 +519,8 @@ class DualEncoder(nn.Module):
         return loss, scores
 
 
-FAMILIES: dict[str, type[nn.Module]] = {
+#: The model class of each family (`tokenmill.objectives.FAMILIES`).
+FAMILIES: dict[str, type[Model]] = {
     "decoder": DecoderLM,
     "encoder": EncoderMLM,
     "encoder-decoder": EncoderDecoder,
