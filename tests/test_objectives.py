@@ -174,3 +174,26 @@ def test_the_readme_options_table_is_the_spec() -> None:
     begin = "<!-- corrupt-options: written by tokenmill.objectives.options_table() -->\n"
     table = readme.split(begin, 1)[1].split("<!-- /corrupt-options -->", 1)[0]
     assert table == options_table()
+
+
+def test_train_options_are_the_config_fields_and_need_no_torch() -> None:
+    """`tokenmill train`'s options are made from TrainConfig, one per field,
+    and building them imports no PyTorch (every command would pay for it)."""
+    from tokenmill.train.config import TrainConfig
+
+    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "data":
+            continue
+        flag = (f.metadata["flag"] or flag_of(f.name)).split("/")[-1]
+        assert flag in result.output, flag
+        if f.default not in (dataclasses.MISSING, None, False):
+            shown = flag[2:] if f.default is True else f.default
+            assert f"[default: {shown}" in " ".join(result.output.split()), flag
+    import subprocess
+    import sys
+
+    probe = "import sys, tokenmill_cli.main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 import typing
@@ -176,3 +177,40 @@ def report_run(report: RunReport) -> None:
     if report.summary:
         line += f"\n{report.summary}"
     click.echo(line, err=True)
+
+
+def config_options(config: type, *, skip: tuple[str, ...] = ()) -> Callable[[Command], Command]:
+    """One option per field of the dataclass `config`, from the field's
+    metadata (help, flag, lowest integer, choices, whether it is a path),
+    so a setting is declared once: in the dataclass."""
+    hints = typing.get_type_hints(config)
+
+    def decorate(command: Command) -> Command:
+        for spec in reversed(dataclasses.fields(config)):
+            if spec.name in skip:
+                continue
+            meta = spec.metadata
+            decls = (meta.get("flag") or flag_of(spec.name)).split("/")
+            kind, _ = _click_type(hints[spec.name])
+            required = spec.default is dataclasses.MISSING
+            default = None if required else spec.default
+            kwargs: dict[str, Any] = {"help": meta.get("help", ""), "required": required}
+            if kind is bool and default:
+                decls = [f"{decls[-1]}/--no-{decls[-1][2:]}"]
+                kwargs.update(default=True, show_default=True)
+            elif kind is bool:
+                kwargs.update(is_flag=True)
+            else:
+                if meta.get("choices"):
+                    kwargs["type"] = click.Choice(meta["choices"])
+                elif meta.get("path"):
+                    kwargs["type"] = click.Path(path_type=Path)
+                elif kind is int and meta.get("low") is not None:
+                    kwargs["type"] = click.IntRange(min=meta["low"])
+                else:
+                    kwargs["type"] = kind
+                kwargs.update(default=default, show_default=default is not None)
+            command = click.option(*decls, spec.name, **kwargs)(command)
+        return command
+
+    return decorate

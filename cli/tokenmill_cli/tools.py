@@ -13,10 +13,9 @@ import tokenmill
 from tokenmill.bench import SUITES, format_table, run_bench
 from tokenmill.demo import DEMO_TRAIN_STEPS, run_demo
 from tokenmill.inspection import describe, format_summary
-from tokenmill.objectives import (
-    OBJECTIVES,
-)
 from tokenmill.tokenizer import load_tokenizer, save_tokenizer
+from tokenmill.train.config import TrainConfig
+from tokenmill_cli.options import config_options
 
 
 @click.command("bench")
@@ -122,95 +121,22 @@ def inspect_command(path: Path, tokenizer: Path | None, rows: int, as_json: bool
         click.echo(format_summary(summary))
 
 
-TRAIN_OBJECTIVES = tuple(OBJECTIVES)
-
-
 @click.command("train")
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option(
-    "--objective",
-    type=click.Choice(TRAIN_OBJECTIVES),
-    required=True,
-    help="clm reads `pack` output; mlm/span/bart/prefix/ul2 read `corrupt` output of that "
-    "mode; contrastive reads `pairs` or `negatives` output.",
-)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option(
-    "--size", type=click.Choice(["tiny", "small", "base"]), default="tiny", show_default=True
-)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option(
-    "--grad-accum",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Micro-batches per step.",
-)
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="Peak learning rate.")
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--weight-decay", type=float, default=0.1, show_default=True)
-@click.option("--clip", type=float, default=1.0, show_default=True, help="Gradient norm clip.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1...")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--eval",
-    "eval_data",
-    type=click.Path(path_type=Path),
-    help="Held-out data made like DATA (default: hold out --eval-fraction of DATA's rows).",
-)
-@click.option("--eval-fraction", type=float, default=0.05, show_default=True)
-@click.option("--eval-batches", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--eval-every", type=click.IntRange(min=0), default=0, help="Steps; 0: at the end.")
-@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, help="0: at the end.")
-@click.option("--resume", is_flag=True, help="Continue the checkpoint in the run folder exactly.")
-@click.option("--overwrite", is_flag=True, help="Start again over an existing run folder.")
-@click.option("--stop-at", type=click.IntRange(min=1), help="Stop (and checkpoint) at this step.")
-@click.option(
-    "--tokenizer",
-    type=click.Path(path_type=Path),
-    help="Vocabulary size, padding and bits per byte; `corrupt` output names its own.",
-)
-@click.option("--vocab-size", type=click.IntRange(min=1), help="Default: the tokenizer's.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), help="Default: the longest row.")
-@click.option(
-    "--document-mask/--no-document-mask",
-    default=True,
-    show_default=True,
-    help="clm: keep the documents of a packed row apart.",
-)
-@click.option("--temperature", type=float, default=0.05, show_default=True, help="contrastive.")
-@click.option("--symmetric", is_flag=True, help="contrastive: add the document-to-query loss.")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model.")
-@click.option("--torch-threads", type=click.IntRange(min=1), help="torch's CPU threads.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--plots/--no-plots", default=True, show_default=True, help="Write curves.png.")
-def train_command(
-    data: Path, output: Path, eval_data: Path | None, compile_model: bool, **options: Any
-) -> None:
+@config_options(TrainConfig, skip=("data",))
+def train_command(data: Path, **options: Any) -> None:
     """Train the model family of an objective on DATA, into the run folder -o.
 
     Writes metrics.jsonl, curves.png, summary.txt and checkpoint.pt; with
     WORLD_SIZE > 1 (torchrun) each rank trains on its own slice under DDP.
     """
     try:
-        from tokenmill.train import TrainConfig, train
+        from tokenmill.train import train
     except ImportError as err:
         raise click.ClickException(f"training needs PyTorch: pip install torch ({err})") from None
 
-    threads = options.pop("torch_threads")
-    tokenizer = options.pop("tokenizer")
-    config = TrainConfig(
-        data=str(data),
-        output=str(output),
-        eval_data=str(eval_data) if eval_data else None,
-        tokenizer=str(tokenizer) if tokenizer else None,
-        compile=compile_model,
-        threads=threads,
-        **options,
-    )
-    train(config, echo=click.echo)
+    paths = {name: str(value) for name, value in options.items() if isinstance(value, Path)}
+    train(TrainConfig(data=str(data), **{**options, **paths}), echo=click.echo)
 
 
 @click.command("demo")

@@ -33,44 +33,70 @@ The modules, by job: :mod:`~tokenmill.train.config` (the settings),
 (metrics.jsonl, summary, curves).
 """
 
-from tokenmill.train.batches import (
-    PRELOAD_PARQUET_BYTES,
-    ClmBatch,
-    CorruptedRowCollator,
-    Stream,
-    contrastive_stream,
-    eval_token_batches,
-    held_out,
-    row_collator,
-    token_stream,
-)
-from tokenmill.train.checkpoint import CHECKPOINT, load_checkpoint
-from tokenmill.train.config import TrainConfig, TrainResult, learning_rate, validate
-from tokenmill.train.evaluate import (
-    MIN_RETRIEVAL_POOL,
-    bm25_baseline,
-    byte_lengths,
-    evaluate_contrastive,
-    evaluate_lm,
-    retrieval_metrics,
-)
-from tokenmill.train.loop import (
-    Recipe,
-    accumulate,
-    build_model,
-    build_optimizer,
-    target_count,
-    train,
-    train_step,
-)
-from tokenmill.train.plan import DataPlan, plan_data
-from tokenmill.train.report import METRICS, loss_means, plot_metrics
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The settings import without PyTorch, so the CLI can build `tokenmill train`'s
+# options from them; everything else loads (with torch) on first use.
+from tokenmill.train.config import SIZES, TrainConfig, TrainResult, learning_rate, validate
+
+if TYPE_CHECKING:
+    from tokenmill.train.batches import (
+        PRELOAD_PARQUET_BYTES,
+        ClmBatch,
+        CorruptedRowCollator,
+        Stream,
+        contrastive_stream,
+        eval_token_batches,
+        held_out,
+        row_collator,
+        token_stream,
+    )
+    from tokenmill.train.checkpoint import CHECKPOINT, load_checkpoint
+    from tokenmill.train.evaluate import (
+        MIN_RETRIEVAL_POOL,
+        bm25_baseline,
+        byte_lengths,
+        evaluate_contrastive,
+        evaluate_lm,
+        retrieval_metrics,
+    )
+    from tokenmill.train.loop import (
+        Recipe,
+        accumulate,
+        build_model,
+        build_optimizer,
+        target_count,
+        train,
+        train_step,
+    )
+    from tokenmill.train.plan import DataPlan, plan_data
+    from tokenmill.train.report import METRICS, loss_means, plot_metrics
+
+#: The modules that need PyTorch, searched in order for a name not yet loaded.
+_TORCH_MODULES = ("batches", "checkpoint", "evaluate", "loop", "plan", "report")
+
+
+def __getattr__(name: str) -> Any:
+    for module in _TORCH_MODULES:
+        loaded = importlib.import_module(f"tokenmill.train.{module}")
+        if name in getattr(loaded, "__all__", ()) or (
+            not name.startswith("_") and hasattr(loaded, name)
+        ):
+            value = getattr(loaded, name)
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module 'tokenmill.train' has no attribute {name!r}")
+
 
 __all__ = [
     "CHECKPOINT",
     "METRICS",
     "MIN_RETRIEVAL_POOL",
     "PRELOAD_PARQUET_BYTES",
+    "SIZES",
     "ClmBatch",
     "CorruptedRowCollator",
     "DataPlan",

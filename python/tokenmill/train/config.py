@@ -4,49 +4,88 @@ and what it did: :class:`TrainResult`."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tokenmill._core import ConfigError
+from tokenmill.objectives import OBJECTIVES
+
+#: Named model sizes; `base` is GPT-2 small (124M parameters with GPT-2's vocabulary).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_head": 4, "d_model": 128},
+    "small": {"n_layer": 6, "n_head": 8, "d_model": 512},
+    "base": {"n_layer": 12, "n_head": 12, "d_model": 768},
+}
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    low: int | None = None,
+    choices: tuple[str, ...] = (),
+    path: bool = False,
+) -> Any:
+    """A field of :class:`TrainConfig` and its `tokenmill train` option: the
+    help, the flag where it is not `--name`, the lowest value an integer
+    takes, the values a string takes, and whether it names a file."""
+    metadata = {"help": help, "flag": flag, "low": low, "choices": choices, "path": path}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    objective: str
-    data: str
-    output: str
-    size: str = "tiny"
-    steps: int = 200
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup: int = 20
-    weight_decay: float = 0.1
-    clip: float = 1.0
-    device: str = "auto"
-    seed: int = 0
-    eval_data: str | None = None
-    eval_fraction: float = 0.05
-    eval_batches: int = 8
-    eval_every: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    stop_at: int | None = None
-    tokenizer: str | None = None
-    vocab_size: int | None = None
-    max_seq_len: int | None = None
-    document_mask: bool = True
-    temperature: float = 0.05
-    symmetric: bool = False
-    contrastive_max_len: int = 128
-    compile: bool = False
-    threads: int | None = None
-    workers: int = 0
-    plots: bool = True
+    """Every setting of a run; `tokenmill train`'s options are made from these fields."""
+
+    objective: str = setting(
+        help="clm reads `pack` output; mlm/span/bart/prefix/ul2 read `corrupt` output of "
+        "that mode; contrastive reads `pairs` or `negatives` output.",
+        choices=tuple(OBJECTIVES),
+    )
+    data: str = setting(help="The training data (the command's DATA).", path=True)
+    output: str = setting(help="Run folder.", flag="-o/--output", path=True)
+    size: str = setting("tiny", "Model size.", choices=tuple(SIZES))
+    steps: int = setting(200, "Optimizer steps.", low=1)
+    batch_size: int = setting(8, "Rows per micro-batch.", low=1)
+    grad_accum: int = setting(1, "Micro-batches per step.", low=1)
+    lr: float = setting(3e-4, "Peak learning rate.")
+    min_lr_ratio: float = setting(0.1, "The cosine decay's floor, as a share of --lr.")
+    warmup: int = setting(20, "Steps of linear warmup.", low=0)
+    weight_decay: float = setting(0.1, "AdamW weight decay (not on embeddings, norms, biases).")
+    clip: float = setting(1.0, "Gradient norm clip.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1...")
+    seed: int = setting(0, "Seed of initialization, held-out split and data order.", low=0)
+    eval_data: str | None = setting(
+        None,
+        "Held-out data made like DATA (default: hold out --eval-fraction of DATA's rows).",
+        flag="--eval",
+        path=True,
+    )
+    eval_fraction: float = setting(0.05, "Share of DATA's rows held out without --eval.")
+    eval_batches: int = setting(8, "Batches per evaluation.", low=1)
+    eval_every: int = setting(0, "Steps between evaluations; 0: at the end.", low=0)
+    log_every: int = setting(10, "Steps between log lines.", low=1)
+    checkpoint_every: int = setting(0, "Steps between checkpoints; 0: at the end.", low=0)
+    resume: bool = setting(False, "Continue the checkpoint in the run folder exactly.")
+    overwrite: bool = setting(False, "Start again over an existing run folder.")
+    stop_at: int | None = setting(None, "Stop (and checkpoint) at this step.", low=1)
+    tokenizer: str | None = setting(
+        None,
+        "Vocabulary size, padding and bits per byte; `corrupt` output names its own.",
+        path=True,
+    )
+    vocab_size: int | None = setting(None, "Default: the tokenizer's.", low=1)
+    max_seq_len: int | None = setting(None, "Default: the longest row.", low=1)
+    document_mask: bool = setting(True, "clm: keep the documents of a packed row apart.")
+    temperature: float = setting(0.05, "contrastive: the InfoNCE temperature.")
+    symmetric: bool = setting(False, "contrastive: add the document-to-query loss.")
+    contrastive_max_len: int = setting(128, "contrastive: longest query or document.", low=1)
+    compile: bool = setting(False, "torch.compile the model.")
+    threads: int | None = setting(None, "torch's CPU threads.", flag="--torch-threads", low=1)
+    workers: int = setting(0, "DataLoader worker processes.", low=0)
+    plots: bool = setting(True, "Write curves.png.")
 
     #: Fields a resumed run may change: they do not alter the trajectory.
     RUN_ONLY = (

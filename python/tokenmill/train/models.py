@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmill._core import ConfigError
+from tokenmill.train.config import SIZES
 
 try:  # FlexAttention arrived in torch 2.5; older versions use dense masks everywhere.
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -41,13 +42,6 @@ except ImportError:  # pragma: no cover - depends on the installed torch
     HAVE_FLEX = False
 
 IGNORE_INDEX = -100
-
-#: Named sizes; `base` is GPT-2 small (124M parameters with GPT-2's vocabulary).
-SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_head": 4, "d_model": 128},
-    "small": {"n_layer": 6, "n_head": 8, "d_model": 512},
-    "base": {"n_layer": 12, "n_head": 12, "d_model": 768},
-}
 
 
 @dataclass(frozen=True)
