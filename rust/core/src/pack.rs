@@ -218,6 +218,13 @@ impl Packer {
                 "pass e.g. --buffer 10000",
             ));
         }
+        if let (PackStrategy::Concat { overlap: true }, 0..=1) = (strategy, seq_len) {
+            // Each row would be the carried token alone: no row ever advances.
+            return Err(TokenmillError::config(
+                "overlapping rows need at least 2 tokens",
+                "pass a row length of 2 or more",
+            ));
+        }
         Ok(Self {
             seq_len,
             strategy,
@@ -531,6 +538,13 @@ mod tests {
                 len: 1
             }
         );
+    }
+
+    #[test]
+    fn overlapping_rows_of_one_token_are_refused() {
+        let refused = Packer::new(1, PackStrategy::Concat { overlap: true });
+        assert!(matches!(refused, Err(TokenmillError::Config { .. })));
+        assert!(Packer::new(1, PackStrategy::Concat { overlap: false }).is_ok());
     }
 
     #[test]
