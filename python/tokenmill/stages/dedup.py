@@ -291,9 +291,12 @@ class _FilterStage(Stage):
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         mask = self.keep[ctx.shard][ctx.first_row : ctx.first_row + batch.num_rows]
+        kept = int(mask.sum())
         ctx.count("rows_in", batch.num_rows)
-        ctx.count("rows_kept", int(mask.sum()))
-        return filter_rows(batch, pa.array(mask))
+        ctx.count("rows_kept", kept)
+        # Most batches keep every row: no copy of them (a long document
+        # would be held twice while it is written).
+        return batch if kept == batch.num_rows else filter_rows(batch, pa.array(mask))
 
 
 def dedup(
