@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -133,3 +134,58 @@ def holding_locks(out: Path, *names: str) -> Iterator[subprocess.Popen[str]]:
             yield holder
         finally:
             holder.communicate(timeout=60)  # closing its stdin releases the locks
+
+
+_PEAK_MEMORY = """
+import re, sys
+import tokenmill
+from tokenmill.stages.dedup import DedupOptions, dedup
+# VmHWM, the peak of this process's own memory (ru_maxrss would carry the
+# forking pytest's peak over the exec).
+peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) * 1024
+def run(source, out):
+    {call}
+run(sys.argv[1], sys.argv[2])
+print(peak())
+run(sys.argv[3], sys.argv[4])
+print(peak())
+"""
+
+
+def peak_memory_used(call: str, small: Path, source: Path, tmp_path: Path) -> int:
+    """How far a child process's peak memory rose while `call` (a statement
+    on `source` and `out`) ran over `source`, after it ran over `small` (a
+    few short rows of the same columns): imports, thread pools and
+    allocators' arenas are then already there, and only what the data
+    takes is counted."""
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEAK_MEMORY.format(call=call),
+            str(small),
+            str(tmp_path / "small-out"),
+            str(source),
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    before, peak = (int(line) for line in child.stdout.split()[-2:])
+    return peak - before
+
+
+def long_token_row(folder: Path, tokens: int, vocab: tuple[int, int] = (300, 4000)) -> Path:
+    """A shard of one `id`, `input_ids` row of `tokens` random ids in `vocab`,
+    and beside it (`folder.with_suffix(".small")`) a shard of three short
+    rows: the input of :func:`peak_memory_used`."""
+    ids = np.random.default_rng(0).integers(*vocab, tokens, dtype=np.uint32)
+    item = pa.list_(pa.field("item", pa.uint32(), nullable=False))
+    rows = pa.ListArray.from_arrays(pa.array([0, tokens], pa.int32()), pa.array(ids), type=item)
+    write_shards(folder, {"long.parquet": pa.table({"id": ["long"], "input_ids": rows})})
+    small = [ids[i * 1000 : (i + 1) * 1000].tolist() for i in range(3)]
+    short = pa.table({"id": ["a", "b", "c"], "input_ids": pa.array(small, item)})
+    write_shards(folder.with_suffix(".small"), {"short.parquet": short})
+    return folder

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import tokenmill
-from tests.conftest import folder_bytes, write_shards
+from tests.conftest import folder_bytes, long_token_row, peak_memory_used, write_shards
 from tokenmill import _core
 from tokenmill.batch import read_token_rows
 from tokenmill.objectives import build_corruptor
@@ -718,3 +718,27 @@ def test_a_problem_of_a_joined_row_names_the_input_rows_it_is_made_of(
     assert err.value.row == 12
     assert str(err.value).startswith(f"{source / 's.parquet'}: row 12: its 17 documents are")
     assert "(in a row of --input-length tokens made of input rows 12 to 28)" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "input_length"), [("mlm", None), ("span", 512)])
+def test_one_long_document_corrupts_in_memory_a_small_multiple_of_it(
+    mode: str, input_length: int | None, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    """Rows cut at --input-length (span) once took up to 8.4 times a
+    50M-token document's 200 MB: the packer copied the document and built
+    position ids no one read, and freed buffers stayed with pyarrow's
+    allocator. The row corrupted whole (mlm) stays at about 8 times: its
+    inputs and labels are twice the row, and Parquet needs some 5 times a
+    row more to write one (README, Performance)."""
+    tokens = 20_000_000
+    source = long_token_row(tmp_path / "long", tokens)
+    call = (
+        f"tokenmill.corrupt(source, out, {mode!r}, {str(pydocs_tokenizer)!r}, "
+        f"input_length={input_length}, progress=False)"
+    )
+    used = peak_memory_used(call, source.with_suffix(".small"), source, tmp_path)
+    bound = 9 if input_length is None else 5
+    assert used < bound * 4 * tokens + (160 << 20), f"{used / 2**20:.0f} MiB for one document"
+    rows = pq.read_metadata(tmp_path / "out" / "long.parquet").num_rows
+    assert rows == (1 if input_length is None else tokens // 568)  # 568 raw tokens make 512

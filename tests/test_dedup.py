@@ -20,7 +20,7 @@ from tokenmill.dataset import open_dataset
 from tokenmill.stages.dedup import DedupOptions, dedup_report_lines
 from tokenmill_cli.main import cli
 
-from .conftest import folder_bytes, holding_locks, write_shards
+from .conftest import folder_bytes, holding_locks, long_token_row, peak_memory_used, write_shards
 
 THRESHOLD = 0.8
 
@@ -413,3 +413,33 @@ def test_a_bad_row_after_skipped_nulls_is_named_as_read(tmp_path: Path, method: 
     with pytest.raises(tokenmill.DataError, match="row 3: text is not valid UTF-8") as err:
         tokenmill.dedup(source, tmp_path / "out", options, progress=False)
     assert err.value.row == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["minhash", "exact"])
+def test_one_long_document_dedups_in_memory_a_small_multiple_of_it(
+    method: str, pydocs: Path, tmp_path: Path
+) -> None:
+    """Text (minhash): an 88 MB document once took 8 times itself, mostly to
+    write it back, Parquet copying the value into its min/max statistics.
+    Tokens (exact): a 20M-token row, whose writing costs Parquet some 5
+    times the row (README, Performance)."""
+    if method == "minhash":
+        texts = open_dataset(pydocs).to_table(columns=["text"]).column("text").to_pylist()
+        document = ("\n".join(texts) + "\n") * 8
+        size = len(document.encode())
+        source = write_shards(
+            tmp_path / "long", {"long.parquet": pa.table({"id": ["long"], "text": [document]})}
+        )
+        short = pa.table({"id": ["a", "b", "c"], "text": texts[:3]})
+        small = write_shards(tmp_path / "long.small", {"short.parquet": short})
+        bound = 5
+    else:
+        tokens = 20_000_000
+        source, size = long_token_row(tmp_path / "long", tokens), 4 * tokens
+        small = source.with_suffix(".small")
+        bound = 8
+    call = f"dedup(source, out, DedupOptions(method={method!r}), progress=False)"
+    used = peak_memory_used(call, small, source, tmp_path)
+    assert used < bound * size + (160 << 20), f"{used / 2**20:.0f} MiB for one document"
+    assert pq.read_metadata(tmp_path / "out" / "long.parquet").num_rows == 1

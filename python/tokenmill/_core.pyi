@@ -192,12 +192,20 @@ def token_hashes(tokens: Any, *, column: str = "input_ids") -> npt.NDArray[np.ui
 @final
 class Packer:
     def __new__(
-        cls, seq_len: int, *, strategy: str = "bfd", buffer: int = 10000, overlap: bool = False
+        cls,
+        seq_len: int,
+        *,
+        strategy: str = "bfd",
+        buffer: int = 10000,
+        overlap: bool = False,
+        positions: bool = True,
     ) -> Packer: ...
+    # (input_ids, seq_lens, doc_index, doc_offset, position_ids); position_ids
+    # is None for a packer made with positions=False.
     def push(
         self, tokens: Any, first_doc: int, *, column: str = "input_ids"
-    ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]: ...
-    def finish(self) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]: ...
+    ) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array | None]: ...
+    def finish(self) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array | None]: ...
     @property
     def stats(self) -> dict[str, int]: ...
 

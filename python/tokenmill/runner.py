@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, InternalError, ShardError, TokenmillError
 from tokenmill._fs import atomic_path, remove_temporaries, write_atomic
-from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch
+from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch, release_freed_memory
 from tokenmill.manifest import MANIFEST_NAME, InputShard, Manifest, OutputShard
 from tokenmill.progress import StageProgress, progress_enabled
 from tokenmill.stages._common import require_id_column
@@ -41,6 +41,9 @@ STATE_DIR = ".tokenmill"
 FORMATS = ("parquet", "arrow")
 DEFAULT_BATCH_ROWS = 2048
 DEFAULT_ROW_GROUP_ROWS = 8192
+#: A batch this large has its freed memory handed back at once (see
+#: :func:`tokenmill.dataset.release_freed_memory`).
+LARGE_BATCH_BYTES = 64 << 20
 
 
 @dataclass
@@ -131,6 +134,17 @@ class RunReport:
     summary: str | None = None
 
 
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet leaf columns of `schema` that get min/max statistics: all
+    but the byte arrays (text, binary), found in the file pyarrow writes for
+    an empty table, so nested columns are named as Parquet names them."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    parquet = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    columns = (parquet.column(i) for i in range(len(parquet)))
+    return [c.path for c in columns if c.physical_type != "BYTE_ARRAY"]
+
+
 class ShardWriter:
     """Writes row groups of exactly `row_group_rows` rows, whatever batches arrive.
 
@@ -145,7 +159,12 @@ class ShardWriter:
         self._sink: pa.NativeFile | None = None
         self._writer: Any
         if fmt == "parquet":
-            self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+            # No min/max statistics for text: Parquet copies values into
+            # them, so one 200 MB document took 1 GB more to write, for
+            # bounds no reader uses.
+            self._writer = pq.ParquetWriter(
+                path, schema, compression="zstd", write_statistics=_statistics_columns(schema)
+            )
         else:
             self._sink = pa.OSFile(str(path), "wb")
             self._writer = pa.ipc.new_file(self._sink, schema)
@@ -162,6 +181,10 @@ class ShardWriter:
     def _flush(self, rows: int) -> None:
         table = pa.Table.from_batches(self._pending, schema=self._schema)
         head, rest = table.slice(0, rows), table.slice(rows)
+        # Let go of the batches before writing: where several are combined
+        # into one copy, holding them as well would double what the write holds.
+        self._pending = []
+        del table
         head = head.combine_chunks()
         if self._format == "parquet":
             self._writer.write_table(head, row_group_size=rows)
@@ -257,6 +280,14 @@ def process_shard(
                         )
                     except TokenmillError as err:
                         raise locate_error(err, shard, first_row) from None
+                    finished, rows_in = batch is None, current.num_rows
+                    large = current.nbytes >= LARGE_BATCH_BYTES
+                    # The input is done with: a long document in it need not
+                    # stay while the result is written.
+                    del current, ctx
+                    batch = None
+                    if large:
+                        release_freed_memory()
                     if result is not None:
                         if not result.schema.equals(schema):
                             raise InternalError(
@@ -268,10 +299,10 @@ def process_shard(
                     batch_tokens = _count_tokens(result, stage.token_column)
                     tokens += batch_tokens
                     if progress is not None:
-                        progress.advance(batch.num_rows if batch is not None else 0, batch_tokens)
-                    if batch is None:
+                        progress.advance(rows_in, batch_tokens)
+                    if finished:
                         break
-                    first_row += batch.num_rows
+                    first_row += rows_in
             finally:
                 writer.close()
     except OSError as err:

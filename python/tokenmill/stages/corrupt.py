@@ -211,7 +211,8 @@ class CorruptStage(Stage):
         self._rows_out = 0
         self._dropped = []
         if self.raw_length is not None:
-            self._packer = _core.Packer(self.raw_length, strategy="concat")
+            # Position ids would be as large as the tokens, for nothing.
+            self._packer = _core.Packer(self.raw_length, strategy="concat", positions=False)
 
     def _tokens(
         self, batch: pa.RecordBatch, ctx: BatchContext

@@ -344,12 +344,15 @@ class _FilterStage(Stage):
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
         end = ctx.first_row + batch.num_rows
         mask = self.keep[ctx.shard][ctx.first_row : end]
+        kept = int(mask.sum())
         ctx.count("rows_in", batch.num_rows)
-        ctx.count("rows_kept", int(mask.sum()))
+        ctx.count("rows_kept", kept)
         if self.options.nulls == "skip":
             null = self.nulls[ctx.shard]
             ctx.count("rows_null", int(((null >= ctx.first_row) & (null < end)).sum()))
-        return filter_rows(batch, pa.array(mask))
+        # Most batches keep every row: no copy of them (a long document
+        # would be held twice while it is written).
+        return batch if kept == batch.num_rows else filter_rows(batch, pa.array(mask))
 
 
 def dedup(

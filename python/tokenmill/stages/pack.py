@@ -106,7 +106,7 @@ class PackStage(Stage):
             self.row_len, strategy=self.strategy, buffer=self.buffer, overlap=self.shifted
         )
 
-    def _rows(self, columns: tuple[pa.Array, ...]) -> pa.RecordBatch:
+    def _rows(self, columns: tuple[pa.Array | None, ...]) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays(list(columns), schema=PACKED_SCHEMA)
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:

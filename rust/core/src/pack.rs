@@ -144,31 +144,58 @@ impl PackedRows {
         self.row_offsets.len() - 1
     }
 
-    fn push_row(
-        &mut self,
-        segments: impl IntoIterator<Item = (Segment, std::ops::Range<usize>)>,
-        source: &[u32],
-    ) {
-        for (segment, range) in segments {
-            self.tokens.extend_from_slice(&source[range]);
+    fn push_row<'a>(&mut self, segments: impl IntoIterator<Item = (Segment, &'a [u32])>) {
+        for (segment, tokens) in segments {
+            self.tokens.extend_from_slice(tokens);
             self.segments.push(segment);
         }
         self.row_offsets.push(self.tokens.len());
         self.segment_offsets.push(self.segments.len());
     }
+
+    /// Moves the rows of `other` after these.
+    fn append(&mut self, other: &mut Self) {
+        if self.rows() == 0 {
+            std::mem::swap(self, other);
+            *other = Self::new();
+            return;
+        }
+        let (tokens, segments) = (self.tokens.len(), self.segments.len());
+        self.tokens.append(&mut other.tokens);
+        self.segments.append(&mut other.segments);
+        self.row_offsets
+            .extend(other.row_offsets[1..].iter().map(|o| o + tokens));
+        self.segment_offsets
+            .extend(other.segment_offsets[1..].iter().map(|o| o + segments));
+        *other = Self::new();
+    }
 }
 
 /// Packs the documents of one shard, fed in order, batch by batch. The rows
 /// depend only on the documents, never on how they were batched.
+///
+/// A document's tokens are copied once, into the rows; only what is still
+/// to be placed is kept between batches: for best-fit, the tails (shorter
+/// than a row) of the current window's documents and the full rows cut from
+/// them, for concatenation the partial row. One long document thus costs
+/// its rows and nothing more.
 pub struct Packer {
     seq_len: u32,
     strategy: PackStrategy,
-    /// Documents not yet packed: their tokens, flat, and where each starts.
+    /// Bfd: the tails of the current window's documents, flat; each
+    /// document's start there and its tail's offset in the document.
+    /// Concat: the tokens of the row being filled.
     pending: Vec<u32>,
     pending_starts: Vec<usize>,
+    pending_offsets: Vec<u32>,
     pending_first_doc: u64,
-    /// Concat only: the segments of the row being filled.
-    partial: Vec<(Segment, std::ops::Range<usize>)>,
+    /// Bfd: the full rows cut from the current window's documents, which
+    /// precede the window's packed rows; and the window's tokens.
+    window_rows: PackedRows,
+    window_tokens: u64,
+    /// Concat only: the segments of the row being filled (its tokens are
+    /// `pending`).
+    partial: Vec<Segment>,
     /// Concat with overlap: whether the partial row opens with a carried token.
     carried: bool,
     stats: PackStats,
@@ -191,12 +218,22 @@ impl Packer {
                 "pass e.g. --buffer 10000",
             ));
         }
+        if let (PackStrategy::Concat { overlap: true }, 0..=1) = (strategy, seq_len) {
+            // Each row would be the carried token alone: no row ever advances.
+            return Err(TokenmillError::config(
+                "overlapping rows need at least 2 tokens",
+                "pass a row length of 2 or more",
+            ));
+        }
         Ok(Self {
             seq_len,
             strategy,
             pending: Vec::new(),
             pending_starts: Vec::new(),
+            pending_offsets: Vec::new(),
             pending_first_doc: 0,
+            window_rows: PackedRows::new(),
+            window_tokens: 0,
             partial: Vec::new(),
             carried: false,
             stats: PackStats::default(),
@@ -213,46 +250,77 @@ impl Packer {
         if self.pending_starts.is_empty() {
             self.pending_first_doc = first_doc;
         }
-        for window in offsets.windows(2) {
-            self.pending_starts.push(self.pending.len());
-            self.pending
-                .extend_from_slice(&values[window[0]..window[1]]);
-        }
         self.stats.documents += (offsets.len() - 1) as u64;
+        let mut rows = PackedRows::new();
         match self.strategy {
             PackStrategy::Bfd { buffer } => {
-                let mut rows = PackedRows::new();
-                // Pack every full window, then drop them all at once: draining
-                // per window would move the rest of the buffer each time.
-                let mut packed = 0;
-                while self.pending_starts.len() - packed >= buffer {
-                    self.pack_bfd(packed, buffer, &mut rows);
-                    packed += buffer;
+                for window in offsets.windows(2) {
+                    self.add_bfd(&values[window[0]..window[1]]);
+                    if self.pending_starts.len() == buffer {
+                        self.pack_window(&mut rows);
+                    }
                 }
-                self.drop_packed(packed);
-                rows
             }
-            PackStrategy::Concat { .. } => self.pack_concat(false),
+            PackStrategy::Concat { .. } => {
+                for (index, window) in offsets.windows(2).enumerate() {
+                    let doc = self.pending_first_doc + index as u64;
+                    self.add_concat(doc, &values[window[0]..window[1]], &mut rows);
+                }
+            }
         }
+        rows
     }
 
     /// Packs what is left at the end of the shard.
     pub fn finish(&mut self) -> PackedRows {
+        let mut rows = PackedRows::new();
         match self.strategy {
             PackStrategy::Bfd { .. } => {
-                let mut rows = PackedRows::new();
-                let left = self.pending_starts.len();
-                if left > 0 {
-                    self.pack_bfd(0, left, &mut rows);
-                    self.drop_packed(left);
+                if !self.pending_starts.is_empty() {
+                    self.pack_window(&mut rows);
                 }
-                rows
             }
-            PackStrategy::Concat { .. } => self.pack_concat(true),
+            PackStrategy::Concat { .. } => {
+                // A carried token was already counted in the row it ended.
+                let filled = self.pending.len();
+                let carried = usize::from(self.carried && filled > 0);
+                self.stats.tokens_truncated += (filled - carried) as u64;
+                self.partial.clear();
+                self.pending.clear();
+            }
         }
+        rows
     }
 
-    fn document(&self, index: usize) -> std::ops::Range<usize> {
+    /// Best-fit: the document's full rows go to the window's rows, its tail
+    /// (shorter than a row) waits for the window to be packed.
+    fn add_bfd(&mut self, document: &[u32]) {
+        let capacity = self.seq_len as usize;
+        let doc = self.pending_first_doc + self.pending_starts.len() as u64;
+        if document.is_empty() {
+            self.stats.empty_documents += 1;
+        } else if document.len() > capacity {
+            self.stats.documents_split += 1;
+        }
+        let full = document.len() / capacity * capacity;
+        for (piece, tokens) in document[..full].chunks_exact(capacity).enumerate() {
+            // A full piece is a row by itself; no need to search for it.
+            let segment = Segment {
+                doc,
+                offset: (piece * capacity) as u32,
+                len: capacity as u32,
+            };
+            self.window_rows.push_row([(segment, tokens)]);
+            self.stats.rows += 1;
+        }
+        self.pending_starts.push(self.pending.len());
+        self.pending_offsets.push(full as u32);
+        self.pending.extend_from_slice(&document[full..]);
+        self.window_tokens += document.len() as u64;
+    }
+
+    /// Where pending document `index`'s tail lies in `pending`.
+    fn tail(&self, index: usize) -> std::ops::Range<usize> {
         let start = self.pending_starts[index];
         let end = self
             .pending_starts
@@ -262,124 +330,88 @@ impl Packer {
         start..end
     }
 
-    /// Packs pending documents `first .. first + documents` into `rows`.
-    fn pack_bfd(&mut self, first: usize, documents: usize, rows: &mut PackedRows) {
-        let capacity = self.seq_len as usize;
+    /// Packs the current window into `rows`: its full rows, in document
+    /// order, then the best-fit bins of its tails.
+    fn pack_window(&mut self, rows: &mut PackedRows) {
+        rows.append(&mut self.window_rows);
         let mut pieces: Vec<(Segment, std::ops::Range<usize>)> = Vec::new();
-        for index in first..first + documents {
-            let range = self.document(index);
-            let doc = self.pending_first_doc + index as u64;
-            if range.is_empty() {
-                self.stats.empty_documents += 1;
-                continue;
-            }
-            if range.len() > capacity {
-                self.stats.documents_split += 1;
-            }
-            let mut offset = 0;
-            while offset < range.len() {
-                let len = capacity.min(range.len() - offset);
+        for index in 0..self.pending_starts.len() {
+            let range = self.tail(index);
+            if !range.is_empty() {
                 let segment = Segment {
-                    doc,
-                    offset: offset as u32,
-                    len: len as u32,
+                    doc: self.pending_first_doc + index as u64,
+                    offset: self.pending_offsets[index],
+                    len: range.len() as u32,
                 };
-                let span = range.start + offset..range.start + offset + len;
-                if len == capacity {
-                    // A full piece is a row by itself; no need to search for it.
-                    rows.push_row([(segment, span)], &self.pending);
-                    self.stats.rows += 1;
-                } else {
-                    pieces.push((segment, span));
-                }
-                offset += len;
+                pieces.push((segment, range));
             }
         }
         let lengths: Vec<u32> = pieces.iter().map(|(s, _)| s.len).collect();
         for bin in best_fit_decreasing(&lengths, self.seq_len) {
-            rows.push_row(bin.iter().map(|&i| pieces[i].clone()), &self.pending);
+            rows.push_row(bin.iter().map(|&i| {
+                let (segment, range) = &pieces[i];
+                (*segment, &self.pending[range.clone()])
+            }));
             self.stats.rows += 1;
         }
-        let last = first + documents - 1;
-        self.stats.tokens += (self.document(last).end - self.pending_starts[first]) as u64;
+        self.stats.tokens += self.window_tokens;
+        self.window_tokens = 0;
+        self.pending_first_doc += self.pending_starts.len() as u64;
+        self.pending.clear();
+        self.pending_starts.clear();
+        self.pending_offsets.clear();
     }
 
-    /// Forgets the first `documents` pending documents, once packed.
-    fn drop_packed(&mut self, documents: usize) {
-        if documents == 0 {
+    /// Concatenation: the document continues the stream; every row it
+    /// completes goes to `rows`.
+    fn add_concat(&mut self, doc: u64, document: &[u32], rows: &mut PackedRows) {
+        let capacity = self.seq_len as usize;
+        if document.is_empty() {
+            self.stats.empty_documents += 1;
             return;
         }
-        let consumed = self.document(documents - 1).end;
-        self.pending.drain(..consumed);
-        self.pending_starts.drain(..documents);
-        for start in &mut self.pending_starts {
-            *start -= consumed;
-        }
-        self.pending_first_doc += documents as u64;
-    }
-
-    fn pack_concat(&mut self, finishing: bool) -> PackedRows {
-        let capacity = self.seq_len as usize;
-        let mut rows = PackedRows::new();
-        let mut filled: usize = self.partial.iter().map(|(s, _)| s.len as usize).sum();
-        for index in 0..self.pending_starts.len() {
-            let range = self.document(index);
-            let doc = self.pending_first_doc + index as u64;
-            if range.is_empty() {
-                self.stats.empty_documents += 1;
-                continue;
-            }
-            let mut offset = 0;
-            while offset < range.len() {
-                let len = (capacity - filled).min(range.len() - offset);
-                let segment = Segment {
-                    doc,
-                    offset: offset as u32,
-                    len: len as u32,
-                };
-                self.partial
-                    .push((segment, range.start + offset..range.start + offset + len));
-                filled += len;
-                offset += len;
-                if filled == capacity {
-                    let (last, last_range) = self.partial.last().cloned().expect("a full row");
-                    rows.push_row(self.partial.drain(..), &self.pending);
-                    self.stats.rows += 1;
-                    self.stats.tokens += capacity as u64;
-                    filled = 0;
-                    if let PackStrategy::Concat { overlap: true } = self.strategy {
-                        let carried = Segment {
-                            doc: last.doc,
-                            offset: last.offset + last.len - 1,
-                            len: 1,
-                        };
-                        self.partial
-                            .push((carried, last_range.end - 1..last_range.end));
-                        filled = 1;
-                        self.carried = true;
-                    }
+        let mut offset = 0;
+        while offset < document.len() {
+            let len = (capacity - self.pending.len()).min(document.len() - offset);
+            let segment = Segment {
+                doc,
+                offset: offset as u32,
+                len: len as u32,
+            };
+            let tokens = &document[offset..offset + len];
+            offset += len;
+            if len == capacity {
+                // A whole row of this document: straight into the rows.
+                rows.push_row([(segment, tokens)]);
+            } else {
+                self.partial.push(segment);
+                self.pending.extend_from_slice(tokens);
+                if self.pending.len() < capacity {
+                    continue;
                 }
+                let mut at = 0;
+                rows.push_row(self.partial.iter().map(|s| {
+                    let piece = &self.pending[at..at + s.len as usize];
+                    at += s.len as usize;
+                    (*s, piece)
+                }));
             }
-        }
-        // Keep only the tokens the partial row still needs.
-        let keep_from = self
-            .partial
-            .first()
-            .map_or(self.pending.len(), |(_, r)| r.start);
-        self.pending.drain(..keep_from);
-        for (_, range) in &mut self.partial {
-            *range = range.start - keep_from..range.end - keep_from;
-        }
-        self.pending_first_doc += self.pending_starts.len() as u64;
-        self.pending_starts.clear();
-        if finishing {
-            // A carried token was already counted in the row it ended.
-            let carried = usize::from(self.carried && filled > 0);
-            self.stats.tokens_truncated += (filled - carried) as u64;
+            self.stats.rows += 1;
+            self.stats.tokens += capacity as u64;
+            let last = self.partial.last().copied().unwrap_or(segment);
+            let last_token = tokens[tokens.len() - 1];
             self.partial.clear();
             self.pending.clear();
+            if let PackStrategy::Concat { overlap: true } = self.strategy {
+                self.partial.push(Segment {
+                    doc: last.doc,
+                    offset: last.offset + last.len - 1,
+                    len: 1,
+                });
+                self.pending.push(last_token);
+                self.carried = true;
+            }
         }
-        rows
     }
 }
 
@@ -405,12 +437,12 @@ mod tests {
                 let parts: Vec<_> = segments
                     .iter()
                     .map(|s| {
-                        let span = at..at + s.len as usize;
+                        let piece = &tokens[at..at + s.len as usize];
                         at += s.len as usize;
-                        (*s, span)
+                        (*s, piece)
                     })
                     .collect();
-                all.push_row(parts, tokens);
+                all.push_row(parts);
             }
         };
         for (chunk_index, chunk) in docs.chunks(batch.max(1)).enumerate() {
@@ -506,6 +538,29 @@ mod tests {
                 len: 1
             }
         );
+    }
+
+    #[test]
+    fn overlapping_rows_of_one_token_are_refused() {
+        let refused = Packer::new(1, PackStrategy::Concat { overlap: true });
+        assert!(matches!(refused, Err(TokenmillError::Config { .. })));
+        assert!(Packer::new(1, PackStrategy::Concat { overlap: false }).is_ok());
+    }
+
+    #[test]
+    fn a_long_document_keeps_only_its_tail_between_batches() {
+        let long: Vec<u32> = (0..25).collect();
+        let mut packer = Packer::new(10, PackStrategy::Bfd { buffer: 2 }).unwrap();
+        assert_eq!(packer.push(&long, &[0, 25], 0).rows(), 0);
+        assert_eq!((packer.pending.len(), packer.window_rows.rows()), (5, 2));
+        let rows = packer.push(&[7, 7, 7], &[0, 3], 1);
+        // The full rows first, then the bin of both tails.
+        assert_eq!(rows.row_offsets, vec![0, 10, 20, 28]);
+        assert_eq!(&rows.tokens[20..], &[20, 21, 22, 23, 24, 7, 7, 7]);
+        assert!(packer.pending.is_empty());
+        let mut concat = Packer::new(10, PackStrategy::Concat { overlap: false }).unwrap();
+        assert_eq!(concat.push(&long, &[0, 25], 0).rows(), 2);
+        assert_eq!(concat.pending, vec![20, 21, 22, 23, 24]);
     }
 
     proptest! {

@@ -16,28 +16,57 @@ use crate::utils::{detach, list_of, to_pyarrow};
 #[pyclass(name = "Packer", module = "tokenmill._core")]
 pub struct PyPacker {
     inner: Packer,
+    positions: bool,
 }
 
-/// `(input_ids, seq_lens, doc_index, doc_offset, position_ids)` as pyarrow arrays.
-fn to_columns<'py>(py: Python<'py>, rows: PackedRows) -> PyResult<Bound<'py, PyTuple>> {
+/// `(input_ids, seq_lens, doc_index, doc_offset, position_ids)` as pyarrow
+/// arrays; position_ids None unless `positions` (they are as large as the
+/// tokens, and the corrupt stage has no use for them).
+fn to_columns<'py>(
+    py: Python<'py>,
+    rows: PackedRows,
+    positions: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
     use arrow_array::types::{UInt32Type, UInt64Type};
-    let mut positions = Vec::with_capacity(rows.tokens.len());
-    for segment in &rows.segments {
-        positions.extend(0..segment.len);
-    }
+    let position_ids = positions.then(|| {
+        let mut positions = Vec::with_capacity(rows.tokens.len());
+        for segment in &rows.segments {
+            positions.extend(0..segment.len);
+        }
+        list_of::<UInt32Type>(positions, &rows.row_offsets, DataType::UInt32)
+    });
     let seq_lens: Vec<u32> = rows.segments.iter().map(|s| s.len).collect();
     let docs: Vec<u64> = rows.segments.iter().map(|s| s.doc).collect();
     let starts: Vec<u32> = rows.segments.iter().map(|s| s.offset).collect();
     let columns = [
-        list_of::<UInt32Type>(rows.tokens, &rows.row_offsets, DataType::UInt32),
-        list_of::<UInt32Type>(seq_lens, &rows.segment_offsets, DataType::UInt32),
-        list_of::<UInt64Type>(docs, &rows.segment_offsets, DataType::UInt64),
-        list_of::<UInt32Type>(starts, &rows.segment_offsets, DataType::UInt32),
-        list_of::<UInt32Type>(positions, &rows.row_offsets, DataType::UInt32),
+        Some(list_of::<UInt32Type>(
+            rows.tokens,
+            &rows.row_offsets,
+            DataType::UInt32,
+        )),
+        Some(list_of::<UInt32Type>(
+            seq_lens,
+            &rows.segment_offsets,
+            DataType::UInt32,
+        )),
+        Some(list_of::<UInt64Type>(
+            docs,
+            &rows.segment_offsets,
+            DataType::UInt64,
+        )),
+        Some(list_of::<UInt32Type>(
+            starts,
+            &rows.segment_offsets,
+            DataType::UInt32,
+        )),
+        position_ids,
     ];
     let converted = columns
         .into_iter()
-        .map(|c| to_pyarrow(py, c))
+        .map(|c| match c {
+            Some(c) => to_pyarrow(py, c),
+            None => Ok(py.None().into_bound(py)),
+        })
         .collect::<PyResult<Vec<_>>>()?;
     PyTuple::new(py, converted)
 }
@@ -45,8 +74,14 @@ fn to_columns<'py>(py: Python<'py>, rows: PackedRows) -> PyResult<Bound<'py, PyT
 #[pymethods]
 impl PyPacker {
     #[new]
-    #[pyo3(signature = (seq_len, *, strategy = "bfd", buffer = 10_000, overlap = false))]
-    fn new(seq_len: u32, strategy: &str, buffer: usize, overlap: bool) -> BindingResult<Self> {
+    #[pyo3(signature = (seq_len, *, strategy = "bfd", buffer = 10_000, overlap = false, positions = true))]
+    fn new(
+        seq_len: u32,
+        strategy: &str,
+        buffer: usize,
+        overlap: bool,
+        positions: bool,
+    ) -> BindingResult<Self> {
         let strategy = match strategy {
             "bfd" => PackStrategy::Bfd { buffer },
             "concat" => PackStrategy::Concat { overlap },
@@ -60,6 +95,7 @@ impl PyPacker {
         };
         Ok(Self {
             inner: Packer::new(seq_len, strategy)?,
+            positions,
         })
     }
 
@@ -80,14 +116,14 @@ impl PyPacker {
             let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
             Ok(packer.push(values, &offsets, first_doc))
         })?;
-        Ok(to_columns(py, rows)?)
+        Ok(to_columns(py, rows, self.positions)?)
     }
 
     /// The rows left at the end of the shard.
     fn finish<'py>(&mut self, py: Python<'py>) -> BindingResult<Bound<'py, PyTuple>> {
         let packer = &mut self.inner;
         let rows = detach(py, || Ok(packer.finish()))?;
-        Ok(to_columns(py, rows)?)
+        Ok(to_columns(py, rows, self.positions)?)
     }
 
     #[getter]
