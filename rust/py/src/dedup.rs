@@ -184,11 +184,17 @@ fn band_keys<'py>(
 ) -> BindingResult<Bound<'py, PyArray2<u64>>> {
     let view = signatures.as_array();
     let (n, width) = view.dim();
-    if bands * rows > width {
+    if bands == 0 || rows == 0 {
+        return Err(TokenmillError::config(
+            format!("{bands} bands of {rows} rows make no band key"),
+            "pass at least one band of at least one row, e.g. from optimal_bands",
+        )
+        .into());
+    }
+    if bands.checked_mul(rows).is_none_or(|needed| needed > width) {
         return Err(TokenmillError::config(
             format!(
-                "{bands} bands of {rows} rows need {} permutations, the signatures have {width}",
-                bands * rows
+                "{bands} bands of {rows} rows need more permutations than the {width} the signatures have"
             ),
             "use fewer bands or rows, or more permutations",
         )
@@ -278,7 +284,14 @@ fn connected_components<'py>(
     pairs: PyReadonlyArray2<'py, u64>,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let view = pairs.as_array();
-    let mut sets = UnionFind::new(n);
+    if view.ncols() != 2 && view.nrows() > 0 {
+        return Err(TokenmillError::config(
+            format!("pairs of shape {:?} are not [k, 2]", view.dim()),
+            "pass one (a, b) row per similar pair",
+        )
+        .into());
+    }
+    let mut sets = UnionFind::try_new(n)?;
     for pair in view.rows() {
         let (a, b) = (pair[0], pair[1]);
         if a >= n || b >= n {
