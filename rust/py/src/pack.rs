@@ -78,7 +78,7 @@ impl PyPacker {
         let rows = detach(py, || {
             let (values, offsets) = token_lists(column, array.as_ref())?;
             let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
-            Ok(packer.push(values, &offsets, first_doc))
+            Ok(packer.push(values, &offsets, first_doc)?)
         })?;
         Ok(to_columns(py, rows)?)
     }
@@ -113,6 +113,13 @@ fn best_fit_decreasing<'py>(
     capacity: u32,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let lengths = lengths.as_array().to_vec();
+    if capacity == 0 {
+        return Err(TokenmillError::config(
+            "bins of capacity 0 hold nothing",
+            "pass a positive capacity, e.g. the row length",
+        )
+        .into());
+    }
     if let Some(&too_long) = lengths.iter().find(|&&l| l > capacity) {
         return Err(TokenmillError::config(
             format!("an item of {too_long} does not fit bins of {capacity}"),
