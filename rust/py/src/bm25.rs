@@ -94,6 +94,14 @@ impl PyBm25Index {
                 )
                 .into());
             }
+            let indexed = index.documents();
+            if let Some(&beyond) = documents.iter().find(|&&d| d as usize >= indexed) {
+                return Err(tokenmill_core::TokenmillError::config(
+                    format!("document {beyond} is beyond the {indexed} indexed"),
+                    "pass document indices below the index's `documents`",
+                )
+                .into());
+            }
             Ok(bags
                 .iter()
                 .zip(&documents)
