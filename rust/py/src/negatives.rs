@@ -173,7 +173,12 @@ impl PyNegativeMiner {
                     negatives::mine_bm25(index, &self.corpus, &bags, &rows, &keys, &self.options)?
                 }
                 Strategy::Embedding(documents) => {
-                    let vectors = Vectors::from_arrow(column, queries.as_ref())?;
+                    // An empty batch has no vector to read a dimension from.
+                    let vectors = if queries.is_empty() {
+                        Vectors::new(Vec::new(), documents.dim())?
+                    } else {
+                        Vectors::from_arrow(column, queries.as_ref())?
+                    };
                     negatives::mine_embedding(
                         documents,
                         &self.corpus,
