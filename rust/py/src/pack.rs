@@ -4,13 +4,12 @@ use arrow_schema::DataType;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3_arrow::PyArray;
 use tokenmill_core::pack::{self, PackStrategy, PackedRows, Packer};
 use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::{detach, list_of, to_pyarrow};
+use crate::utils::{arrow_input, detach, list_of, to_pyarrow};
 
 /// Packs one shard's documents into rows; see `tokenmill.stages.pack`.
 #[pyclass(name = "Packer", module = "tokenmill._core")]
@@ -69,11 +68,11 @@ impl PyPacker {
     fn push<'py>(
         &mut self,
         py: Python<'py>,
-        tokens: PyArray,
+        tokens: &Bound<'py, PyAny>,
         first_doc: u64,
         column: &str,
     ) -> BindingResult<Bound<'py, PyTuple>> {
-        let array = tokens.array().clone();
+        let array = arrow_input(tokens, column)?;
         let packer = &mut self.inner;
         let rows = detach(py, || {
             let (values, offsets) = token_lists(column, array.as_ref())?;

@@ -2,23 +2,22 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3_arrow::PyArray;
 use tokenmill_core::error::reserve;
 use tokenmill_core::rng::StreamKey;
 use tokenmill_core::{sample, text};
 
 use crate::error::BindingResult;
-use crate::utils::{detach, detach_inline};
+use crate::utils::{arrow_input, detach, detach_inline};
 
 /// Stable 64-bit row keys from a document id column (strings or integers).
 #[pyfunction]
 #[pyo3(signature = (ids, *, column = "id"))]
 fn row_keys_from_ids<'py>(
     py: Python<'py>,
-    ids: PyArray,
+    ids: &Bound<'py, PyAny>,
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
-    let array = ids.array().clone();
+    let array = arrow_input(ids, column)?;
     let keys = detach(py, || Ok(text::row_keys_from_ids(column, array.as_ref())?))?;
     Ok(keys.into_pyarray(py))
 }
