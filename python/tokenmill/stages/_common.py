@@ -21,6 +21,19 @@ NULLS = ("error", "skip")
 NULLS_FIX = "drop or fill null rows, or pass --nulls skip"
 
 
+#: One past the largest seed, epoch or count the Rust kernels take (a u64).
+U64_END = 1 << 64
+
+
+def require_u64(**values: int) -> None:
+    """A ConfigError for a seed, epoch or count outside [0, 2^64): past it the
+    kernels' argument conversion would raise OverflowError instead."""
+    for name, value in values.items():
+        if not 0 <= value < U64_END:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} {value} is not a non-negative integer below 2^64")
+
+
 def require_column(schema: pa.Schema, column: str, option: str) -> pa.Field:
     """The field `column`, or a SchemaError that lists the columns there are."""
     if column not in schema.names:

@@ -59,9 +59,12 @@ from tokenmill.stages._common import (
     null_rows,
     require_id_column,
     require_text,
+    require_u64,
 )
 
 METHODS = ("exact", "minhash")
+#: The most permutations a signature may have (`tokenmill_core::minhash::MAX_NUM_PERM`).
+MAX_NUM_PERM = 8192
 CLUSTERS_NAME = "clusters.parquet"
 WORK_DIR = "dedup"
 BUCKETS_DIR = "buckets"
@@ -97,16 +100,15 @@ class DedupOptions:
                 f"threshold {self.threshold} is outside (0, 1); pass --threshold between 0 "
                 "and 1, e.g. 0.8"
             )
-        if self.num_perm < 1 or self.ngram < 1:
-            raise ConfigError("--num-perm and --ngram must be at least 1")
+        if not 1 <= self.num_perm <= MAX_NUM_PERM or self.ngram < 1:
+            raise ConfigError(f"--num-perm must be in [1, {MAX_NUM_PERM}] and --ngram at least 1")
         if self.shingle not in ("word", "char"):
             raise ConfigError(f"--shingle {self.shingle!r} is not 'word' or 'char'")
         if self.verify not in ("estimate", "exact"):
             raise ConfigError(f"--verify {self.verify!r} is not 'estimate' or 'exact'")
         if self.keep not in ("first", "longest"):
             raise ConfigError(f"--keep {self.keep!r} is not 'first' or 'longest'")
-        if self.seed < 0:
-            raise ConfigError("--seed must be a non-negative integer")
+        require_u64(seed=self.seed, ngram=self.ngram, memory_budget=self.memory_budget)
         if self.memory_budget < 4096:
             raise ConfigError("the memory budget must be at least 4096 bytes")
 

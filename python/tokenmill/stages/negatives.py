@@ -72,6 +72,7 @@ from tokenmill.stages._common import (
     refuse_nulls,
     require_column,
     require_id_column,
+    require_u64,
     rows_as_read,
 )
 
@@ -128,8 +129,12 @@ class NegativeOptions:
             raise ConfigError(f"--k1 {self.k1} is not a finite number >= 0; pass e.g. --k1 1.5")
         if not 0 <= self.b <= 1:
             raise ConfigError(f"--b {self.b} is not in [0, 1]; pass e.g. --b 0.75")
-        if self.seed < 0 or self.epoch < 0:
-            raise ConfigError("--seed and --epoch must be non-negative integers")
+        require_u64(
+            seed=self.seed,
+            epoch=self.epoch,
+            num_negatives=self.num_negatives,
+            range_max=self.range_max,
+        )
 
 
 def _vectors(values: Any) -> pa.Array:

@@ -33,6 +33,7 @@ from tokenmill.stages._common import (
     drop_nulls,
     is_token_list,
     require_column,
+    require_u64,
     rows_as_read,
 )
 
@@ -81,8 +82,11 @@ class PairsStage(Stage):
             )
         if not 0.0 <= keep_probability <= 1.0:
             raise ConfigError(f"--keep-probability {keep_probability} is outside [0, 1]")
-        if seed < 0 or epoch < 0:
-            raise ConfigError("--seed and --epoch must be non-negative integers")
+        require_u64(seed=seed, epoch=epoch)
+        if any(not 0 <= i < 1 << 32 for i in sentence_end_ids or []):
+            raise ConfigError(
+                f"--sentence-end-ids {sentence_end_ids} are not all token ids in [0, 2^32)"
+            )
         self.mode = mode
         self.nulls = nulls
         self.min_ratio = min_ratio

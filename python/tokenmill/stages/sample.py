@@ -10,7 +10,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import filter_rows, is_token_list
+from tokenmill.stages._common import filter_rows, is_token_list, require_u64
 
 
 class SampleStage(Stage):
@@ -29,8 +29,7 @@ class SampleStage(Stage):
     ) -> None:
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"fraction {fraction} is outside [0, 1]; pass --fraction in [0, 1]")
-        if seed < 0 or epoch < 0:
-            raise ConfigError("--seed and --epoch must be non-negative integers")
+        require_u64(seed=seed, epoch=epoch)
         self.fraction = fraction
         self.seed = seed
         self.invert = invert

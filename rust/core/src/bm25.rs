@@ -76,13 +76,14 @@ impl Bm25Index {
     ///
     /// # Errors
     ///
-    /// [`TokenmillError::Config`] for `k1 < 0`, `b` outside [0, 1], an empty
-    /// corpus, or more than `u32::MAX` documents.
+    /// [`TokenmillError::Config`] for `k1` not a finite number >= 0, `b`
+    /// outside [0, 1], an empty corpus, or more than `u32::MAX` documents.
     pub fn build(documents: &[Vec<u64>], params: Bm25Params) -> Result<Self> {
-        if params.k1.is_nan() || params.k1 < 0.0 || !(0.0..=1.0).contains(&params.b) {
+        let k1_ok = params.k1.is_finite() && params.k1 >= 0.0;
+        if !(k1_ok && (0.0..=1.0).contains(&params.b)) {
             return Err(TokenmillError::config(
                 format!(
-                    "k1 {} and b {} are outside k1 >= 0, 0 <= b <= 1",
+                    "k1 {} and b {} are outside finite k1 >= 0, 0 <= b <= 1",
                     params.k1, params.b
                 ),
                 "use the defaults, --k1 1.5 --b 0.75",
@@ -403,6 +404,12 @@ mod tests {
         let docs = vec![bag("a b")];
         assert!(Bm25Index::build(&docs, Bm25Params { k1: -1.0, b: 0.5 }).is_err());
         assert!(Bm25Index::build(&docs, Bm25Params { k1: 1.0, b: 1.5 }).is_err());
+        // An infinite k1 once made every score 0.
+        let infinite = Bm25Params {
+            k1: f32::INFINITY,
+            b: 0.5,
+        };
+        assert!(Bm25Index::build(&docs, infinite).is_err());
         assert!(Bm25Index::build(&[], Bm25Params::default()).is_err());
     }
 

@@ -133,6 +133,15 @@ impl WordCounts {
                 "point the trainer at a dataset with non-empty documents",
             ));
         }
+        // Each merge shortens some word by a symbol, so no corpus yields more
+        // tokens than this; the trainer reserves room for `vocab_size` up
+        // front, and a huge request would abort on that allocation.
+        let reachable = self
+            .counts
+            .keys()
+            .map(|word| word.chars().count().saturating_sub(1))
+            .fold(floor, usize::saturating_add);
+        let vocab_size = vocab_size.min(reachable);
         let added: Vec<AddedToken> = specials
             .iter()
             .map(|t| AddedToken::from(t.clone(), true))
@@ -203,6 +212,19 @@ mod tests {
         let tokenizer = trained(&corpus, 600);
         let ids = tokenizer.inner().encode(" tokenmill", false).unwrap();
         assert_eq!(ids.get_ids().len(), 1);
+    }
+
+    #[test]
+    fn a_vocabulary_beyond_what_the_corpus_can_merge_trains_as_the_largest_one() {
+        let array = StringArray::from(vec!["the cat sat on the mat", "a cat"]);
+        let mut counts = WordCounts::default();
+        counts
+            .add(&TextColumn::try_new("text", &array).unwrap())
+            .unwrap();
+        let json = |size| counts.train(size, 1).unwrap().to_json(false).unwrap();
+        // Sizes a trainer once tried to reserve memory for, and aborted.
+        assert_eq!(json(usize::MAX), json(10_000));
+        assert_eq!(json(1 << 40), json(10_000));
     }
 
     #[test]

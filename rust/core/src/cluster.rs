@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rayon::slice::ParallelSliceMut;
 
-use crate::error::{Result, TokenmillError};
+use crate::error::{reserve, Result, TokenmillError};
 
 /// Disjoint sets over document indices; a set's root is its smallest member.
 pub struct UnionFind {
@@ -23,6 +23,18 @@ impl UnionFind {
         Self {
             parent: (0..n).collect(),
         }
+    }
+
+    /// As [`UnionFind::new`], for a count that comes from a caller rather
+    /// than from data already in memory.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] when `n` sets do not fit in memory.
+    pub fn try_new(n: u64) -> Result<Self> {
+        let mut parent = reserve(usize::try_from(n).unwrap_or(usize::MAX), "documents")?;
+        parent.extend(0..n);
+        Ok(Self { parent })
     }
 
     pub fn find(&mut self, mut x: u64) -> u64 {
@@ -251,6 +263,17 @@ mod tests {
         assert_eq!(roots, vec![0, 0, 2, 2, 4]);
         assert_eq!(stats.pairs_joined, 2);
         assert_eq!(stats.shared_buckets, 2);
+    }
+
+    #[test]
+    fn a_union_find_beyond_memory_is_refused() {
+        assert_eq!(UnionFind::try_new(3).unwrap().into_roots(), vec![0, 1, 2]);
+        for n in [1 << 60, u64::MAX] {
+            assert!(matches!(
+                UnionFind::try_new(n),
+                Err(TokenmillError::Config { .. })
+            ));
+        }
     }
 
     #[test]

@@ -142,13 +142,30 @@ pub struct LshOptions {
 ///
 /// # Errors
 ///
-/// I/O errors, or work files whose sizes disagree with the options.
+/// I/O errors, work files whose sizes or offsets disagree with the options,
+/// or options outside their domain: no permutations, bands outside
+/// `[1, num_perm]`, a threshold outside [0, 1].
 pub fn cluster_minhash(
     shards: &[ShardSignatures],
     options: &LshOptions,
     verification: &Verification,
     scratch_dir: &Path,
 ) -> Result<(Vec<u64>, ClusterStats)> {
+    if options.num_perm == 0 || options.bands == 0 || options.bands > options.num_perm {
+        return Err(TokenmillError::config(
+            format!(
+                "{} bands over signatures of {} values",
+                options.bands, options.num_perm
+            ),
+            "pass at least one permutation and between 1 and num_perm bands",
+        ));
+    }
+    if !(0.0..=1.0).contains(&options.threshold) {
+        return Err(TokenmillError::config(
+            format!("threshold {} is outside [0, 1]", options.threshold),
+            "pass --threshold between 0 and 1, e.g. 0.8",
+        ));
+    }
     let signatures: Vec<U64File> = shards
         .iter()
         .map(|s| U64File::open(&s.signatures))
@@ -191,6 +208,28 @@ pub fn cluster_minhash(
                 .collect::<Result<Vec<_>>>()?,
         )),
     };
+    if let (Some((shingles, offsets)), Verification::Exact { offsets: paths, .. }) =
+        (&exact_files, verification)
+    {
+        for (index, (offsets, shingles)) in offsets.iter().zip(shingles).enumerate() {
+            let rows = starts[index + 1] - starts[index];
+            let o = offsets.values();
+            let indexes_its_shingles = o.len() as u64 == rows + 1
+                && o.windows(2).all(|w| w[0] <= w[1])
+                && o.last()
+                    .is_some_and(|&end| end <= shingles.values().len() as u64);
+            if !indexes_its_shingles {
+                return Err(TokenmillError::config(
+                    format!(
+                        "{} does not hold {} ascending offsets into its shingles",
+                        paths[index].display(),
+                        rows + 1
+                    ),
+                    "delete the dedup work folder (.tokenmill/dedup) and rerun",
+                ));
+            }
+        }
+    }
     let verify = |a: u64, b: u64| -> bool {
         match &exact_files {
             None => estimate_jaccard(signature(a), signature(b)) >= options.threshold,
@@ -329,5 +368,61 @@ impl Iterator for BandIter<'_> {
                     .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, values: &[u64]) -> PathBuf {
+        let path = dir.join(name);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn options_and_offsets_that_would_panic_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tm-dedup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Two documents of two-value signatures sharing one band key.
+        let shards = [ShardSignatures {
+            signatures: write(&dir, "sig", &[1, 2, 1, 2]),
+            band_keys: write(&dir, "bands", &[7, 7]),
+        }];
+        let options = |num_perm, bands, threshold| LshOptions {
+            num_perm,
+            bands,
+            threshold,
+            memory_budget: 1 << 20,
+        };
+        let cluster = |options: &LshOptions, verification: &Verification| {
+            cluster_minhash(&shards, options, verification, &dir)
+        };
+        let (clusters, _) = cluster(&options(2, 1, 0.5), &Verification::Estimated).unwrap();
+        assert_eq!(clusters, vec![0, 0]);
+        // 0 permutations divided by zero; NaN joined nothing silently.
+        for bad in [options(0, 1, 0.5), options(2, 0, 0.5), options(2, 3, 0.5)] {
+            let err = cluster(&bad, &Verification::Estimated).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
+        let err = cluster(&options(2, 1, f64::NAN), &Verification::Estimated).unwrap_err();
+        assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        // Offsets past the shingles, descending or too few indexed out of bounds.
+        let shingles = write(&dir, "shingles", &[5, 6]);
+        for (name, offsets) in [
+            ("past", &[0, 1, 9][..]),
+            ("down", &[0, 2, 1]),
+            ("few", &[0]),
+        ] {
+            let exact = Verification::Exact {
+                shingles: vec![shingles.clone()],
+                offsets: vec![write(&dir, name, offsets)],
+            };
+            let err = cluster(&options(2, 1, 0.5), &exact).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

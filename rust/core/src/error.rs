@@ -83,3 +83,21 @@ impl TokenmillError {
 }
 
 pub type Result<T, E = TokenmillError> = std::result::Result<T, E>;
+
+/// An empty vector with room for `len` values, for sizes a caller asks for
+/// rather than sizes of data already in memory: a size no memory can hold
+/// becomes a clear error instead of an allocation failure, which aborts.
+///
+/// # Errors
+///
+/// [`TokenmillError::Config`] when `len` values of `T` do not fit in memory.
+pub fn reserve<T>(len: usize, what: &str) -> Result<Vec<T>> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).map_err(|_| {
+        TokenmillError::config(
+            format!("{len} {what} do not fit in memory"),
+            format!("ask for fewer {what}"),
+        )
+    })?;
+    Ok(values)
+}

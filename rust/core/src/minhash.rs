@@ -24,6 +24,21 @@ pub enum Shingling {
     Chars(usize),
 }
 
+/// The most permutations a signature may have. Dedup uses 64 to 512; far
+/// more buys no accuracy, and `num_perm` values sized like a byte count
+/// would fill memory (and `optimal_bands`' search grows as `n log n`).
+pub const MAX_NUM_PERM: usize = 8192;
+
+fn check_num_perm(num_perm: usize) -> Result<()> {
+    if num_perm == 0 || num_perm > MAX_NUM_PERM {
+        return Err(TokenmillError::config(
+            format!("--num-perm {num_perm} is outside [1, {MAX_NUM_PERM}]"),
+            "use 128, the default",
+        ));
+    }
+    Ok(())
+}
+
 /// Reusable buffers of one worker.
 #[derive(Default)]
 pub struct Scratch {
@@ -45,19 +60,15 @@ pub struct MinHasher {
 impl MinHasher {
     /// # Errors
     ///
-    /// [`TokenmillError::Config`] for zero permutations or a zero-length shingle.
+    /// [`TokenmillError::Config`] for zero permutations or more than
+    /// [`MAX_NUM_PERM`], or a zero-length shingle.
     pub fn new(
         num_perm: usize,
         seed: u64,
         shingling: Shingling,
         normalization: Normalization,
     ) -> Result<Self> {
-        if num_perm == 0 {
-            return Err(TokenmillError::config(
-                "--num-perm must be at least 1",
-                "use 128, the default",
-            ));
-        }
+        check_num_perm(num_perm)?;
         let (Shingling::Words(n) | Shingling::Chars(n)) = shingling;
         if n == 0 {
             return Err(TokenmillError::config(
@@ -394,7 +405,9 @@ pub fn band_keys(signature: &[u64], bands: usize, rows: usize, out: &mut Vec<u64
 ///
 /// # Errors
 ///
-/// [`TokenmillError::Config`] for a threshold outside (0, 1).
+/// [`TokenmillError::Config`] for a threshold outside (0, 1), a `num_perm`
+/// outside [1, [`MAX_NUM_PERM`]], or weights that are not finite,
+/// non-negative and not both zero.
 pub fn optimal_bands(
     threshold: f64,
     num_perm: usize,
@@ -405,6 +418,20 @@ pub fn optimal_bands(
         return Err(TokenmillError::config(
             format!("threshold {threshold} is outside (0, 1)"),
             "pass --threshold between 0 and 1, e.g. 0.8",
+        ));
+    }
+    check_num_perm(num_perm)?;
+    let weight = |w: f64| w.is_finite() && w >= 0.0;
+    if !(weight(false_positive_weight)
+        && weight(false_negative_weight)
+        && false_positive_weight + false_negative_weight > 0.0)
+    {
+        return Err(TokenmillError::config(
+            format!(
+                "false-positive weight {false_positive_weight} and false-negative weight \
+                 {false_negative_weight} are not two non-negative numbers, not both 0"
+            ),
+            "use the defaults, 0.5 and 0.5",
         ));
     }
     let candidate = |s: f64, b: usize, r: usize| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32);
@@ -500,6 +527,35 @@ mod tests {
         assert_eq!(optimal_bands(0.8, 128, 0.5, 0.5).unwrap(), (9, 13));
         assert!(optimal_bands(1.0, 128, 0.5, 0.5).is_err());
         assert!(optimal_bands(0.0, 128, 0.5, 0.5).is_err());
+    }
+
+    #[test]
+    fn optimal_bands_refuses_what_it_cannot_weigh() {
+        // 0 permutations once gave (1, 1), a band wider than the signature;
+        // NaN weights made every error NaN and (1, 1) won silently.
+        for (num_perm, fp, fn_) in [
+            (0, 0.5, 0.5),
+            (MAX_NUM_PERM + 1, 0.5, 0.5),
+            (usize::MAX, 0.5, 0.5),
+            (128, f64::NAN, 0.5),
+            (128, -1.0, 0.5),
+            (128, f64::INFINITY, 0.5),
+            (128, 0.0, 0.0),
+        ] {
+            let err = optimal_bands(0.8, num_perm, fp, fn_).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
+        assert_eq!(optimal_bands(0.5, 1, 1.0, 0.0).unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn a_hasher_refuses_more_permutations_than_memory_should_hold() {
+        let words = Shingling::Words(3);
+        assert!(MinHasher::new(MAX_NUM_PERM, 0, words, Normalization::default()).is_ok());
+        for num_perm in [0, MAX_NUM_PERM + 1, 1 << 40, usize::MAX] {
+            let err = MinHasher::new(num_perm, 0, words, Normalization::default()).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl MiningOptions {
                 "pass --range-min <= --range-max",
             ));
         }
-        if self.range_max - self.range_min + 1 < self.num_negatives {
+        if (self.range_max - self.range_min).saturating_add(1) < self.num_negatives {
             return Err(TokenmillError::config(
                 format!(
                     "the rank window [{}, {}] holds fewer than {} negatives",
@@ -1106,6 +1106,17 @@ mod tests {
                 "{o:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_window_up_to_usize_max_holds_every_rank() {
+        // range_max - range_min + 1 overflowed: a panic in debug builds, and
+        // in release a window of 0 ranks, refused with the wrong reason.
+        let wide = MiningOptions {
+            range_max: usize::MAX,
+            ..options(2)
+        };
+        assert!(wide.check(5).is_ok());
     }
 
     #[test]

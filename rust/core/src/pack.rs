@@ -31,6 +31,8 @@ pub struct Segment {
 ///
 /// Finding the best open bin is a scan for the first set bit at or above the
 /// item's length in a bitset over remaining capacities: O(capacity / 64).
+/// Past [`DENSE_ROOMS`] that bitset would be larger than the work, so the
+/// open bins go in a sorted map instead; both pick the same bins.
 ///
 /// # Panics
 ///
@@ -44,11 +46,12 @@ pub struct Segment {
 /// assert_eq!(best_fit_decreasing(&[3, 7, 5, 5], 10), vec![vec![1, 0], vec![2, 3]]);
 /// ```
 pub fn best_fit_decreasing(lengths: &[u32], capacity: u32) -> Vec<Vec<usize>> {
+    best_fit_decreasing_in(lengths, capacity, Rooms::new(capacity))
+}
+
+fn best_fit_decreasing_in(lengths: &[u32], capacity: u32, mut rooms: Rooms) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
-    let slots = capacity as usize + 1;
-    let mut open_with_room: Vec<Vec<usize>> = vec![Vec::new(); slots];
-    let mut has_room = vec![0u64; slots.div_ceil(64)];
     let mut bins: Vec<Vec<usize>> = Vec::new();
     for item in order {
         let len = lengths[item];
@@ -56,29 +59,85 @@ pub fn best_fit_decreasing(lengths: &[u32], capacity: u32) -> Vec<Vec<usize>> {
             len <= capacity,
             "item of {len} exceeds bin capacity {capacity}"
         );
-        let (bin, room) = match first_set_at_or_above(&has_room, len as usize) {
-            Some(room) => {
+        let (bin, room) = rooms.take(len).unwrap_or_else(|| {
+            bins.push(Vec::new());
+            (bins.len() - 1, capacity)
+        });
+        bins[bin].push(item);
+        let left = room - len;
+        if left > 0 {
+            rooms.put(left, bin);
+        }
+    }
+    bins
+}
+
+/// The largest bin capacity whose open bins [`best_fit_decreasing`] keeps
+/// in a bitset over every possible room (a slot per room: 1.5 MiB here).
+pub const DENSE_ROOMS: u32 = 1 << 16;
+
+/// Open bins by the room left in them; of several with the same room, the
+/// one left last is taken first.
+enum Rooms {
+    Dense {
+        open_with_room: Vec<Vec<usize>>,
+        has_room: Vec<u64>,
+    },
+    Sparse(std::collections::BTreeMap<u32, Vec<usize>>),
+}
+
+impl Rooms {
+    fn new(capacity: u32) -> Self {
+        if capacity > DENSE_ROOMS {
+            return Self::Sparse(std::collections::BTreeMap::new());
+        }
+        let slots = capacity as usize + 1;
+        Self::Dense {
+            open_with_room: vec![Vec::new(); slots],
+            has_room: vec![0u64; slots.div_ceil(64)],
+        }
+    }
+
+    /// The bin with the least room that still fits `len`, and that room.
+    fn take(&mut self, len: u32) -> Option<(usize, u32)> {
+        match self {
+            Self::Dense {
+                open_with_room,
+                has_room,
+            } => {
+                let room = first_set_at_or_above(has_room, len as usize)?;
                 let bin = open_with_room[room]
                     .pop()
                     .expect("bit set means a bin is there");
                 if open_with_room[room].is_empty() {
                     has_room[room / 64] &= !(1 << (room % 64));
                 }
-                (bin, room as u32)
+                Some((bin, room as u32))
             }
-            None => {
-                bins.push(Vec::new());
-                (bins.len() - 1, capacity)
+            Self::Sparse(open) => {
+                let (&room, bins) = open.range_mut(len..).next()?;
+                let bin = bins.pop().expect("rooms without bins are removed");
+                if bins.is_empty() {
+                    open.remove(&room);
+                }
+                Some((bin, room))
             }
-        };
-        bins[bin].push(item);
-        let left = (room - len) as usize;
-        if left > 0 {
-            open_with_room[left].push(bin);
-            has_room[left / 64] |= 1 << (left % 64);
         }
     }
-    bins
+
+    fn put(&mut self, room: u32, bin: usize) {
+        match self {
+            Self::Dense {
+                open_with_room,
+                has_room,
+            } => {
+                let room = room as usize;
+                open_with_room[room].push(bin);
+                has_room[room / 64] |= 1 << (room % 64);
+            }
+            Self::Sparse(open) => open.entry(room).or_default().push(bin),
+        }
+    }
 }
 
 fn first_set_at_or_above(bits: &[u64], from: usize) -> Option<usize> {
@@ -204,7 +263,8 @@ pub struct Packer {
 impl Packer {
     /// # Errors
     ///
-    /// [`TokenmillError::Config`] for a zero `seq_len` or buffer.
+    /// [`TokenmillError::Config`] for a zero `seq_len` or buffer, or
+    /// overlapping rows of a single token.
     pub fn new(seq_len: u32, strategy: PackStrategy) -> Result<Self> {
         if seq_len == 0 {
             return Err(TokenmillError::config(
@@ -246,11 +306,34 @@ impl Packer {
 
     /// Adds documents `first_doc, first_doc + 1, ...` (their token ids, flat,
     /// with `offsets` of length `documents + 1`) and returns the rows completed.
-    pub fn push(&mut self, values: &[u32], offsets: &[usize], first_doc: u64) -> PackedRows {
-        if self.pending_starts.is_empty() {
-            self.pending_first_doc = first_doc;
+    /// While documents are pending, new ones number on from them.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenmillError::Config`] when document numbers would pass `u64::MAX`.
+    pub fn push(
+        &mut self,
+        values: &[u32],
+        offsets: &[usize],
+        first_doc: u64,
+    ) -> Result<PackedRows> {
+        let first = if self.pending_starts.is_empty() {
+            first_doc
+        } else {
+            self.pending_first_doc
+        };
+        let documents = self.pending_starts.len() + offsets.len().saturating_sub(1);
+        if documents > 0 && first.checked_add(documents as u64 - 1).is_none() {
+            return Err(TokenmillError::config(
+                format!(
+                    "{documents} documents from document {first} run past {}",
+                    u64::MAX
+                ),
+                "number documents from 0 within each shard",
+            ));
         }
-        self.stats.documents += (offsets.len() - 1) as u64;
+        self.pending_first_doc = first;
+        self.stats.documents += offsets.len().saturating_sub(1) as u64;
         let mut rows = PackedRows::new();
         match self.strategy {
             PackStrategy::Bfd { buffer } => {
@@ -268,7 +351,7 @@ impl Packer {
                 }
             }
         }
-        rows
+        Ok(rows)
     }
 
     /// Packs what is left at the end of the shard.
@@ -356,7 +439,11 @@ impl Packer {
         }
         self.stats.tokens += self.window_tokens;
         self.window_tokens = 0;
-        self.pending_first_doc += self.pending_starts.len() as u64;
+        // Past the last document this is the next number, which `push`
+        // checks before use.
+        self.pending_first_doc = self
+            .pending_first_doc
+            .wrapping_add(self.pending_starts.len() as u64);
         self.pending.clear();
         self.pending_starts.clear();
         self.pending_offsets.clear();
@@ -451,7 +538,9 @@ mod tests {
             for d in chunk {
                 offsets.push(offsets.last().unwrap() + d.len());
             }
-            let rows = packer.push(&values, &offsets, (chunk_index * batch.max(1)) as u64);
+            let rows = packer
+                .push(&values, &offsets, (chunk_index * batch.max(1)) as u64)
+                .unwrap();
             append(rows, &mut all);
         }
         let rows = packer.finish();
@@ -551,15 +640,15 @@ mod tests {
     fn a_long_document_keeps_only_its_tail_between_batches() {
         let long: Vec<u32> = (0..25).collect();
         let mut packer = Packer::new(10, PackStrategy::Bfd { buffer: 2 }).unwrap();
-        assert_eq!(packer.push(&long, &[0, 25], 0).rows(), 0);
+        assert_eq!(packer.push(&long, &[0, 25], 0).unwrap().rows(), 0);
         assert_eq!((packer.pending.len(), packer.window_rows.rows()), (5, 2));
-        let rows = packer.push(&[7, 7, 7], &[0, 3], 1);
+        let rows = packer.push(&[7, 7, 7], &[0, 3], 1).unwrap();
         // The full rows first, then the bin of both tails.
         assert_eq!(rows.row_offsets, vec![0, 10, 20, 28]);
         assert_eq!(&rows.tokens[20..], &[20, 21, 22, 23, 24, 7, 7, 7]);
         assert!(packer.pending.is_empty());
         let mut concat = Packer::new(10, PackStrategy::Concat { overlap: false }).unwrap();
-        assert_eq!(concat.push(&long, &[0, 25], 0).rows(), 2);
+        assert_eq!(concat.push(&long, &[0, 25], 0).unwrap().rows(), 2);
         assert_eq!(concat.pending, vec![20, 21, 22, 23, 24]);
     }
 
@@ -604,5 +693,51 @@ mod tests {
                 prop_assert!(bin.iter().map(|&i| lengths[i]).sum::<u32>() <= capacity);
             }
         }
+
+        #[test]
+        fn the_sorted_map_of_rooms_picks_the_bins_the_bitset_picks(
+            lengths in proptest::collection::vec(0u32..70, 0..200), capacity in 1u32..70,
+        ) {
+            let lengths: Vec<u32> = lengths.into_iter().map(|l| l.min(capacity)).collect();
+            let sparse = Rooms::Sparse(std::collections::BTreeMap::new());
+            prop_assert_eq!(
+                best_fit_decreasing_in(&lengths, capacity, sparse),
+                best_fit_decreasing(&lengths, capacity)
+            );
+        }
+    }
+
+    #[test]
+    fn rows_of_billions_of_tokens_cost_no_more_than_their_documents() {
+        // A bitset over every room of a u32::MAX row once took 100 GB.
+        let lengths = [u32::MAX, 5, u32::MAX - 5, 3, 2];
+        let bins = best_fit_decreasing(&lengths, u32::MAX);
+        assert_eq!(bins, vec![vec![0], vec![2, 1], vec![3, 4]]);
+        let mut packer = Packer::new(u32::MAX, PackStrategy::Bfd { buffer: 2 }).unwrap();
+        let rows = packer.push(&[1, 2, 3], &[0, 2, 3], 0).unwrap();
+        assert_eq!(rows.tokens, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn overlapping_rows_need_room_for_more_than_the_carried_token() {
+        // A row of one token holds only the token carried from the row
+        // before: packing never moved on, and filled memory.
+        let err = Packer::new(1, PackStrategy::Concat { overlap: true })
+            .err()
+            .unwrap();
+        assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        let mut packer = Packer::new(2, PackStrategy::Concat { overlap: true }).unwrap();
+        let rows = packer.push(&[1, 2, 3, 4], &[0, 4], 0).unwrap();
+        assert_eq!(rows.tokens, vec![1, 2, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn document_numbers_past_u64_max_are_refused() {
+        let mut packer = Packer::new(4, PackStrategy::Bfd { buffer: 8 }).unwrap();
+        assert!(packer.push(&[1, 2], &[0, 1, 2], u64::MAX - 1).is_ok());
+        let err = packer.push(&[1], &[0, 1], 0).unwrap_err();
+        assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        let mut fresh = Packer::new(4, PackStrategy::Bfd { buffer: 8 }).unwrap();
+        assert!(fresh.push(&[1, 2, 3], &[0, 1, 2, 3], u64::MAX - 1).is_err());
     }
 }

@@ -7,7 +7,7 @@ use arrow_array::types::{
 use arrow_array::Array;
 use arrow_schema::DataType;
 
-use crate::error::{Result, TokenmillError};
+use crate::error::{reserve, Result, TokenmillError};
 use crate::rng;
 use crate::tokenize::{any_token_lists, TokenOffsets};
 
@@ -204,10 +204,21 @@ fn keyed_ints(ids: Vec<Option<i128>>) -> Vec<Option<u64>> {
 }
 
 /// Row keys for rows without an id column: shard name and absolute row index.
-pub fn row_keys_from_position(shard: &str, first_row: u64, rows: usize) -> Vec<u64> {
-    (0..rows as u64)
-        .map(|i| rng::row_key_from_position(shard, first_row + i))
-        .collect()
+///
+/// # Errors
+///
+/// [`TokenmillError::Config`] when the rows run past row `u64::MAX` or
+/// their keys do not fit in memory.
+pub fn row_keys_from_position(shard: &str, first_row: u64, rows: usize) -> Result<Vec<u64>> {
+    if rows > 0 && first_row.checked_add(rows as u64 - 1).is_none() {
+        return Err(TokenmillError::config(
+            format!("{rows} rows from row {first_row} run past row {}", u64::MAX),
+            "number rows from 0 within each shard",
+        ));
+    }
+    let mut keys = reserve(rows, "row keys")?;
+    keys.extend((0..rows as u64).map(|i| rng::row_key_from_position(shard, first_row + i)));
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -256,6 +267,20 @@ mod tests {
         // The same id gives the same key whatever the integer width.
         let narrow = row_keys_from_ids("id", &arrow_array::Int32Array::from(vec![7])).unwrap();
         assert_eq!(ints, narrow);
+    }
+
+    #[test]
+    fn position_keys_past_the_last_row_or_memory_are_refused() {
+        let keys = row_keys_from_position("s", u64::MAX - 1, 2).unwrap();
+        assert_eq!(keys, row_keys_from_position("s", u64::MAX - 1, 2).unwrap());
+        assert_eq!(
+            row_keys_from_position("s", u64::MAX, 0).unwrap(),
+            Vec::<u64>::new()
+        );
+        for (first, rows) in [(u64::MAX, 2), (1, usize::MAX), (0, 1 << 60)] {
+            let err = row_keys_from_position("s", first, rows).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -265,7 +265,8 @@ pub struct Tokenized {
 ///
 /// [`TokenmillError::Data`] naming the first bad row (non-UTF-8 bytes in a
 /// binary column, a tokenizer failure), or a batch holding more than
-/// `i32::MAX` tokens.
+/// `i32::MAX` tokens; [`TokenmillError::Config`] for an EOS id outside the
+/// vocabulary.
 ///
 /// # Examples
 ///
@@ -301,6 +302,17 @@ pub fn tokenize_words(
     texts: &TextColumn,
     options: &TokenizeOptions,
 ) -> Result<Tokenized> {
+    if let Some(eos) = options.eos_id {
+        if tokenizer.id_to_token(eos).is_none() {
+            return Err(TokenmillError::config(
+                format!(
+                    "the end-of-sequence id {eos} is outside the vocabulary of {}",
+                    tokenizer.vocab_size()
+                ),
+                "name the EOS by its token (--eos-token), or pass --no-eos",
+            ));
+        }
+    }
     let rows = texts.len();
     let chunk_rows = chunk_size(rows);
     let chunks: Vec<Result<Encoded>> = (0..rows)
@@ -578,6 +590,20 @@ mod tests {
             word_ids: false,
         };
         pool.install(|| tokenize(tokenizer(), &column, &options).unwrap())
+    }
+
+    #[test]
+    fn an_eos_outside_the_vocabulary_is_refused_not_appended() {
+        let texts = StringArray::from(vec!["a b"]);
+        let column = TextColumn::try_new("text", &texts).unwrap();
+        for eos in [500, u32::MAX] {
+            let options = TokenizeOptions {
+                eos_id: Some(eos),
+                ..TokenizeOptions::default()
+            };
+            let err = tokenize(tokenizer(), &column, &options).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -3,11 +3,10 @@
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2};
 use pyo3::prelude::*;
-use pyo3_arrow::PyArray;
 use tokenmill_core::bm25::{self, Bm25Index, Bm25Params};
 
 use crate::error::BindingResult;
-use crate::utils::detach;
+use crate::utils::{arrow_input, detach};
 
 /// Document indices `[queries, k]` (int64) and scores `[queries, k]` (float32).
 type Ranked<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
@@ -24,12 +23,12 @@ impl PyBm25Index {
     #[pyo3(signature = (documents, *, k1 = 1.5, b = 0.75, column = "text"))]
     fn new(
         py: Python<'_>,
-        documents: PyArray,
+        documents: &Bound<'_, PyAny>,
         k1: f32,
         b: f32,
         column: &str,
     ) -> BindingResult<Self> {
-        let array = documents.array().clone();
+        let array = arrow_input(documents, column)?;
         let inner = detach(py, || {
             let bags = bm25::bags(column, array.as_ref())?;
             Ok(Bm25Index::build(&bags, Bm25Params { k1, b })?)
@@ -47,11 +46,11 @@ impl PyBm25Index {
     fn search<'py>(
         &self,
         py: Python<'py>,
-        queries: PyArray,
+        queries: &Bound<'py, PyAny>,
         k: usize,
         column: &str,
     ) -> BindingResult<Ranked<'py>> {
-        let array = queries.array().clone();
+        let array = arrow_input(queries, column)?;
         let index = &self.inner;
         let hits = detach(py, || {
             let bags = bm25::bags(column, array.as_ref())?;
@@ -79,11 +78,11 @@ impl PyBm25Index {
     fn score<'py>(
         &self,
         py: Python<'py>,
-        queries: PyArray,
+        queries: &Bound<'py, PyAny>,
         documents: Vec<u32>,
         column: &str,
     ) -> BindingResult<Vec<f32>> {
-        let array = queries.array().clone();
+        let array = arrow_input(queries, column)?;
         let index = &self.inner;
         detach(py, || {
             let bags = bm25::bags(column, array.as_ref())?;
@@ -91,6 +90,14 @@ impl PyBm25Index {
                 return Err(tokenmill_core::TokenmillError::config(
                     format!("{} queries but {} documents", bags.len(), documents.len()),
                     "pass one document index per query",
+                )
+                .into());
+            }
+            let indexed = index.documents();
+            if let Some(&beyond) = documents.iter().find(|&&d| d as usize >= indexed) {
+                return Err(tokenmill_core::TokenmillError::config(
+                    format!("document {beyond} is beyond the {indexed} indexed"),
+                    "pass document indices below the index's `documents`",
                 )
                 .into());
             }

@@ -951,8 +951,12 @@ fn t5_input_and_target_lengths(
     inputs_length: usize,
     noise_density: f64,
     mean_span: f64,
-) -> (usize, usize) {
-    corrupt::t5_input_and_target_lengths(inputs_length, noise_density, mean_span)
+) -> BindingResult<(usize, usize)> {
+    Ok(corrupt::t5_input_and_target_lengths(
+        inputs_length,
+        noise_density,
+        mean_span,
+    )?)
 }
 
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -6,7 +6,6 @@ use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use pyo3_arrow::PyArray;
 use tokenmill_core::cluster::{ClusterStats, UnionFind};
 use tokenmill_core::dedup::{self, LshOptions, ShardSignatures, Verification};
 use tokenmill_core::minhash::{self, MinHasher, Scratch, Shingling};
@@ -15,7 +14,7 @@ use tokenmill_core::text::TextColumn;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::detach;
+use crate::utils::{arrow_input, detach};
 
 /// Signatures `[rows, num_perm]` and the too-short flag of each row.
 type SignaturesAndShort<'py> = (Bound<'py, PyArray2<u64>>, Bound<'py, PyArray1<bool>>);
@@ -71,7 +70,7 @@ fn hasher(
 #[allow(clippy::too_many_arguments)]
 fn minhash_signatures<'py>(
     py: Python<'py>,
-    texts: PyArray,
+    texts: &Bound<'py, PyAny>,
     num_perm: usize,
     ngram: usize,
     shingle: &str,
@@ -90,7 +89,7 @@ fn minhash_signatures<'py>(
         collapse_whitespace,
         strip_punctuation,
     )?;
-    let array = texts.array().clone();
+    let array = arrow_input(texts, column)?;
     let (signatures, too_short) = detach(py, || {
         let column = TextColumn::try_new(column, array.as_ref())?;
         Ok(hasher.signatures(&column)?)
@@ -137,7 +136,7 @@ fn shingle_set<'py>(
 #[allow(clippy::too_many_arguments)]
 fn shingle_sets<'py>(
     py: Python<'py>,
-    texts: PyArray,
+    texts: &Bound<'py, PyAny>,
     ngram: usize,
     shingle: &str,
     lowercase: bool,
@@ -154,7 +153,7 @@ fn shingle_sets<'py>(
         collapse_whitespace,
         strip_punctuation,
     )?;
-    let array = texts.array().clone();
+    let array = arrow_input(texts, column)?;
     let (values, offsets) = detach(py, || {
         let column = TextColumn::try_new(column, array.as_ref())?;
         let mut scratch = Scratch::default();
@@ -184,11 +183,17 @@ fn band_keys<'py>(
 ) -> BindingResult<Bound<'py, PyArray2<u64>>> {
     let view = signatures.as_array();
     let (n, width) = view.dim();
-    if bands * rows > width {
+    if bands == 0 || rows == 0 {
+        return Err(TokenmillError::config(
+            format!("{bands} bands of {rows} rows make no band key"),
+            "pass at least one band of at least one row, e.g. from optimal_bands",
+        )
+        .into());
+    }
+    if bands.checked_mul(rows).is_none_or(|needed| needed > width) {
         return Err(TokenmillError::config(
             format!(
-                "{bands} bands of {rows} rows need {} permutations, the signatures have {width}",
-                bands * rows
+                "{bands} bands of {rows} rows need more permutations than the {width} the signatures have"
             ),
             "use fewer bands or rows, or more permutations",
         )
@@ -278,7 +283,14 @@ fn connected_components<'py>(
     pairs: PyReadonlyArray2<'py, u64>,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let view = pairs.as_array();
-    let mut sets = UnionFind::new(n);
+    if view.ncols() != 2 && view.nrows() > 0 {
+        return Err(TokenmillError::config(
+            format!("pairs of shape {:?} are not [k, 2]", view.dim()),
+            "pass one (a, b) row per similar pair",
+        )
+        .into());
+    }
+    let mut sets = UnionFind::try_new(n)?;
     for pair in view.rows() {
         let (a, b) = (pair[0], pair[1]);
         if a >= n || b >= n {
@@ -384,13 +396,13 @@ fn split_hashes(hashes: Vec<u128>) -> Array2<u64> {
 #[pyo3(signature = (texts, *, lowercase = true, collapse_whitespace = true, strip_punctuation = false, column = "text"))]
 fn text_hashes<'py>(
     py: Python<'py>,
-    texts: PyArray,
+    texts: &Bound<'py, PyAny>,
     lowercase: bool,
     collapse_whitespace: bool,
     strip_punctuation: bool,
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray2<u64>>> {
-    let array = texts.array().clone();
+    let array = arrow_input(texts, column)?;
     let normalization = normalization(lowercase, collapse_whitespace, strip_punctuation);
     let hashes = detach(py, || {
         let column = TextColumn::try_new(column, array.as_ref())?;
@@ -404,10 +416,10 @@ fn text_hashes<'py>(
 #[pyo3(signature = (tokens, *, column = "input_ids"))]
 fn token_hashes<'py>(
     py: Python<'py>,
-    tokens: PyArray,
+    tokens: &Bound<'py, PyAny>,
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray2<u64>>> {
-    let array = tokens.array().clone();
+    let array = arrow_input(tokens, column)?;
     let hashes = detach(py, || Ok(dedup::token_hashes(column, array.as_ref())?))?;
     Ok(split_hashes(hashes).into_pyarray(py))
 }

@@ -4,13 +4,12 @@
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use pyo3_arrow::PyArray;
 use tokenmill_core::bm25::{self, Bm25Index, Bm25Params};
 use tokenmill_core::negatives::{self, Corpus, Mined, MiningOptions, Vectors};
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::detach;
+use crate::utils::{arrow_input, detach};
 
 enum Strategy {
     Random,
@@ -73,7 +72,7 @@ impl PyNegativeMiner {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        positives: PyArray,
+        positives: &Bound<'_, PyAny>,
         strategy: &str,
         num_negatives: usize,
         range_min: usize,
@@ -84,9 +83,9 @@ impl PyNegativeMiner {
         seed: u64,
         epoch: u64,
         column: &str,
-        vectors: Option<PyArray>,
+        vectors: Option<&Bound<'_, PyAny>>,
     ) -> BindingResult<Self> {
-        let array = positives.array().clone();
+        let array = arrow_input(positives, column)?;
         let options = MiningOptions {
             num_negatives,
             range_min,
@@ -95,7 +94,9 @@ impl PyNegativeMiner {
             seed,
             epoch,
         };
-        let vectors = vectors.map(|v| v.array().clone());
+        let vectors = vectors
+            .map(|v| arrow_input(v, "positive vectors"))
+            .transpose()?;
         let strategy = strategy.to_owned();
         let column = column.to_owned();
         detach(py, move || {
@@ -154,7 +155,7 @@ impl PyNegativeMiner {
     fn mine<'py>(
         &self,
         py: Python<'py>,
-        queries: PyArray,
+        queries: &Bound<'py, PyAny>,
         rows: PyReadonlyArray1<'py, u64>,
         keys: PyReadonlyArray1<'py, u64>,
         column: &str,
@@ -162,7 +163,7 @@ impl PyNegativeMiner {
         let rows = rows.as_array().to_vec();
         let keys = keys.as_array().to_vec();
         let k = self.options.num_negatives;
-        let queries = queries.array().clone();
+        let queries = arrow_input(queries, column)?;
         let mined = detach(py, || {
             Ok(match &self.strategy {
                 Strategy::Random => {
@@ -173,7 +174,12 @@ impl PyNegativeMiner {
                     negatives::mine_bm25(index, &self.corpus, &bags, &rows, &keys, &self.options)?
                 }
                 Strategy::Embedding(documents) => {
-                    let vectors = Vectors::from_arrow(column, queries.as_ref())?;
+                    // An empty batch has no vector to read a dimension from.
+                    let vectors = if queries.is_empty() {
+                        Vectors::new(Vec::new(), documents.dim())?
+                    } else {
+                        Vectors::from_arrow(column, queries.as_ref())?
+                    };
                     negatives::mine_embedding(
                         documents,
                         &self.corpus,

@@ -4,13 +4,12 @@ use arrow_schema::DataType;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3_arrow::PyArray;
 use tokenmill_core::pack::{self, PackStrategy, PackedRows, Packer};
 use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::{detach, list_of, to_pyarrow};
+use crate::utils::{arrow_input, detach, list_of, to_pyarrow};
 
 /// Packs one shard's documents into rows; see `tokenmill.stages.pack`.
 #[pyclass(name = "Packer", module = "tokenmill._core")]
@@ -105,16 +104,16 @@ impl PyPacker {
     fn push<'py>(
         &mut self,
         py: Python<'py>,
-        tokens: PyArray,
+        tokens: &Bound<'py, PyAny>,
         first_doc: u64,
         column: &str,
     ) -> BindingResult<Bound<'py, PyTuple>> {
-        let array = tokens.array().clone();
+        let array = arrow_input(tokens, column)?;
         let packer = &mut self.inner;
         let rows = detach(py, || {
             let (values, offsets) = token_lists(column, array.as_ref())?;
             let offsets: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
-            Ok(packer.push(values, &offsets, first_doc))
+            Ok(packer.push(values, &offsets, first_doc)?)
         })?;
         Ok(to_columns(py, rows, self.positions)?)
     }
@@ -149,6 +148,13 @@ fn best_fit_decreasing<'py>(
     capacity: u32,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let lengths = lengths.as_array().to_vec();
+    if capacity == 0 {
+        return Err(TokenmillError::config(
+            "bins of capacity 0 hold nothing",
+            "pass a positive capacity, e.g. the row length",
+        )
+        .into());
+    }
     if let Some(&too_long) = lengths.iter().find(|&&l| l > capacity) {
         return Err(TokenmillError::config(
             format!("an item of {too_long} does not fit bins of {capacity}"),

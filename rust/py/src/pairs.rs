@@ -3,13 +3,12 @@
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use pyo3_arrow::PyArray;
 use tokenmill_core::negatives;
 use tokenmill_core::pairs::{self, PairMode};
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;
-use crate::utils::{detach, to_pyarrow};
+use crate::utils::{arrow_input, detach, to_pyarrow};
 
 /// `(query, positive)` pyarrow arrays of one batch of documents: strings
 /// for a text column, `list<uint32>` for a token column.
@@ -21,7 +20,7 @@ use crate::utils::{detach, to_pyarrow};
 #[allow(clippy::too_many_arguments)]
 fn make_pairs<'py>(
     py: Python<'py>,
-    documents: PyArray,
+    documents: &Bound<'py, PyAny>,
     keys: PyReadonlyArray1<'py, u64>,
     mode: &str,
     seed: u64,
@@ -49,7 +48,7 @@ fn make_pairs<'py>(
             .into())
         }
     };
-    let array = documents.array().clone();
+    let array = arrow_input(documents, column)?;
     let keys = keys.as_array().to_vec();
     let (query, positive) = detach(py, || {
         Ok(pairs::pair_columns(
@@ -73,10 +72,10 @@ fn make_pairs<'py>(
 #[pyo3(signature = (values, *, column = "text"))]
 fn content_hashes<'py>(
     py: Python<'py>,
-    values: PyArray,
+    values: &Bound<'py, PyAny>,
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
-    let array = values.array().clone();
+    let array = arrow_input(values, column)?;
     let hashes = detach(py, || {
         Ok(negatives::content_hashes(column, array.as_ref())?)
     })?;

@@ -2,22 +2,22 @@
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3_arrow::PyArray;
+use tokenmill_core::error::reserve;
 use tokenmill_core::rng::StreamKey;
 use tokenmill_core::{sample, text};
 
 use crate::error::BindingResult;
-use crate::utils::detach;
+use crate::utils::{arrow_input, detach, detach_inline};
 
 /// Stable 64-bit row keys from a document id column (strings or integers).
 #[pyfunction]
 #[pyo3(signature = (ids, *, column = "id"))]
 fn row_keys_from_ids<'py>(
     py: Python<'py>,
-    ids: PyArray,
+    ids: &Bound<'py, PyAny>,
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
-    let array = ids.array().clone();
+    let array = arrow_input(ids, column)?;
     let keys = detach(py, || Ok(text::row_keys_from_ids(column, array.as_ref())?))?;
     Ok(keys.into_pyarray(py))
 }
@@ -29,8 +29,11 @@ fn row_keys_from_position<'py>(
     shard: &str,
     first_row: u64,
     rows: usize,
-) -> Bound<'py, PyArray1<u64>> {
-    text::row_keys_from_position(shard, first_row, rows).into_pyarray(py)
+) -> BindingResult<Bound<'py, PyArray1<u64>>> {
+    let keys = detach_inline(py, || {
+        Ok(text::row_keys_from_position(shard, first_row, rows)?)
+    })?;
+    Ok(keys.into_pyarray(py))
 }
 
 /// `draws` uniform floats in [0, 1) per row key: shape `[len(keys) * draws]`,
@@ -48,7 +51,7 @@ fn uniform<'py>(
     let keys = keys.as_array().to_vec();
     let stream = StreamKey::new(seed, stage, epoch);
     let values = detach(py, || {
-        let mut out = Vec::with_capacity(keys.len() * draws);
+        let mut out = reserve(keys.len().saturating_mul(draws), "draws")?;
         for &key in &keys {
             let mut rng = stream.row(key);
             out.extend((0..draws).map(|_| rng.next_f64()));

@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3_arrow::PyArray;
 use tokenmill_core::bpe::{self, WordCounts};
 use tokenmill_core::text::TextColumn;
 use tokenmill_core::tokenize::{self, TokenizeOptions, Tokenizer};
 
 use crate::error::BindingResult;
-use crate::utils::{detach, to_pyarrow};
+use crate::utils::{arrow_input, detach, to_pyarrow};
 
 /// A Hugging Face tokenizer, run by tokenmill's Rust core.
 #[pyclass(name = "Tokenizer", module = "tokenmill._core", frozen)]
@@ -94,7 +93,7 @@ impl PyTokenizer {
     fn tokenize<'py>(
         &self,
         py: Python<'py>,
-        texts: PyArray,
+        texts: &Bound<'py, PyAny>,
         column: &str,
         add_special_tokens: bool,
         eos_id: Option<u32>,
@@ -104,7 +103,7 @@ impl PyTokenizer {
             eos_id,
             word_ids: false,
         };
-        let array = texts.array().clone();
+        let array = arrow_input(texts, column)?;
         let ids = detach(py, || {
             let column = TextColumn::try_new(column, array.as_ref())?;
             Ok(tokenize::tokenize(&self.inner, &column, &options)?)
@@ -118,7 +117,7 @@ impl PyTokenizer {
     fn tokenize_words<'py>(
         &self,
         py: Python<'py>,
-        texts: PyArray,
+        texts: &Bound<'py, PyAny>,
         column: &str,
         add_special_tokens: bool,
         eos_id: Option<u32>,
@@ -128,7 +127,7 @@ impl PyTokenizer {
             eos_id,
             word_ids: true,
         };
-        let array = texts.array().clone();
+        let array = arrow_input(texts, column)?;
         let tokenized = detach(py, || {
             let column = TextColumn::try_new(column, array.as_ref())?;
             Ok(tokenize::tokenize_words(&self.inner, &column, &options)?)
@@ -165,8 +164,8 @@ impl PyBpeTrainer {
     }
 
     #[pyo3(signature = (texts, *, column = "text"))]
-    fn add(&mut self, py: Python<'_>, texts: PyArray, column: &str) -> BindingResult<()> {
-        let array = texts.array().clone();
+    fn add(&mut self, py: Python<'_>, texts: &Bound<'_, PyAny>, column: &str) -> BindingResult<()> {
+        let array = arrow_input(texts, column)?;
         let counts = &mut self.counts;
         detach(py, || {
             let column = TextColumn::try_new(column, array.as_ref())?;

@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, ListArray};
+use arrow_array::{Array, ArrayRef, ListArray};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyTypeMethods;
+use pyo3_arrow::input::AnyArray;
 use pyo3_arrow::PyArray;
 use rayon::{ThreadPool, ThreadPoolBuilder};
+use tokenmill_core::TokenmillError;
 
 use crate::error::{BindingError, BindingResult, InternalError};
 
@@ -133,6 +136,47 @@ fn guarded<T>(work: impl FnOnce() -> Result<T, BindingError>) -> BindingResult<T
             ))))
         }
     }
+}
+
+/// The Arrow array a binding was handed for `column`: a pyarrow Array (or
+/// anything with `__arrow_c_array__`), or a ChunkedArray (anything with
+/// `__arrow_c_stream__`), whose chunks are joined into one array.
+///
+/// # Errors
+///
+/// [`TokenmillError::Schema`] for a value that is not Arrow data (a list,
+/// a string, a numpy array), or chunks that do not join.
+pub fn arrow_input(value: &Bound<'_, PyAny>, column: &str) -> BindingResult<ArrayRef> {
+    let input = value.extract::<AnyArray>().map_err(|err| {
+        let found = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        TokenmillError::schema(
+            column,
+            format!("expected a pyarrow Array or ChunkedArray, found {found} ({err})"),
+            "pass the column as Arrow data, e.g. pyarrow.array(values) or table.column(name)",
+        )
+    })?;
+    let stream = match input {
+        AnyArray::Array(array) => return Ok(array.into_inner().0),
+        stream @ AnyArray::Stream(_) => stream,
+    };
+    let (chunks, field) = stream.into_chunked_array()?.into_inner();
+    Ok(match chunks.as_slice() {
+        [] => arrow_array::new_empty_array(field.data_type()),
+        [one] => one.clone(),
+        many => {
+            let parts: Vec<&dyn Array> = many.iter().map(AsRef::as_ref).collect();
+            arrow_select::concat::concat(&parts).map_err(|err| {
+                TokenmillError::schema(
+                    column,
+                    format!("the chunks of the column do not join into one array: {err}"),
+                    "pass a smaller batch, or a large_string / large_list column",
+                )
+            })?
+        }
+    })
 }
 
 /// Hands an array to pyarrow through the Arrow C data interface, without a copy.

@@ -63,15 +63,21 @@ fn bit(bits: &[u64], id: u32) -> bool {
         .is_some_and(|word| word >> (id % 64) & 1 == 1)
 }
 
+/// The largest vocabulary a [`Vocab`] takes, far above any tokenizer's
+/// (the largest hold a few hundred thousand tokens): it keeps a table of
+/// the ordinary ids, 4 bytes each, and a size of `u32::MAX` took 16 GiB.
+pub const MAX_VOCAB_SIZE: u32 = 1 << 24;
+
 impl Vocab {
     /// # Errors
     ///
-    /// [`TokenmillError::Config`] if `size` is 0, a special id is not below
-    /// `size`, or every id is special (no token to draw random replacements from).
+    /// [`TokenmillError::Config`] if `size` is 0 or above [`MAX_VOCAB_SIZE`],
+    /// a special id is not below `size`, or every id is special (no token to
+    /// draw random replacements from).
     pub fn new(size: u32, special_ids: &[u32]) -> Result<Self> {
-        if size == 0 {
+        if size == 0 || size > MAX_VOCAB_SIZE {
             return Err(TokenmillError::config(
-                "the vocabulary size is 0",
+                format!("the vocabulary size {size} is outside [1, {MAX_VOCAB_SIZE}]"),
                 "pass the tokenizer the data was tokenized with",
             ));
         }
@@ -895,6 +901,16 @@ mod tests {
         for (parts, n) in counts {
             assert_eq!(parts.iter().sum::<usize>(), 5);
             assert!((n as f64 / 10_000.0 - 1.0).abs() < 0.05, "{parts:?}: {n}");
+        }
+    }
+
+    #[test]
+    fn a_vocabulary_past_any_tokenizers_is_refused() {
+        assert!(Vocab::new(MAX_VOCAB_SIZE, &[0]).is_ok());
+        // u32::MAX once built a 16 GiB table of ordinary ids.
+        for size in [0, MAX_VOCAB_SIZE + 1, u32::MAX] {
+            let err = Vocab::new(size, &[]).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
         }
     }
 

@@ -45,40 +45,85 @@ impl SpanOptions {
 /// that span-corrupts into exactly `inputs_length` inputs (EOS included),
 /// and the targets' length. 512 at density 0.15, mean 3 gives (568, 114).
 ///
+/// T5 walks up one raw token at a time; the inputs' length grows by 0 or 1
+/// per raw token, so the same answer is found by bisection, which ends
+/// for any length.
+///
+/// # Errors
+///
+/// [`TokenmillError::Config`] for a zero `inputs_length`, a density outside
+/// [0, 1] or a mean span that is not a finite number of at least 1 (as
+/// span corruption refuses them), or a raw length past `usize::MAX`.
+///
 /// # Examples
 ///
 /// ```
 /// use tokenmill_core::corrupt::t5_input_and_target_lengths;
-/// assert_eq!(t5_input_and_target_lengths(512, 0.15, 3.0), (568, 114));
+/// assert_eq!(t5_input_and_target_lengths(512, 0.15, 3.0).unwrap(), (568, 114));
 /// ```
 pub fn t5_input_and_target_lengths(
     inputs_length: usize,
     noise_density: f64,
     mean_span: f64,
-) -> (usize, usize) {
+) -> Result<(usize, usize)> {
+    check_rate("the noise density", noise_density)?;
+    if !(mean_span.is_finite() && mean_span >= 1.0) {
+        return Err(TokenmillError::config(
+            format!("the mean span length {mean_span} is below 1"),
+            "pass a mean span length of at least 1 token, e.g. T5's 3",
+        ));
+    }
+    if inputs_length == 0 {
+        return Err(TokenmillError::config(
+            "an input length of 0 holds not even the end-of-sequence token",
+            "pass an input length of at least 2, e.g. T5's 512",
+        ));
+    }
     let lengths = |tokens: usize| {
-        let noise = (tokens as f64 * noise_density).round_ties_even() as usize;
+        let noise = ((tokens as f64 * noise_density).round_ties_even() as usize).min(tokens);
         let nonnoise = tokens - noise;
         let spans = (noise as f64 / mean_span).round_ties_even() as usize;
-        (nonnoise + spans + 1, noise + spans + 1)
+        (
+            nonnoise.saturating_add(spans).saturating_add(1),
+            noise.saturating_add(spans).saturating_add(1),
+        )
     };
-    let in_domain =
-        (0.0..1.0).contains(&noise_density) && mean_span.is_finite() && mean_span >= 1.0;
-    if !in_domain {
-        // Outside T5's domain the search below need not end.
-        return (inputs_length, 1);
+    let fits = |tokens: usize| lengths(tokens).0 <= inputs_length;
+    // The answer is `lo` or above and below `hi`, where nothing fits.
+    let mut lo = inputs_length;
+    let mut step = 1usize;
+    let mut hi = lo.saturating_add(step);
+    while fits(hi) && hi < usize::MAX {
+        lo = hi;
+        step = step.saturating_mul(2);
+        hi = inputs_length.saturating_add(step);
     }
-    let mut tokens = inputs_length;
-    while lengths(tokens + 1).0 <= inputs_length {
-        tokens += 1;
+    if fits(hi) {
+        return Err(TokenmillError::config(
+            format!(
+                "{inputs_length} inputs at noise density {noise_density} and mean span \
+                 {mean_span} take more than {} raw tokens",
+                usize::MAX
+            ),
+            "pass a shorter input length or a shorter mean span",
+        ));
     }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut tokens = lo;
     let (_, mut targets) = lengths(tokens);
     // T5 keeps targets no longer than inputs at density 0.5.
     if noise_density == 0.5 && targets > inputs_length {
         tokens -= 1;
         targets -= 1;
     }
-    (tokens, targets)
+    Ok((tokens, targets))
 }
 
 /// How many noise tokens and spans one row gets, T5's way.
@@ -456,9 +501,62 @@ mod tests {
 
     #[test]
     fn t5_length_helper_matches_t5() {
-        assert_eq!(t5_input_and_target_lengths(512, 0.15, 3.0), (568, 114));
-        assert_eq!(t5_input_and_target_lengths(128, 0.15, 3.0), (141, 29));
-        assert_eq!(t5_input_and_target_lengths(512, 0.5, 3.0).1, 512);
+        let lengths = |n, density, mean| t5_input_and_target_lengths(n, density, mean).unwrap();
+        assert_eq!(lengths(512, 0.15, 3.0), (568, 114));
+        assert_eq!(lengths(128, 0.15, 3.0), (141, 29));
+        assert_eq!(lengths(512, 0.5, 3.0).1, 512);
+    }
+
+    /// T5's own search, one raw token at a time.
+    fn t5_walk(inputs_length: usize, density: f64, mean: f64) -> (usize, usize) {
+        let lengths = |tokens: usize| {
+            let noise = (tokens as f64 * density).round_ties_even() as usize;
+            let spans = (noise as f64 / mean).round_ties_even() as usize;
+            (tokens - noise + spans + 1, noise + spans + 1)
+        };
+        let mut tokens = inputs_length;
+        while lengths(tokens + 1).0 <= inputs_length {
+            tokens += 1;
+        }
+        let (_, mut targets) = lengths(tokens);
+        if density == 0.5 && targets > inputs_length {
+            tokens -= 1;
+            targets -= 1;
+        }
+        (tokens, targets)
+    }
+
+    #[test]
+    fn t5_length_helper_bisects_to_t5s_walk_and_ends_for_any_length() {
+        for n in 1..400 {
+            for (density, mean) in [(0.0, 1.0), (0.15, 3.0), (0.5, 3.0), (0.9, 1.5), (1.0, 8.0)] {
+                let got = t5_input_and_target_lengths(n, density, mean).unwrap();
+                assert_eq!(got, t5_walk(n, density, mean), "{n} {density} {mean}");
+            }
+        }
+        // T5's walk would take 2^62 steps here, and forever at density 1.
+        let (raw, _) = t5_input_and_target_lengths(1 << 62, 0.15, 3.0).unwrap();
+        assert!(raw > 1 << 62);
+        // Past usize::MAX raw tokens there is no answer to give.
+        for (n, mean) in [(usize::MAX, 3.0), (1415, 1e17)] {
+            let err = t5_input_and_target_lengths(n, 1.0, mean).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn t5_length_helper_refuses_what_span_corruption_refuses() {
+        for (n, density, mean) in [
+            (512, f64::NAN, 3.0),
+            (512, 1.5, 3.0),
+            (512, -0.1, 3.0),
+            (512, 0.15, 0.5),
+            (512, 0.15, f64::INFINITY),
+            (0, 0.5, 3.0),
+        ] {
+            let err = t5_input_and_target_lengths(n, density, mean).unwrap_err();
+            assert!(matches!(err, TokenmillError::Config { .. }), "{err}");
+        }
     }
 
     #[test]
