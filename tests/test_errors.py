@@ -666,3 +666,14 @@ def test_corrupt_with_input_length_names_the_input_row(
         f"Error: DataError: {source / 's.parquet'}: row 23: token id {vocab} is outside the "
         f"vocabulary of {vocab}; pass the tokenizer the data was tokenized with"
     )
+
+
+def test_corrupt_seeds_past_u64_are_a_config_error(small_tokenizer: Path, tmp_path: Path) -> None:
+    """Seeds and epochs of 2^64 reached the kernels as a bare OverflowError."""
+    with pytest.raises(tokenmill.ConfigError, match="--seed 18446744073709551616 is not"):
+        tokenmill.CorruptStage("mlm", small_tokenizer, seed=2**64)
+    with pytest.raises(tokenmill.ConfigError, match="epoch -1 is not"):
+        tokenmill.MLMCollator(small_tokenizer, epoch=-1)
+    collator = tokenmill.MLMCollator(small_tokenizer)
+    with pytest.raises(tokenmill.ConfigError, match="epoch 18446744073709551616 is not"):
+        collator.set_epoch(2**64)

@@ -213,6 +213,13 @@ def _to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
 # --- Corruption collators -------------------------------------------------
 
 
+def _check_draw_key(**values: int) -> None:
+    """Seeds and epochs key every draw as u64s: refuse what does not fit one."""
+    for name, value in values.items():
+        if not 0 <= value < 2**64:
+            raise ConfigError(f"{name} {value} is not a non-negative integer below 2^64")
+
+
 class _CorruptionCollator:
     """Shared by the corruption collators: build the mode's corruptor from a
     tokenizer, normalize the batch, run the engine (GIL released, one call per
@@ -249,8 +256,7 @@ class _CorruptionCollator:
 
         if return_tensors not in ("pt", "np"):
             raise ConfigError(f"return_tensors={return_tensors!r} is not 'pt' or 'np'")
-        if seed < 0 or epoch < 0:
-            raise ConfigError("seed and epoch must be non-negative integers")
+        _check_draw_key(seed=seed, epoch=epoch)
         if pad_to_multiple_of < 1:
             raise ConfigError(f"pad_to_multiple_of {pad_to_multiple_of} is below 1")
         tok = tokenizer if isinstance(tokenizer, _core.Tokenizer) else load_tokenizer(tokenizer)
@@ -272,6 +278,7 @@ class _CorruptionCollator:
         """Fresh noise for a new epoch. With `persistent_workers=True` the
         workers keep the copy they started with: recreate the DataLoader (or
         its collator) per epoch there."""
+        _check_draw_key(epoch=epoch)
         self.epoch = epoch
 
     def __getstate__(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from tokenmill.stages._common import (
     check_nulls,
     drop_nulls,
     is_token_list,
+    require_u64,
     rows_as_read,
 )
 from tokenmill.stages.tokenize import TokenizeStage
@@ -86,8 +87,7 @@ class CorruptStage(Stage):
     ) -> None:
         check_nulls(nulls)
         self.objective = objective(mode, corrupting=True)
-        if seed < 0 or epoch < 0:
-            raise ConfigError("--seed and --epoch must be non-negative integers")
+        require_u64(seed=seed, epoch=epoch)
         if input_length is not None and input_length < 2:
             raise ConfigError(f"--input-length {input_length} is below 2")
         self.mode = mode
