@@ -1408,7 +1408,8 @@ def test_token_lists_from_python(rows: list[list[Any]], odd: str | None) -> None
     result = attempt(_core.token_lists_from_python, rows)
 
     def id_ok(v: Any) -> bool:
-        return isinstance(v, int | np.integer) and 0 <= int(v) < 2**32
+        # A bool is an int to Python but no token id, as numpy bool rows are not.
+        return isinstance(v, int | np.integer) and not isinstance(v, bool) and 0 <= int(v) < 2**32
 
     bad = next(
         (r for r, row in enumerate(rows) if not isinstance(row, list) or not all(map(id_ok, row))),

@@ -120,10 +120,12 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         self.shuffle = shuffle
         self.rank, self.world_size = _distributed(rank, world_size)
         self.drop_last = drop_last
-        # (epoch, batches to skip) in shared memory: a DataLoader worker,
-        # forked or spawned, persistent or not, reads the position the main
-        # process set last when it starts an iteration, not the one of its copy.
-        self._position = torch.zeros(2, dtype=torch.int64)
+        # (epoch, batches to skip, changes) in shared memory: a DataLoader
+        # worker, forked or spawned, persistent or not, reads the position the
+        # main process set last when it starts an iteration, not the one of its
+        # copy. The change count tells a worker the position moved even when
+        # it moved back (set_epoch(1) then set_epoch(0) mid-iteration).
+        self._position = torch.zeros(3, dtype=torch.int64)
         self._position.share_memory_()  # type: ignore[no-untyped-call]
         self._order: tuple[int, npt.NDArray[np.int64]] | None = None
         self._rows = [shard.num_rows for shard in self.dataset.shards]
@@ -182,7 +184,7 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
         if not 0 <= epoch <= MAX_EPOCH:
             raise ConfigError(f"epoch {epoch} is not in [0, {MAX_EPOCH}]")
         if epoch != self.epoch:
-            self._position[0], self._position[1] = epoch, 0
+            self._move(epoch, 0)
 
     def loader(self, **kwargs: Any) -> DataLoader[dict[str, Any]]:
         """A `torch.utils.data.DataLoader` over this dataset with its
@@ -244,7 +246,11 @@ class TokenDataset(IterableDataset[dict[str, Any]]):
                 f"{state['batches_seen']}) is not a position; pass what "
                 "TokenDataset.state_dict returned"
             )
-        self._position[0], self._position[1] = state["epoch"], state["batches_seen"]
+        self._move(state["epoch"], state["batches_seen"])
+
+    def _move(self, epoch: int, batches_seen: int) -> None:
+        self._position[0], self._position[1] = epoch, batches_seen
+        self._position[2] += 1
 
     def _rank_rows(self) -> npt.NDArray[np.int64]:
         order = self.order()
