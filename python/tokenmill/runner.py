@@ -146,9 +146,7 @@ def _statistics_columns(schema: pa.Schema) -> list[str]:
 
 
 def _is_list(t: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-    )
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
 
 
 class ShardWriter:
