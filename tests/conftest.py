@@ -78,6 +78,16 @@ def small_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tokenizer(tokenizer, tmp_path_factory.mktemp("small") / "tokenizer.json")
 
 
+#: Each corruption collator by its `corrupt --mode`.
+CORRUPTION_COLLATORS = {
+    "mlm": tokenmill.MLMCollator,
+    "span": tokenmill.SpanCorruptionCollator,
+    "bart": tokenmill.DenoisingCollator,
+    "prefix": tokenmill.PrefixLMCollator,
+    "ul2": tokenmill.UL2Collator,
+}
+
+
 def write_shards(folder: Path, tables: dict[str, pa.Table]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():

@@ -19,16 +19,10 @@ import tokenizers
 import torch
 
 import tokenmill
+from tests.conftest import CORRUPTION_COLLATORS
 from tokenmill.batch import read_token_rows
 from tokenmill.collate import CausalLMCollator
 
-CORRUPTION_COLLATORS: dict[str, Callable[..., Any]] = {
-    "mlm": tokenmill.MLMCollator,
-    "span": tokenmill.SpanCorruptionCollator,
-    "bart": tokenmill.DenoisingCollator,
-    "prefix": tokenmill.PrefixLMCollator,
-    "ul2": tokenmill.UL2Collator,
-}
 TEXTS = [
     "def f(x):\n    return x + 1\n",
     "The quick brown fox jumps over the lazy dog, twice, and then once more.",

@@ -18,7 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 import tokenmill
-from tests.conftest import folder_bytes, long_token_row, peak_memory_used, write_shards
+from tests.conftest import (
+    CORRUPTION_COLLATORS,
+    folder_bytes,
+    long_token_row,
+    peak_memory_used,
+    write_shards,
+)
 from tokenmill import _core
 from tokenmill.batch import read_token_rows
 from tokenmill.objectives import build_corruptor
@@ -197,14 +203,7 @@ def test_stage_and_collator_make_the_same_rows(
     tokenmill.corrupt(short_docs, out, mode, pydocs_tokenizer, seed=7, progress=False)
     stage_rows = read(out)
     source = read(short_docs).slice(0, 40)
-    collators: dict[str, Any] = {
-        "mlm": tokenmill.MLMCollator,
-        "span": tokenmill.SpanCorruptionCollator,
-        "bart": tokenmill.DenoisingCollator,
-        "prefix": tokenmill.PrefixLMCollator,
-        "ul2": tokenmill.UL2Collator,
-    }
-    collator = collators[mode](pydocs_tokenizer, seed=7, return_tensors="np")
+    collator = CORRUPTION_COLLATORS[mode](pydocs_tokenizer, seed=7, return_tensors="np")
     dicts = [
         {"id": i, "input_ids": t}
         for i, t in zip(*(source.column(c).to_pylist() for c in ("id", "input_ids")), strict=True)

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenmill
+from tests.conftest import CORRUPTION_COLLATORS
 from tokenmill.collate import CausalLMCollator
 from tokenmill.tokenizer import sentinel_ids
 
@@ -240,15 +241,6 @@ def out_of_domain(mode: str, options: dict[str, Any]) -> bool:
     return False
 
 
-COLLATORS: dict[str, Callable[..., Any]] = {
-    "mlm": tokenmill.MLMCollator,
-    "span": tokenmill.SpanCorruptionCollator,
-    "bart": tokenmill.DenoisingCollator,
-    "prefix": tokenmill.PrefixLMCollator,
-    "ul2": tokenmill.UL2Collator,
-}
-
-
 def call(collate: Callable[[Any], dict[str, Any]], batch: Any) -> dict[str, Any] | None:
     """The batch, or None where a tokenmill error refused it; any other
     exception (a Rust panic is a BaseException) fails the test."""
@@ -296,13 +288,13 @@ def test_causal_lm_collator(case: dict[str, Any], data: st.DataObject) -> None:
 
 
 @FUZZ
-@given(case=batches(), mode=st.sampled_from(sorted(COLLATORS)), data=st.data())
+@given(case=batches(), mode=st.sampled_from(sorted(CORRUPTION_COLLATORS)), data=st.data())
 def test_corruption_collators(
     tokenizer: tokenmill.Tokenizer, case: dict[str, Any], mode: str, data: st.DataObject
 ) -> None:
     options = data.draw(options_for(mode))
     try:
-        collate = COLLATORS[mode](
+        collate = CORRUPTION_COLLATORS[mode](
             tokenizer,
             seed=data.draw(st.integers(0, 2**32)),
             pad_to_multiple_of=data.draw(st.integers(1, 8)),

@@ -171,12 +171,7 @@ def _from_padded_dict(batch: Mapping[str, Any], column: str, key_column: str | N
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept = matrix[mask.astype(bool)]
     _check_ids(kept, offsets, "input_ids")
-    values = pa.array(kept.astype(np.uint32))
-    return TokenRows(
-        pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, type=TOKEN_LIST),
-        keys,
-        None,
-    )
+    return TokenRows(_token_list_array(offsets, kept), keys, None)
 
 
 def _from_dict_rows(batch: Sequence[Any], column: str, key_column: str | None) -> TokenRows:
@@ -344,23 +339,28 @@ def python_token_lists(rows: Sequence[Any]) -> pa.Array:
             raise data_error(
                 r, f"the row has {array.ndim} dimensions", "pass each row as a 1-D list of ids"
             )
-        arrays.append(array if len(array) else array.astype(np.uint32))
-    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    for r, array in enumerate(arrays):
-        if array.dtype.kind not in "iu":
+        if not len(array):
+            array = array.astype(np.uint32)
+        elif array.dtype.kind not in "iu":
             raise data_error(
                 r, f"{array[0]!r} is not a token id (the row is {array.dtype})", IDS_FIX
             )
-        if array.dtype == np.uint64:
+        elif array.dtype == np.uint64:
             # Concatenated with signed rows, uint64 would become float64.
-            if len(array) and array.max() > 0xFFFF_FFFF:
+            if array.max() > 0xFFFF_FFFF:
                 raise data_error(r, f"{int(array.max())} is not a token id", IDS_FIX)
-            arrays[r] = array.astype(np.int64)
+            array = array.astype(np.int64)
+        arrays.append(array)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays], dtype=np.int64)])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
     _check_ids(flat, offsets, "the row")
+    return _token_list_array(offsets, flat)
+
+
+def _token_list_array(offsets: npt.NDArray[np.int64], ids: npt.NDArray[Any]) -> pa.Array:
+    """`list<uint32>` rows from checked ids and their offsets."""
     return pa.ListArray.from_arrays(
-        pa.array(offsets.astype(np.int32)), pa.array(flat.astype(np.uint32)), type=TOKEN_LIST
+        pa.array(offsets.astype(np.int32)), pa.array(ids.astype(np.uint32)), type=TOKEN_LIST
     )
 
 
@@ -388,6 +388,4 @@ def arrow_token_lists(values: pa.Array, name: str) -> pa.Array:
         return values
     flat = flat_values.to_numpy(zero_copy_only=False)
     _check_ids(flat, offsets, f"'{name}'")
-    return pa.ListArray.from_arrays(
-        pa.array(offsets.astype(np.int32)), pa.array(flat.astype(np.uint32)), type=TOKEN_LIST
-    )
+    return _token_list_array(offsets, flat)

@@ -13,11 +13,10 @@ Option defaults are also those of the Rust options structs (their
 `Default`); `tests/test_objectives.py` checks they agree.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the options dataclasses'
+# field types stay real types, which the CLI reads to build its flags.
 import dataclasses
 import math
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,15 +226,6 @@ class Objective:
 
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def option_fields(options: type) -> list[dataclasses.Field[Any]]:
-    """The fields of an options dataclass, with their types resolved."""
-    hints = typing.get_type_hints(options)
-    fields = list(dataclasses.fields(options))
-    for f in fields:
-        f.type = hints[f.name]
-    return fields
 
 
 def _eos_id(tokenizer: Tokenizer, eos: bool, eos_token: str | None) -> int | None:
@@ -454,7 +444,7 @@ def corrupt_options() -> dict[str, tuple[dataclasses.Field[Any], tuple[str, ...]
     for name in CORRUPT_MODES:
         options = OBJECTIVES[name].options
         assert options is not None
-        for f in option_fields(options):
+        for f in dataclasses.fields(options):
             if f.name in merged:
                 first, modes = merged[f.name]
                 if (first.default, first.type, dict(first.metadata)) != (

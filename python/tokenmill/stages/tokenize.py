@@ -11,7 +11,7 @@ from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
 from tokenmill.stages._common import check_nulls, drop_nulls, require_text, rows_as_read
-from tokenmill.tokenizer import EOS_CANDIDATES, load_tokenizer
+from tokenmill.tokenizer import EOS_CANDIDATES, find_token, load_tokenizer
 
 TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
 #: Each token's word index in its document (-1: special tokens and EOS).
@@ -22,10 +22,9 @@ WORD_ID_TYPE = pa.list_(pa.field("item", pa.int32(), nullable=False))
 def resolve_eos(tokenizer: Tokenizer, eos_token: str | None) -> int:
     """The id of `eos_token`, or of the first known EOS spelling the vocabulary has."""
     candidates = (eos_token,) if eos_token else EOS_CANDIDATES
-    for token in candidates:
-        token_id = tokenizer.token_to_id(token)
-        if token_id is not None:
-            return token_id
+    token_id = find_token(tokenizer, candidates)
+    if token_id is not None:
+        return token_id
     raise TokenizerError(
         f"the tokenizer has no end-of-document token ({' or '.join(candidates)}); "
         "name it with --eos-token, or pass --no-eos"
