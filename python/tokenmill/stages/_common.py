@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenmill._core import ConfigError, DataError, SchemaError
+from tokenmill.batch import data_error
 
 if TYPE_CHECKING:
     from tokenmill.runner import BatchContext
@@ -128,10 +129,7 @@ def check_nulls(nulls: str) -> None:
 
 def null_row_error(row: int, column: str, fix: str = NULLS_FIX) -> DataError:
     """A DataError naming the row of the batch; the runner adds the shard and the row there."""
-    problem = f"column '{column}' is null here"
-    err = DataError(f"row {row}: {problem}; {fix}")
-    err.row, err.problem, err.fix = row, problem, fix
-    return err
+    return data_error(row, f"column '{column}' is null here", fix)
 
 
 def null_rows(column: pa.Array) -> np.ndarray:
@@ -159,10 +157,7 @@ def refuse_nulls(table: pa.Table | pa.RecordBatch, columns: Sequence[str], fix: 
 def at_row(err: DataError, row: int, problem: str | None = None) -> DataError:
     """`err`, naming `row` of the batch instead of its own (and `problem`, if given)."""
     problem = problem or getattr(err, "problem", None) or str(err)
-    fix = getattr(err, "fix", "")
-    moved = DataError(f"row {row}: {problem}; {fix}")
-    moved.row, moved.problem, moved.fix = row, problem, fix
-    return moved
+    return data_error(row, problem, getattr(err, "fix", ""))
 
 
 @contextlib.contextmanager

@@ -351,7 +351,9 @@ class _FilterStage(Stage):
         ctx.count("rows_kept", kept)
         if self.options.nulls == "skip":
             null = self.nulls[ctx.shard]
-            ctx.count("rows_null", int(((null >= ctx.first_row) & (null < end)).sum()))
+            # Sorted row numbers: the batch's nulls are one slice of them.
+            first, last = np.searchsorted(null, [ctx.first_row, end])
+            ctx.count("rows_null", int(last - first))
         # Most batches keep every row: no copy of them (a long document
         # would be held twice while it is written).
         return batch if kept == batch.num_rows else filter_rows(batch, pa.array(mask))

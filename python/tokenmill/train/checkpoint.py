@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tokenmill._core import ConfigError, ShardError
+from tokenmill._fs import atomic_path
 
 from .batches import Stream
 from .config import TrainConfig
@@ -119,6 +120,6 @@ def write_checkpoint(
         "trajectory": identity,
         "model_config": asdict(cast(Any, model).config),
     }
-    temporary = output / (CHECKPOINT + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(output / CHECKPOINT)
+    # Synced, renamed into place and removed on failure, as every output is.
+    with atomic_path(output / CHECKPOINT) as temporary:
+        torch.save(state, temporary)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenmill._core import ConfigError
+from tokenmill.collate import IGNORE_INDEX
 from tokenmill.train.config import SIZES
 
 try:  # FlexAttention arrived in torch 2.5; older versions use dense masks everywhere.
@@ -40,8 +41,6 @@ try:  # FlexAttention arrived in torch 2.5; older versions use dense masks every
     HAVE_FLEX = True
 except ImportError:  # pragma: no cover - depends on the installed torch
     HAVE_FLEX = False
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -193,11 +192,6 @@ class AttentionMask:
                 q, k, v = (F.pad(t, (0, 0, 0, padded - width)) for t in (q, k, v))
             return _flex(q, k, v, self.block_mask(padded))[:, :, :width]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense(), dropout_p=dropout)
-
-
-def padding_documents(attention_mask: Tensor) -> Tensor:
-    """Document ids for unpacked rows: 0 on real tokens, -1 on padding."""
-    return torch.where(attention_mask.bool(), 0, -1)
 
 
 # --- The block ------------------------------------------------------------

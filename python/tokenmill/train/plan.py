@@ -37,7 +37,6 @@ class DataPlan:
     tokenizer: _core.Tokenizer | None
     #: The objective, as `tokenmill.objectives` declares it.
     spec: Objective
-    prefix_layout: str = "decoder"
     #: The targets are the text itself, so bits per byte means something.
     text_targets: bool = False
 
@@ -225,7 +224,6 @@ def plan_data(config: TrainConfig) -> DataPlan:
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     if spec.reads[0] == "pairs" and tokenizer is None:
         _check_pairs_tokenizer(config, dataset)
-    layout = str(params.get("options", {}).get("layout", "decoder"))
     shape = spec.layout(params.get("options"))
 
     names = dataset.schema.names
@@ -265,6 +263,5 @@ def plan_data(config: TrainConfig) -> DataPlan:
         max_len=max_len,
         tokenizer=tokenizer,
         spec=spec,
-        prefix_layout=layout,
         text_targets=shape.text_targets,
     )
