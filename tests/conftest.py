@@ -122,7 +122,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 _HOLD_LOCKS = """
 import sys
 from pathlib import Path
-from tokenmill.runner import lock_outputs
+from tokenmill.output import lock_outputs
 with lock_outputs(Path(sys.argv[1]), sys.argv[2:]):
     print("held", flush=True)
     sys.stdin.read()

@@ -12,13 +12,13 @@ from typing import Any, overload
 
 import click
 
+from tokenmill.checks import NULLS
 from tokenmill.objectives import (
     corrupt_options,
     flag_of,
     shown_default,
 )
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
-from tokenmill.stages._common import NULLS
 
 RUN_OPTION_NAMES = ("output", "overwrite", "fmt", "batch_size", "shards", "progress")
 

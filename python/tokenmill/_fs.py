@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Collection, Iterator
@@ -60,3 +61,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Writes `data` to `path` atomically and durably."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
+
+
+def out_of_room(err: OSError) -> bool:
+    """A full disk, a quota or the file size limit; pyarrow keeps only the message."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return any(text in str(err) for text in ("No space left", "quota exceeded", "File too large"))

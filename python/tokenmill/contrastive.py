@@ -39,7 +39,7 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError
 from tokenmill.batch import arrow_token_lists
-from tokenmill.stages._common import refuse_nulls
+from tokenmill.checks import refuse_nulls
 
 STAGE = "contrastive"
 TEXT_COLUMNS = ("query", "positive", "negatives")

@@ -16,10 +16,9 @@ from tokenmill._core import (
     Vocab,
 )
 from tokenmill._fs import write_atomic
+from tokenmill.checks import locate_error, require_text
 from tokenmill.dataset import Dataset, open_dataset, prefetch
 from tokenmill.progress import StageProgress, progress_enabled
-from tokenmill.runner import locate_error
-from tokenmill.stages._common import require_text
 
 #: Spellings tried in order when a special token is not named.
 PAD_CANDIDATES = ("<pad>", "[PAD]")

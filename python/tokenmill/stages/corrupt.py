@@ -31,17 +31,10 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, SchemaError, TokenizerError
+from tokenmill.checks import as_uint32_tokens, at_row, check_nulls, is_token_list, require_u64
 from tokenmill.objectives import objective
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import (
-    as_uint32_tokens,
-    at_row,
-    check_nulls,
-    drop_nulls,
-    is_token_list,
-    require_u64,
-    rows_as_read,
-)
+from tokenmill.stages._common import drop_nulls, rows_as_read
 from tokenmill.stages.tokenize import TokenizeStage
 from tokenmill.tokenizer import load_tokenizer
 

@@ -51,30 +51,29 @@ import pyarrow.compute as pc
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, SchemaError, TokenmillError
-from tokenmill.dataset import Dataset, Shard, open_dataset
-from tokenmill.runner import (
-    DEFAULT_BATCH_ROWS,
-    BatchContext,
-    RunReport,
-    Stage,
-    locate_error,
-    refuse_output_over_input,
-    run_stage,
-)
-from tokenmill.stages._common import (
+from tokenmill.checks import (
     NULLS_FIX,
     as_uint32_tokens,
     at_row,
     check_nulls,
-    drop_nulls,
     is_token_list,
+    locate_error,
     null_rows,
     refuse_nulls,
     require_column,
     require_id_column,
     require_u64,
-    rows_as_read,
 )
+from tokenmill.dataset import Dataset, Shard, open_dataset
+from tokenmill.output import refuse_output_over_input
+from tokenmill.runner import (
+    DEFAULT_BATCH_ROWS,
+    BatchContext,
+    RunReport,
+    Stage,
+    run_stage,
+)
+from tokenmill.stages._common import drop_nulls, rows_as_read
 
 STRATEGIES = ("random", "bm25", "embedding")
 #: Texts (or token lists) handed to an embedding function per call.

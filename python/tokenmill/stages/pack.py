@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError
+from tokenmill.checks import as_uint32_tokens, is_token_list, require_column
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import as_uint32_tokens, is_token_list, require_column
 
 STRATEGIES = ("bfd", "concat")
 

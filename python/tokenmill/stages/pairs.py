@@ -26,16 +26,15 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError
-from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import (
+from tokenmill.checks import (
     as_uint32_tokens,
     check_nulls,
-    drop_nulls,
     is_token_list,
     require_column,
     require_u64,
-    rows_as_read,
 )
+from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import drop_nulls, rows_as_read
 
 MODES = ("crop", "ict", "columns")
 QUERY, POSITIVE = "query", "positive"

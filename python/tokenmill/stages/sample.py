@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import ConfigError
+from tokenmill.checks import filter_rows, is_token_list, require_u64
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import filter_rows, is_token_list, require_u64
 
 
 class SampleStage(Stage):

@@ -9,8 +9,9 @@ import pyarrow as pa
 
 from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
+from tokenmill.checks import check_nulls, require_text
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import check_nulls, drop_nulls, require_text, rows_as_read
+from tokenmill.stages._common import drop_nulls, rows_as_read
 from tokenmill.tokenizer import EOS_CANDIDATES, find_token, load_tokenizer
 
 TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
