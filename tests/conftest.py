@@ -112,6 +112,41 @@ def small_dataset(tmp_path: Path) -> Path:
     )
 
 
+@pytest.fixture(scope="module")
+def tokenizer(pydocs_tokenizer: Path) -> tokenmill.Tokenizer:
+    """The pydocs tokenizer, loaded."""
+    return tokenmill.load_tokenizer(pydocs_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def pydocs_tokens(
+    pydocs: Path, pydocs_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The Python docs, tokenized with the pydocs tokenizer."""
+    out = tmp_path_factory.mktemp("corrupt") / "tokens"
+    tokenmill.tokenize(pydocs, out, pydocs_tokenizer, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def short_docs(pydocs_tokens: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each pydocs document cut to its first 300 tokens: short enough for
+    every mode's defaults (100 sentinels) without concatenation."""
+    table = read_folder(pydocs_tokens)
+    cut = pa.array(
+        [t[:300] for t in table.column("input_ids").to_pylist()], type=pa.list_(pa.uint32())
+    )
+    out = tmp_path_factory.mktemp("short") / "docs"
+    half = table.num_rows // 2
+    short = pa.table({"id": table.column("id"), "input_ids": cut})
+    return write_shards(out, {"a.parquet": short.slice(0, half), "b.parquet": short.slice(half)})
+
+
+def read_folder(folder: Path) -> pa.Table:
+    """Every Parquet shard of `folder`, in name order, as one table."""
+    return pa.concat_tables(pq.read_table(p) for p in sorted(folder.glob("*.parquet")))
+
+
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     """Every file of a dataset folder (manifest and state included) by relative path."""
     return {
