@@ -2,15 +2,16 @@
 
 Three phases, each resumable:
 
-1. *sign*, shard by shard: per document a 128-bit content hash (exact) or a
-   MinHash signature and its LSH band keys, written as raw little-endian
-   files under ``OUT/.tokenmill/dedup``; a killed run skips signed shards.
-2. *cluster*, once over all shards: documents sharing a band bucket are
-   checked (estimated or exact Jaccard), joined by union-find, and one per
-   cluster is kept. Buckets spill to disk past ``memory_budget``; signatures
-   are memory-mapped, never loaded whole.
-3. *filter*, shard by shard through the stage runner, which writes the kept
-   rows, ``clusters.parquet`` and the manifest.
+1. *sign*, shard by shard (:mod:`tokenmill.stages.dedup_sign`): per document
+   a 128-bit content hash (exact) or a MinHash signature and its LSH band
+   keys, written as raw little-endian files under ``OUT/.tokenmill/dedup``;
+   a killed run skips signed shards.
+2. *cluster*, once over all shards (:mod:`tokenmill.stages.dedup_cluster`):
+   documents sharing a band bucket are checked (estimated or exact Jaccard),
+   joined by union-find, and one per cluster is kept. Buckets spill to disk
+   past ``memory_budget``; signatures are memory-mapped, never loaded whole.
+3. *filter*, shard by shard through the stage runner (here), which writes
+   the kept rows, ``clusters.parquet`` and the manifest.
 """
 
 from __future__ import annotations
