@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from tokenmill._core import ConfigError, DataError, SchemaError
 from tokenmill.batch import data_error
+from tokenmill.options import Options, keywords_of, option
 
 if TYPE_CHECKING:
     from tokenmill.runner import BatchContext
@@ -20,6 +21,28 @@ if TYPE_CHECKING:
 #: What a stage does with a row whose text or tokens are null.
 NULLS = ("error", "skip")
 NULLS_FIX = "drop or fill null rows, or pass --nulls skip"
+
+
+def nulls_option() -> Any:
+    """`nulls`, the same on every stage that reads text or tokens."""
+    return option(
+        "error",
+        "A row whose text or tokens are null: stop with an error naming it, or skip "
+        "it (counted as rows_null).",
+        choices=NULLS,
+    )
+
+
+def stage_keywords(
+    options: type[Options], given: Mapping[str, Any], what: str, *, own: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stage function's keyword arguments as (its options' fields, the run
+    options of :func:`tokenmill.run_stage`); any other name is a ConfigError
+    naming every keyword the function takes: the fields, its `own`
+    keywords, the run options."""
+    from tokenmill.runner import run_stage  # the runner imports this module
+
+    return options.split(given, what=what, also=(*own, *keywords_of(run_stage)))
 
 
 #: One past the largest seed, epoch or count the Rust kernels take (a u64).
