@@ -6,36 +6,20 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, overload
 
 import click
 
-from tokenmill.checks import NULLS
-from tokenmill.objectives import (
-    corrupt_options,
-    flag_of,
-    shown_default,
-)
+from tokenmill.objectives import corrupt_options
+from tokenmill.options import flag_of, shown_default
 from tokenmill.runner import DEFAULT_BATCH_ROWS, FORMATS, RunReport
 
 RUN_OPTION_NAMES = ("output", "overwrite", "fmt", "batch_size", "shards", "progress")
 
 
 Command = Callable[..., Any]
-
-
-def nulls_option(command: Command) -> Command:
-    """`--nulls error|skip`, the same on every stage that reads text or tokens."""
-    return click.option(
-        "--nulls",
-        type=click.Choice(NULLS),
-        default="error",
-        show_default=True,
-        help="A row whose text or tokens are null: stop with an error naming it, or skip "
-        "it (counted as rows_null).",
-    )(command)
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:
@@ -48,28 +32,64 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _value_type(kind: Any, meta: Mapping[str, Any]) -> Any:
+    """The click type of a value option: its choices, a path, a range or `kind`."""
+    low, high = meta.get("low"), meta.get("high")
+    if meta.get("choices"):
+        return click.Choice(meta["choices"])
+    if meta.get("path"):
+        return click.Path(path_type=Path)
+    if kind is int and (low, high) != (None, None):
+        return click.IntRange(low, high)
+    if kind is float and (low, high) != (None, None):
+        return click.FloatRange(low, high)
+    return kind
+
+
+def field_option(
+    spec: dataclasses.Field[Any],
+    annotation: Any,
+    *,
+    help: str,
+    default: Any,
+    required: bool = False,
+    show_default: bool = False,
+) -> Callable[[Command], Command]:
+    """The click option of one options-dataclass field (see
+    :func:`tokenmill.options.option` for its metadata), with the default,
+    help and defaults shown that the caller decides."""
+    meta = spec.metadata
+    flag = meta.get("flag") or flag_of(spec.name)
+    kind, repeats = _click_type(annotation)
+    kwargs: dict[str, Any] = {"help": help, "default": default}
+    if required:
+        kwargs["required"] = True
+    if kind is bool:
+        if spec.default is True and "/" not in flag:
+            flag = f"{flag}/--no-{flag[2:]}"
+        elif spec.default is not True:
+            kwargs["is_flag"] = True
+        decls = [flag]
+    else:
+        decls = flag.split("/")
+        kwargs["type"] = _value_type(kind, meta)
+        if repeats:
+            kwargs["multiple"] = True
+    unit = meta.get("unit", 1)
+    if unit != 1:
+        kwargs["callback"] = lambda _ctx, _param, value: None if value is None else value * unit
+    if show_default:
+        kwargs["show_default"] = True
+    return click.option(*decls, spec.name, **kwargs)
+
+
 def corruption_options(command: Command) -> Command:
     """One option per corruption option of every mode, generated from the
     options dataclasses of :mod:`tokenmill.objectives`. An option left out
     keeps its mode's default (in brackets); one of another mode is an error."""
-    for name, (spec, modes) in reversed(corrupt_options().items()):
-        flag = spec.metadata["flag"] or flag_of(name)
+    for spec, modes in reversed(corrupt_options().values()):
         help = f"{', '.join(modes)}: {spec.metadata['help']} [{shown_default(spec)}]."
-        kind, repeats = _click_type(spec.type)
-        if kind is bool and spec.default:
-            option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help)
-        elif kind is bool:
-            option = click.option(flag, name, is_flag=True, default=None, help=help)
-        else:
-            choices = spec.metadata["choices"]
-            option = click.option(
-                flag,
-                name,
-                type=click.Choice(choices) if choices else kind,
-                multiple=repeats,
-                help=help,
-            )
-        command = option(command)
+        command = field_option(spec, spec.type, help=help, default=None)(command)
     return command
 
 
@@ -181,36 +201,30 @@ def report_run(report: RunReport) -> None:
 
 def config_options(config: type, *, skip: tuple[str, ...] = ()) -> Callable[[Command], Command]:
     """One option per field of the dataclass `config`, from the field's
-    metadata (help, flag, lowest integer, choices, whether it is a path),
-    so a setting is declared once: in the dataclass."""
+    metadata (see :func:`tokenmill.options.option`), with the field's
+    default shown, so an option is declared once: in the dataclass. A
+    field without a default is a required option."""
     hints = typing.get_type_hints(config)
 
     def decorate(command: Command) -> Command:
         for spec in reversed(dataclasses.fields(config)):
             if spec.name in skip:
                 continue
-            meta = spec.metadata
-            decls = (meta.get("flag") or flag_of(spec.name)).split("/")
-            kind, _ = _click_type(hints[spec.name])
             required = spec.default is dataclasses.MISSING
             default = None if required else spec.default
-            kwargs: dict[str, Any] = {"help": meta.get("help", ""), "required": required}
-            if kind is bool and default:
-                decls = [f"{decls[-1]}/--no-{decls[-1][2:]}"]
-                kwargs.update(default=True, show_default=True)
-            elif kind is bool:
-                kwargs.update(is_flag=True)
-            else:
-                if meta.get("choices"):
-                    kwargs["type"] = click.Choice(meta["choices"])
-                elif meta.get("path"):
-                    kwargs["type"] = click.Path(path_type=Path)
-                elif kind is int and meta.get("low") is not None:
-                    kwargs["type"] = click.IntRange(min=meta["low"])
-                else:
-                    kwargs["type"] = kind
-                kwargs.update(default=default, show_default=default is not None)
-            command = click.option(*decls, spec.name, **kwargs)(command)
+            if isinstance(default, int) and not isinstance(default, bool):
+                default //= spec.metadata.get("unit", 1)
+            # Switches show an "on" default only; values any but none.
+            shown = default if isinstance(default, bool) else default not in (None, ())
+            option = field_option(
+                spec,
+                hints[spec.name],
+                help=spec.metadata.get("help", ""),
+                default=default,
+                required=required,
+                show_default=shown,
+            )
+            command = option(command)
         return command
 
     return decorate

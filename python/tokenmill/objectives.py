@@ -16,13 +16,13 @@ Option defaults are also those of the Rust options structs (their
 # No `from __future__ import annotations` here: the options dataclasses'
 # field types stay real types, which the CLI reads to build its flags.
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, Corruptor, Tokenizer, TokenizerError, Vocab
+from tokenmill.options import flag_of, option, shown_default
 from tokenmill.tokenizer import (
     EOS_CANDIDATES,
     MASK_CANDIDATES,
@@ -34,25 +34,6 @@ from tokenmill.tokenizer import (
 
 #: Model families, each one of `tokenmill.train.models.FAMILIES`.
 FAMILIES = ("decoder", "encoder", "encoder-decoder", "dual-encoder")
-
-
-def option(
-    default: Any,
-    help: str,
-    *,
-    domain: str = "",
-    choices: tuple[str, ...] = (),
-    flag: str | None = None,
-    shown: str | None = None,
-) -> Any:
-    """A field of an options dataclass: its default, the help the CLI and
-    README print, its domain in words (`[0, 1]`), the values it takes
-    (`choices`), the CLI flag where it is not `--name` and how its default
-    reads where it is resolved later (`shown`: `<mask>` for None)."""
-    return field(
-        default=default,
-        metadata={"help": help, "domain": domain, "choices": choices, "flag": flag, "shown": shown},
-    )
 
 
 # Options several modes take, declared once each.
@@ -222,10 +203,6 @@ class Objective:
         assert self.build is not None
         corruptor, resolved = self.build(tokenizer, parsed)
         return corruptor, {**dataclasses.asdict(parsed), **resolved}
-
-
-def flag_of(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _eos_id(tokenizer: Tokenizer, eos: bool, eos_token: str | None) -> int | None:
@@ -457,18 +434,6 @@ def corrupt_options() -> dict[str, tuple[dataclasses.Field[Any], tuple[str, ...]
             else:
                 merged[f.name] = (f, (name,))
     return merged
-
-
-def shown_default(f: dataclasses.Field[Any]) -> str:
-    """How an option's default reads in help and tables."""
-    shown = f.metadata.get("shown")
-    if shown is not None:
-        return str(shown)
-    if isinstance(f.default, bool):
-        return "on" if f.default else "off"
-    if isinstance(f.default, float) and math.isfinite(f.default) and f.default == int(f.default):
-        return str(int(f.default))
-    return str(f.default)
 
 
 def options_table() -> str:

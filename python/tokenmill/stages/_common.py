@@ -1,20 +1,40 @@
-"""Null handling the stages share, on the runner's batches."""
+"""What the stages share: null handling on the runner's batches, the `nulls`
+option, and how a stage function splits its keywords."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from tokenmill._core import DataError
-from tokenmill.checks import NULLS_FIX, at_row, filter_rows, null_rows, refuse_nulls
+from tokenmill.checks import NULLS, NULLS_FIX, at_row, filter_rows, null_rows, refuse_nulls
+from tokenmill.options import Options, keywords_of, option
+from tokenmill.runner import BatchContext, run_stage
 
-if TYPE_CHECKING:
-    from tokenmill.runner import BatchContext
+
+def nulls_option() -> Any:
+    """`nulls`, the same on every stage that reads text or tokens."""
+    return option(
+        "error",
+        "A row whose text or tokens are null: stop with an error naming it, or skip "
+        "it (counted as rows_null).",
+        choices=NULLS,
+    )
+
+
+def stage_keywords(
+    options: type[Options], given: Mapping[str, Any], what: str, *, own: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stage function's keyword arguments as (its options' fields, the run
+    options of :func:`tokenmill.run_stage`); any other name is a ConfigError
+    naming every keyword the function takes: the fields, its `own`
+    keywords, the run options."""
+    return options.split(given, what=what, also=(*own, *keywords_of(run_stage)))
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ the fly, as `tokenmill tokenize` would with its defaults.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError, DataError, SchemaError, TokenizerError
 from tokenmill.checks import as_uint32_tokens, at_row, check_nulls, is_token_list, require_u64
-from tokenmill.objectives import objective
+from tokenmill.objectives import CORRUPT_MODES, OBJECTIVES, objective
+from tokenmill.options import Options, epoch_option, id_column_option, option, seed_option
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import drop_nulls, rows_as_read
+from tokenmill.stages._common import drop_nulls, nulls_option, rows_as_read, stage_keywords
 from tokenmill.stages.tokenize import TokenizeStage
 from tokenmill.tokenizer import load_tokenizer
 
@@ -60,44 +62,70 @@ DENOISER = pa.field("denoiser", pa.uint8(), nullable=False)
 EXTRA_FIELDS = {"prefix_lens": PREFIX_LENS, "denoiser": DENOISER}
 
 
+@dataclass(frozen=True)
+class CorruptOptions(Options):
+    """The options of `corrupt` (and of `tokenmill corrupt`) that are not a
+    mode's: those are the mode's options dataclass in :mod:`tokenmill.objectives`."""
+
+    mode: str = option(
+        help=", ".join(f"{name} ({OBJECTIVES[name].summary})" for name in CORRUPT_MODES) + ".",
+        choices=CORRUPT_MODES,
+    )
+    tokenizer: str = option(
+        help="tokenizer.json the tokens came from: special ids, mask, sentinels, EOS.", path=True
+    )
+    seed: int = seed_option()
+    epoch: int = epoch_option()
+    token_column: str = option("input_ids")
+    text_column: str = option("text", "Tokenized on the fly when the shards have no token column.")
+    id_column: str | None = id_column_option(
+        "Document id column keying each row's draws ('' keys rows by position)."
+    )
+    input_length: int | None = option(
+        None,
+        "Concatenate documents into rows that corrupt into exactly this many inputs "
+        "(span: T5's length helper; other modes: rows of this length).",
+        low=2,
+    )
+    nulls: str = nulls_option()
+
+    def check(self) -> None:
+        check_nulls(self.nulls)
+        objective(self.mode, corrupting=True)
+        require_u64(seed=self.seed, epoch=self.epoch)
+        if self.input_length is not None and self.input_length < 2:
+            raise ConfigError(f"--input-length {self.input_length} is below 2")
+
+
 class CorruptStage(Stage):
+    """`corrupt` over one shard at a time. `options` are the fields of
+    :class:`CorruptOptions` but mode and tokenizer, and the mode's own
+    options (see :mod:`tokenmill.objectives`)."""
+
     name = "corrupt"
     seed: int
 
-    def __init__(
-        self,
-        mode: str,
-        tokenizer: str | Path,
-        *,
-        seed: int = 0,
-        epoch: int = 0,
-        token_column: str = "input_ids",
-        text_column: str = "text",
-        id_column: str | None = "id",
-        input_length: int | None = None,
-        nulls: str = "error",
-        **options: Any,
-    ) -> None:
-        check_nulls(nulls)
+    def __init__(self, mode: str, tokenizer: str | Path, **options: Any) -> None:
+        names = CorruptOptions.names()
+        own = {name: value for name, value in options.items() if name in names}
+        mode_options = {name: value for name, value in options.items() if name not in names}
+        self.options = o = CorruptOptions.parse(
+            {"mode": mode, "tokenizer": tokenizer, **own}, what="CorruptStage"
+        )
         self.objective = objective(mode, corrupting=True)
-        require_u64(seed=seed, epoch=epoch)
-        if input_length is not None and input_length < 2:
-            raise ConfigError(f"--input-length {input_length} is below 2")
-        self.mode = mode
-        self.nulls = nulls
-        self.tokenizer_path = Path(tokenizer).resolve()
+        self.tokenizer_path = Path(o.tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
-        self.corruptor, self.options = self.objective.build_corruptor(self.tokenizer, **options)
-        self.layout = self.objective.layout(self.options)
-        self.seed = seed
-        self.epoch = epoch
-        self.input_column = token_column
-        self.text_column = text_column
-        self.id_column = id_column or None
+        #: The mode's options, resolved (special token ids included).
+        self.corruptor, self.mode_options = self.objective.build_corruptor(
+            self.tokenizer, **mode_options
+        )
+        self.layout = self.objective.layout(self.mode_options)
+        self.seed = o.seed
+        self.input_column = o.token_column
+        self.id_column = o.id_column
         self.token_column = "input_ids"
-        self.input_length = input_length
-        self.raw_length = self._raw_length(input_length)
+        self.raw_length = self._raw_length(o.input_length)
         if self.raw_length is not None:
             self._check_sentinels(self.raw_length)
         self._tokenize: TokenizeStage | None = None
@@ -114,36 +142,29 @@ class CorruptStage(Stage):
             return None
         # Modes that keep or vary the length cut rows at it as given.
         raw_length = self.objective.raw_length
-        return input_length if raw_length is None else raw_length(self.options, input_length)
+        return input_length if raw_length is None else raw_length(self.mode_options, input_length)
 
     def _check_sentinels(self, length: int) -> None:
         """With static row lengths, a shortage of sentinels is known before
         any output: T5's span count at the longest-span-count denoiser."""
         if self.objective.span_settings is None:
             return
-        settings = self.objective.span_settings(self.options)
+        settings = self.objective.span_settings(self.mode_options)
         needed = max(_span_count(length, d, m) for d, m in settings)
-        if needed > self.options["sentinels"]:
+        if needed > self.mode_options["sentinels"]:
             raise ConfigError(
                 f"rows of {length} tokens need up to {needed} sentinels but the tokenizer has "
-                f"{self.options['sentinels']}; lower --input-length or --noise-density, or "
+                f"{self.mode_options['sentinels']}; lower --input-length or --noise-density, or "
                 "raise --mean-span"
             )
 
     def params(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
-            "options": self.options,
+            **asdict(self.options),
+            "options": self.mode_options,
             "tokenizer": str(self.tokenizer_path),
             "tokenizer_checksum": self.tokenizer_checksum,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "token_column": self.input_column,
-            "text_column": self.text_column,
-            "id_column": self.id_column,
-            "input_length": self.input_length,
             "raw_length": self.raw_length,
-            "nulls": self.nulls,
         }
 
     def _keeps_length(self) -> bool:
@@ -152,13 +173,13 @@ class CorruptStage(Stage):
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         self._tokenize = None
         if self.input_column not in schema.names:
-            if self.text_column in schema.names:
+            if self.options.text_column in schema.names:
                 # Built once: it loads and checksums the tokenizer.
                 if self._tokenizer_stage is None:
                     try:
                         self._tokenizer_stage = TokenizeStage(
                             self.tokenizer_path,
-                            text_column=self.text_column,
+                            text_column=self.options.text_column,
                             output_column=self.input_column,
                         )
                     except TokenizerError as err:
@@ -173,7 +194,8 @@ class CorruptStage(Stage):
             else:
                 raise SchemaError(
                     f"the shard has neither a token column '{self.input_column}' nor a text "
-                    f"column '{self.text_column}'; name one with --token-column or --text-column"
+                    f"column '{self.options.text_column}'; name one with --token-column or "
+                    "--text-column"
                 )
         return self._schema_for_tokens(schema)
 
@@ -212,8 +234,8 @@ class CorruptStage(Stage):
     ) -> tuple[pa.RecordBatch, BatchContext]:
         """The batch with its token column, rows with null text or tokens
         dropped or refused first, and the context that keeps their keys."""
-        column = self.text_column if self._tokenize is not None else self.input_column
-        batch, ctx = drop_nulls(batch, ctx, [column], self.nulls)
+        column = self.options.text_column if self._tokenize is not None else self.input_column
+        batch, ctx = drop_nulls(batch, ctx, [column], self.options.nulls)
         with rows_as_read(ctx):
             if self._tokenize is not None:
                 batch = self._tokenize.process(batch, ctx)
@@ -230,7 +252,7 @@ class CorruptStage(Stage):
             tokens,
             keys,
             seed=self.seed,
-            epoch=self.epoch,
+            epoch=self.options.epoch,
             seq_lens=seq_lens,
             word_ids=word_ids,
             column=self.input_column,
@@ -320,28 +342,13 @@ def corrupt(
     mode: str,
     tokenizer: str | Path,
     *,
-    seed: int = 0,
-    epoch: int = 0,
-    token_column: str = "input_ids",
-    text_column: str = "text",
-    id_column: str | None = "id",
-    input_length: int | None = None,
     options: dict[str, Any] | None = None,
-    nulls: str = "error",
-    **run_options: Any,
+    **kwargs: Any,
 ) -> RunReport:
     """Corrupts every shard of `source` into `output` for `mode`; see the
-    module docstring, and :mod:`tokenmill.objectives` for `options`."""
-    stage = CorruptStage(
-        mode,
-        tokenizer,
-        seed=seed,
-        epoch=epoch,
-        token_column=token_column,
-        text_column=text_column,
-        id_column=id_column,
-        input_length=input_length,
-        nulls=nulls,
-        **(options or {}),
-    )
-    return run_stage(stage, source, output, **run_options)
+    module docstring. `options` are the mode's (see :mod:`tokenmill.objectives`);
+    `kwargs` the fields of :class:`CorruptOptions` and the run options of
+    :func:`tokenmill.run_stage`."""
+    fields, run = stage_keywords(CorruptOptions, kwargs, "corrupt", own=("options",))
+    stage = CorruptStage(mode, tokenizer, **fields, **(options or {}))
+    return run_stage(stage, source, output, **run)

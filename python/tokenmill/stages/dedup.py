@@ -32,6 +32,7 @@ from tokenmill._core import ConfigError, TokenmillError
 from tokenmill._fs import remove_temporaries
 from tokenmill.checks import check_nulls, filter_rows, locate_error, require_id_column, require_u64
 from tokenmill.dataset import Dataset, open_dataset
+from tokenmill.options import Options, id_column_option, keywords_of, option, seed_option
 from tokenmill.output import (
     STATE_DIR,
     lock_outputs,
@@ -49,6 +50,7 @@ from tokenmill.runner import (
     run_stage,
     stage_fingerprint,
 )
+from tokenmill.stages._common import nulls_option
 from tokenmill.stages.dedup_cluster import (
     BUCKETS_DIR,
     DedupSummary,
@@ -65,25 +67,45 @@ WORK_DIR = "dedup"
 
 
 @dataclass(frozen=True)
-class DedupOptions:
-    method: str = "minhash"
-    threshold: float = 0.8
-    num_perm: int = 128
-    ngram: int = 5
-    shingle: str = "word"
-    lowercase: bool = True
-    collapse_whitespace: bool = True
-    strip_punctuation: bool = False
-    verify: str = "estimate"
-    keep: str = "first"
-    text_column: str = "text"
-    token_column: str = "input_ids"
-    id_column: str | None = "id"
-    seed: int = 0
-    memory_budget: int = 1 << 30
+class DedupOptions(Options):
+    """The options of `dedup` (and of `tokenmill dedup`)."""
+
+    method: str = option(
+        "minhash",
+        "exact: equal content hashes; minhash: near duplicates by Jaccard.",
+        choices=METHODS,
+    )
+    threshold: float = option(
+        0.8, "Jaccard similarity from which two documents are duplicates (minhash)."
+    )
+    num_perm: int = option(128, low=1)
+    ngram: int = option(5, "Shingle length, in words or characters.", low=1)
+    shingle: str = option("word", choices=("word", "char"))
+    lowercase: bool = option(True)
+    collapse_whitespace: bool = option(True, flag="--collapse-whitespace/--keep-whitespace")
+    strip_punctuation: bool = option(False, "Ignore punctuation and symbols.")
+    verify: str = option(
+        "estimate",
+        "Confirm candidate pairs by estimated or exact Jaccard (minhash).",
+        choices=("estimate", "exact"),
+    )
+    keep: str = option("first", "Which document of a cluster stays.", choices=("first", "longest"))
+    text_column: str = option("text")
+    token_column: str = option("input_ids", "Hashed by exact dedup when there is no text column.")
+    id_column: str | None = id_column_option(
+        "Document ids copied into clusters.parquet ('' for none)."
+    )
+    seed: int = seed_option("Seed of the MinHash permutations.")
+    #: Bytes (the CLI's --memory-budget is in MiB).
+    memory_budget: int = option(
+        1 << 30,
+        "MiB of LSH bucket records held in memory before they spill to disk.",
+        low=1,
+        unit=1 << 20,
+    )
     #: A document whose text (or tokens) is null: a DataError ("error"), or
     #: dropped from the output, never clustered, and counted ("skip").
-    nulls: str = "error"
+    nulls: str = nulls_option()
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -182,15 +204,18 @@ def dedup(
     fmt: str = "parquet",
     batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool | None = None,
+    **fields: Any,
 ) -> DedupReport:
     """Removes exact or near duplicates across every shard of `source`.
 
-    Writes the kept rows shard for shard, ``clusters.parquet`` (one row per
-    document that has a duplicate: shard, row, id, cluster, cluster size,
-    kept) and a manifest whose totals hold the summary.
+    `fields` are fields of :class:`DedupOptions`, over `options` (else the
+    defaults). Writes the kept rows shard for shard, ``clusters.parquet``
+    (one row per document that has a duplicate: shard, row, id, cluster,
+    cluster size, kept) and a manifest whose totals hold the summary.
     """
-    options = options or DedupOptions()
-    options.check()
+    options = DedupOptions.parse(
+        fields, what="dedup", base=options, also=("options", *keywords_of(dedup))
+    )
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     out = Path(output)
     refuse_output_over_input(out, dataset)

@@ -65,15 +65,17 @@ from tokenmill.checks import (
     require_u64,
 )
 from tokenmill.dataset import Dataset, Shard, open_dataset
-from tokenmill.output import refuse_output_over_input
-from tokenmill.runner import (
-    DEFAULT_BATCH_ROWS,
-    BatchContext,
-    RunReport,
-    Stage,
-    run_stage,
+from tokenmill.options import (
+    Options,
+    epoch_option,
+    id_column_option,
+    keywords_of,
+    option,
+    seed_option,
 )
-from tokenmill.stages._common import drop_nulls, rows_as_read
+from tokenmill.output import refuse_output_over_input
+from tokenmill.runner import DEFAULT_BATCH_ROWS, BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import drop_nulls, nulls_option, rows_as_read
 
 STRATEGIES = ("random", "bm25", "embedding")
 #: Texts (or token lists) handed to an embedding function per call.
@@ -84,24 +86,39 @@ EmbedFunction = Callable[[list[Any]], Any]
 
 
 @dataclass(frozen=True)
-class NegativeOptions:
-    strategy: str = "bm25"
-    num_negatives: int = 4
-    range_min: int = 0
-    range_max: int = 99
-    margin: float = 0.95
-    k1: float = 1.5
-    b: float = 0.75
-    query_column: str = "query"
-    positive_column: str = "positive"
-    query_vector_column: str = "query_embedding"
-    positive_vector_column: str = "positive_embedding"
-    id_column: str | None = "id"
-    seed: int = 0
-    epoch: int = 0
+class NegativeOptions(Options):
+    """The options of `negatives` (and of `tokenmill negatives`)."""
+
+    strategy: str = option(
+        "bm25",
+        "random: any other positive; bm25: BM25-hard; embedding: cosine-hard over vectors.",
+        choices=STRATEGIES,
+    )
+    num_negatives: int = option(4, low=1)
+    range_min: int = option(
+        0,
+        "First rank (0 = best, the positive's copies not counted) a negative may come from.",
+        low=0,
+    )
+    range_max: int = option(99, "Last rank a negative may come from, inclusive.", low=0)
+    margin: float = option(
+        0.95,
+        "Drop candidates scoring above margin x the positive's score (likely false negatives).",
+    )
+    k1: float = option(1.5, "BM25 k1.")
+    b: float = option(0.75, "BM25 b.")
+    query_column: str = option("query")
+    positive_column: str = option("positive")
+    query_vector_column: str = option("query_embedding")
+    positive_vector_column: str = option("positive_embedding")
+    id_column: str | None = id_column_option(
+        "Document id column keying each row's draws ('' keys rows by position)."
+    )
+    seed: int = seed_option()
+    epoch: int = epoch_option()
     #: A row whose query or positive is null: a DataError ("error"), or
     #: dropped, counted as rows_null, and never in the corpus ("skip").
-    nulls: str = "error"
+    nulls: str = nulls_option()
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -430,15 +447,18 @@ def negatives(
     fmt: str = "parquet",
     batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool | None = None,
+    **fields: Any,
 ) -> RunReport:
     """Adds negatives to every pair row of `source`; see the module docstring.
 
-    With the embedding strategy, vectors come from the query and positive
-    vector columns, or from `embed`, a function from a list of texts (or
-    token-id lists) to a `[n, dim]` float array, called in batches.
+    `fields` are fields of :class:`NegativeOptions`, over `options` (else
+    the defaults). With the embedding strategy, vectors come from the query
+    and positive vector columns, or from `embed`, a function from a list of
+    texts (or token-id lists) to a `[n, dim]` float array, called in batches.
     """
-    options = options or NegativeOptions()
-    options.check()
+    options = NegativeOptions.parse(
+        fields, what="negatives", base=options, also=("options", *keywords_of(negatives))
+    )
     dataset = source if isinstance(source, Dataset) else open_dataset(source)
     out = Path(output)
     refuse_output_over_input(out, dataset)

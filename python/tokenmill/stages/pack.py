@@ -10,6 +10,7 @@ them back.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import ConfigError, SchemaError
 from tokenmill.checks import as_uint32_tokens, is_token_list, require_column
+from tokenmill.options import Options, option
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
+from tokenmill.stages._common import stage_keywords
 
 STRATEGIES = ("bfd", "concat")
 
@@ -40,37 +43,48 @@ PACKED_SCHEMA = pa.schema(
 )
 
 
-class PackStage(Stage):
-    name = "pack"
+@dataclass(frozen=True)
+class PackOptions(Options):
+    """The options of `pack` (and of `tokenmill pack`)."""
 
-    def __init__(
-        self,
-        seq_len: int,
-        *,
-        strategy: str = "bfd",
-        buffer: int = 10_000,
-        shifted: bool = False,
-        token_column: str = "input_ids",
-    ) -> None:
+    seq_len: int = option(help="Tokens per row (e.g. 2048).")
+    strategy: str = option(
+        "bfd",
+        "bfd: best-fit decreasing, no truncation; concat: one stream cut into rows.",
+        choices=STRATEGIES,
+    )
+    buffer: int = option(10_000, "Documents per best-fit window (bfd).")
+    shifted: bool = option(
+        False, "Rows of seq-len + 1 tokens, for inputs and targets shifted by one (concat)."
+    )
+    token_column: str = option("input_ids")
+
+    def check(self) -> None:
         # The packer counts a row's tokens (seq_len, plus one when shifted) in a
         # u32 and its buffer in a usize: past them Python raises OverflowError.
-        if not 0 < seq_len <= MAX_SEQ_LEN:
+        if not 0 < self.seq_len <= MAX_SEQ_LEN:
             raise ConfigError(
-                f"--seq-len {seq_len} is not in [1, {MAX_SEQ_LEN}]; pass e.g. --seq-len 2048"
+                f"--seq-len {self.seq_len} is not in [1, {MAX_SEQ_LEN}]; pass e.g. --seq-len 2048"
             )
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if not 0 < buffer <= MAX_BUFFER:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if not 0 < self.buffer <= MAX_BUFFER:
             raise ConfigError(
-                f"--buffer {buffer} is not in [1, {MAX_BUFFER}]; pass e.g. --buffer 10000"
+                f"--buffer {self.buffer} is not in [1, {MAX_BUFFER}]; pass e.g. --buffer 10000"
             )
-        if shifted and strategy != "concat":
+        if self.shifted and self.strategy != "concat":
             raise ConfigError("--shifted applies to --strategy concat only")
-        self.seq_len = seq_len
-        self.strategy = strategy
-        self.buffer = buffer
-        self.shifted = shifted
-        self.input_column = token_column
+
+
+class PackStage(Stage):
+    """`pack` over one shard at a time; `options` are the fields of
+    :class:`PackOptions` but the row length."""
+
+    name = "pack"
+
+    def __init__(self, seq_len: int, **options: Any) -> None:
+        self.options = PackOptions.parse({"seq_len": seq_len, **options}, what="PackStage")
+        self.input_column = self.options.token_column
         self.token_column = "input_ids"
         self.id_column = None
         self._packer: _core.Packer | None = None
@@ -80,16 +94,14 @@ class PackStage(Stage):
         """Tokens per full row: `seq_len`, plus one for shifted targets (each
         row then starts with the previous row's last token, so the windows
         `row[:-1]` -> `row[1:]` lose no input-target pair)."""
-        return self.seq_len + 1 if self.shifted else self.seq_len
+        o = self.options
+        return o.seq_len + 1 if o.shifted else o.seq_len
 
     def params(self) -> dict[str, Any]:
-        return {
-            "seq_len": self.seq_len,
-            "strategy": self.strategy,
-            "buffer": self.buffer if self.strategy == "bfd" else None,
-            "shifted": self.shifted,
-            "token_column": self.input_column,
-        }
+        params = asdict(self.options)
+        if self.options.strategy != "bfd":
+            params["buffer"] = None  # best-fit's window: concat never reads it
+        return params
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         field = require_column(schema, self.input_column, "--token-column")
@@ -103,7 +115,10 @@ class PackStage(Stage):
 
     def begin_shard(self, shard: str) -> None:
         self._packer = _core.Packer(
-            self.row_len, strategy=self.strategy, buffer=self.buffer, overlap=self.shifted
+            self.row_len,
+            strategy=self.options.strategy,
+            buffer=self.options.buffer,
+            overlap=self.options.shifted,
         )
 
     def _rows(self, columns: tuple[pa.Array | None, ...]) -> pa.RecordBatch:
@@ -128,19 +143,9 @@ class PackStage(Stage):
         return {"fill": totals.get("tokens", 0) / (rows * self.row_len) if rows else 0.0}
 
 
-def pack(
-    source: str | Path,
-    output: str | Path,
-    seq_len: int,
-    *,
-    strategy: str = "bfd",
-    buffer: int = 10_000,
-    shifted: bool = False,
-    token_column: str = "input_ids",
-    **run_options: Any,
-) -> RunReport:
-    """Packs the token documents of `source` into rows; see the module docstring."""
-    stage = PackStage(
-        seq_len, strategy=strategy, buffer=buffer, shifted=shifted, token_column=token_column
-    )
-    return run_stage(stage, source, output, **run_options)
+def pack(source: str | Path, output: str | Path, seq_len: int, **options: Any) -> RunReport:
+    """Packs the token documents of `source` into rows; see the module
+    docstring. `options` are the fields of :class:`PackOptions` and the run
+    options of :func:`tokenmill.run_stage`."""
+    fields, run = stage_keywords(PackOptions, options, "pack")
+    return run_stage(PackStage(seq_len, **fields), source, output, **run)

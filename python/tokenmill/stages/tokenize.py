@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import pyarrow as pa
 from tokenmill import _core
 from tokenmill._core import SchemaError, Tokenizer, TokenizerError
 from tokenmill.checks import check_nulls, require_text
+from tokenmill.options import Options, option
 from tokenmill.runner import BatchContext, RunReport, Stage, run_stage
-from tokenmill.stages._common import drop_nulls, rows_as_read
+from tokenmill.stages._common import drop_nulls, nulls_option, rows_as_read, stage_keywords
 from tokenmill.tokenizer import EOS_CANDIDATES, find_token, load_tokenizer
 
 TOKEN_TYPE = pa.list_(pa.field("item", pa.uint32(), nullable=False))
@@ -32,88 +34,100 @@ def resolve_eos(tokenizer: Tokenizer, eos_token: str | None) -> int:
     )
 
 
+@dataclass(frozen=True)
+class TokenizeOptions(Options):
+    """The options of `tokenize` (and of `tokenmill tokenize`)."""
+
+    tokenizer: str = option(help="A Hugging Face tokenizer.json.", path=True)
+    text_column: str = option("text")
+    output_column: str = option("input_ids")
+    eos: bool = option(True, "Append the end-of-document token to every document.")
+    eos_token: str | None = option(
+        None, f"The EOS token (default: the first of {', '.join(EOS_CANDIDATES)})."
+    )
+    add_special_tokens: bool = option(
+        False, "Run the tokenizer's post-processor (e.g. BERT's [CLS] ... [SEP])."
+    )
+    keep_text: bool = option(False, "Keep the text column beside the tokens.")
+    word_ids: bool = option(
+        False, "Also save each token's word index (word_ids), for whole-word masking."
+    )
+    nulls: str = nulls_option()
+
+    def check(self) -> None:
+        check_nulls(self.nulls)
+
+
 class TokenizeStage(Stage):
+    """`tokenize` over one shard at a time; `options` are the fields of
+    :class:`TokenizeOptions` but the tokenizer."""
+
     name = "tokenize"
 
-    def __init__(
-        self,
-        tokenizer: str | Path,
-        *,
-        text_column: str = "text",
-        output_column: str = "input_ids",
-        eos: bool = True,
-        eos_token: str | None = None,
-        add_special_tokens: bool = False,
-        keep_text: bool = False,
-        word_ids: bool = False,
-        nulls: str = "error",
-    ) -> None:
-        check_nulls(nulls)
-        self.nulls = nulls
-        self.tokenizer_path = Path(tokenizer).resolve()
+    def __init__(self, tokenizer: str | Path, **options: Any) -> None:
+        self.options = o = TokenizeOptions.parse(
+            {"tokenizer": tokenizer, **options}, what="TokenizeStage"
+        )
+        self.tokenizer_path = Path(o.tokenizer).resolve()
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.tokenizer_checksum = _core.file_checksum(self.tokenizer_path)
-        self.text_column = text_column
-        self.output_column = output_column
-        self.eos_id = resolve_eos(self.tokenizer, eos_token) if eos else None
-        self.add_special_tokens = add_special_tokens
-        self.keep_text = keep_text
-        self.word_ids = word_ids
-        self.token_column = output_column
+        self.eos_id = resolve_eos(self.tokenizer, o.eos_token) if o.eos else None
+        self.token_column = o.output_column
 
     def summary(self) -> str:
         return f"encoder: {self.tokenizer.encoder}"
 
     def params(self) -> dict[str, Any]:
+        params = asdict(self.options)
+        # Recorded as what they resolve to: the tokenizer by its content,
+        # `eos` and `eos_token` by the id they give.
+        del params["eos"], params["eos_token"]
         return {
+            **params,
             "tokenizer": str(self.tokenizer_path),
             "tokenizer_checksum": self.tokenizer_checksum,
             "vocab_size": self.tokenizer.vocab_size,
-            "text_column": self.text_column,
-            "output_column": self.output_column,
             "eos_id": self.eos_id,
-            "add_special_tokens": self.add_special_tokens,
-            "keep_text": self.keep_text,
-            "word_ids": self.word_ids,
-            "nulls": self.nulls,
         }
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
-        require_text(schema, self.text_column)
-        clash = self.output_column in schema.names and (
-            self.keep_text or self.output_column != self.text_column
+        o = self.options
+        require_text(schema, o.text_column)
+        clash = o.output_column in schema.names and (
+            o.keep_text or o.output_column != o.text_column
         )
         if clash:
             raise SchemaError(
-                f"column '{self.output_column}' already exists; "
+                f"column '{o.output_column}' already exists; "
                 "name the token column with --output-column"
             )
-        if self.word_ids and WORD_IDS in schema.names:
+        if o.word_ids and WORD_IDS in schema.names:
             raise SchemaError(f"column '{WORD_IDS}' already exists; drop it before --word-ids")
-        field = pa.field(self.output_column, TOKEN_TYPE, nullable=False)
-        index = schema.get_field_index(self.text_column)
-        schema = schema.append(field) if self.keep_text else schema.set(index, field)
+        field = pa.field(o.output_column, TOKEN_TYPE, nullable=False)
+        index = schema.get_field_index(o.text_column)
+        schema = schema.append(field) if o.keep_text else schema.set(index, field)
         return (
             schema.append(pa.field(WORD_IDS, WORD_ID_TYPE, nullable=False))
-            if self.word_ids
+            if o.word_ids
             else schema
         )
 
     def process(self, batch: pa.RecordBatch, ctx: BatchContext) -> pa.RecordBatch:
-        batch, ctx = drop_nulls(batch, ctx, [self.text_column], self.nulls)
-        encode = self.tokenizer.tokenize_words if self.word_ids else self.tokenizer.tokenize
+        o = self.options
+        batch, ctx = drop_nulls(batch, ctx, [o.text_column], o.nulls)
+        encode = self.tokenizer.tokenize_words if o.word_ids else self.tokenizer.tokenize
         with rows_as_read(ctx):
             encoded = encode(
-                batch.column(self.text_column),
-                column=self.text_column,
-                add_special_tokens=self.add_special_tokens,
+                batch.column(o.text_column),
+                column=o.text_column,
+                add_special_tokens=o.add_special_tokens,
                 eos_id=self.eos_id,
             )
         ids, words = encoded if isinstance(encoded, tuple) else (encoded, None)
         schema = self.output_schema(batch.schema)
-        index = batch.schema.get_field_index(self.text_column)
+        index = batch.schema.get_field_index(o.text_column)
         columns = list(batch.columns)
-        if self.keep_text:
+        if o.keep_text:
             columns.append(ids)
         else:
             columns[index] = ids
@@ -123,30 +137,10 @@ class TokenizeStage(Stage):
 
 
 def tokenize(
-    source: str | Path,
-    output: str | Path,
-    tokenizer: str | Path,
-    *,
-    text_column: str = "text",
-    output_column: str = "input_ids",
-    eos: bool = True,
-    eos_token: str | None = None,
-    add_special_tokens: bool = False,
-    keep_text: bool = False,
-    word_ids: bool = False,
-    nulls: str = "error",
-    **run_options: Any,
+    source: str | Path, output: str | Path, tokenizer: str | Path, **options: Any
 ) -> RunReport:
-    """Tokenizes every shard of `source` into `output`; see :func:`tokenmill.run_stage`."""
-    stage = TokenizeStage(
-        tokenizer,
-        text_column=text_column,
-        output_column=output_column,
-        eos=eos,
-        eos_token=eos_token,
-        add_special_tokens=add_special_tokens,
-        keep_text=keep_text,
-        word_ids=word_ids,
-        nulls=nulls,
-    )
-    return run_stage(stage, source, output, **run_options)
+    """Tokenizes every shard of `source` into `output`. `options` are the
+    fields of :class:`TokenizeOptions` and the run options of
+    :func:`tokenmill.run_stage`."""
+    fields, run = stage_keywords(TokenizeOptions, options, "tokenize")
+    return run_stage(TokenizeStage(tokenizer, **fields), source, output, **run)

@@ -4,12 +4,13 @@ and what it did: :class:`TrainResult`."""
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tokenmill._core import ConfigError
 from tokenmill.objectives import OBJECTIVES
+from tokenmill.options import option
 
 #: Named model sizes; `base` is GPT-2 small (124M parameters with GPT-2's vocabulary).
 SIZES: dict[str, dict[str, int]] = {
@@ -19,73 +20,57 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-def setting(
-    default: Any = MISSING,
-    help: str = "",
-    *,
-    flag: str | None = None,
-    low: int | None = None,
-    choices: tuple[str, ...] = (),
-    path: bool = False,
-) -> Any:
-    """A field of :class:`TrainConfig` and its `tokenmill train` option: the
-    help, the flag where it is not `--name`, the lowest value an integer
-    takes, the values a string takes, and whether it names a file."""
-    metadata = {"help": help, "flag": flag, "low": low, "choices": choices, "path": path}
-    return field(default=default, metadata=metadata)
-
-
 @dataclass
 class TrainConfig:
     """Every setting of a run; `tokenmill train`'s options are made from these fields."""
 
-    objective: str = setting(
+    objective: str = option(
         help="clm reads `pack` output; mlm/span/bart/prefix/ul2 read `corrupt` output of "
         "that mode; contrastive reads `pairs` or `negatives` output.",
         choices=tuple(OBJECTIVES),
     )
-    data: str = setting(help="The training data (the command's DATA).", path=True)
-    output: str = setting(help="Run folder.", flag="-o/--output", path=True)
-    size: str = setting("tiny", "Model size.", choices=tuple(SIZES))
-    steps: int = setting(200, "Optimizer steps.", low=1)
-    batch_size: int = setting(8, "Rows per micro-batch.", low=1)
-    grad_accum: int = setting(1, "Micro-batches per step.", low=1)
-    lr: float = setting(3e-4, "Peak learning rate.")
-    min_lr_ratio: float = setting(0.1, "The cosine decay's floor, as a share of --lr.")
-    warmup: int = setting(20, "Steps of linear warmup.", low=0)
-    weight_decay: float = setting(0.1, "AdamW weight decay (not on embeddings, norms, biases).")
-    clip: float = setting(1.0, "Gradient norm clip.")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1...")
-    seed: int = setting(0, "Seed of initialization, held-out split and data order.", low=0)
-    eval_data: str | None = setting(
+    data: str = option(help="The training data (the command's DATA).", path=True)
+    output: str = option(help="Run folder.", flag="-o/--output", path=True)
+    size: str = option("tiny", "Model size.", choices=tuple(SIZES))
+    steps: int = option(200, "Optimizer steps.", low=1)
+    batch_size: int = option(8, "Rows per micro-batch.", low=1)
+    grad_accum: int = option(1, "Micro-batches per step.", low=1)
+    lr: float = option(3e-4, "Peak learning rate.")
+    min_lr_ratio: float = option(0.1, "The cosine decay's floor, as a share of --lr.")
+    warmup: int = option(20, "Steps of linear warmup.", low=0)
+    weight_decay: float = option(0.1, "AdamW weight decay (not on embeddings, norms, biases).")
+    clip: float = option(1.0, "Gradient norm clip.")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1...")
+    seed: int = option(0, "Seed of initialization, held-out split and data order.", low=0)
+    eval_data: str | None = option(
         None,
         "Held-out data made like DATA (default: hold out --eval-fraction of DATA's rows).",
         flag="--eval",
         path=True,
     )
-    eval_fraction: float = setting(0.05, "Share of DATA's rows held out without --eval.")
-    eval_batches: int = setting(8, "Batches per evaluation.", low=1)
-    eval_every: int = setting(0, "Steps between evaluations; 0: at the end.", low=0)
-    log_every: int = setting(10, "Steps between log lines.", low=1)
-    checkpoint_every: int = setting(0, "Steps between checkpoints; 0: at the end.", low=0)
-    resume: bool = setting(False, "Continue the checkpoint in the run folder exactly.")
-    overwrite: bool = setting(False, "Start again over an existing run folder.")
-    stop_at: int | None = setting(None, "Stop (and checkpoint) at this step.", low=1)
-    tokenizer: str | None = setting(
+    eval_fraction: float = option(0.05, "Share of DATA's rows held out without --eval.")
+    eval_batches: int = option(8, "Batches per evaluation.", low=1)
+    eval_every: int = option(0, "Steps between evaluations; 0: at the end.", low=0)
+    log_every: int = option(10, "Steps between log lines.", low=1)
+    checkpoint_every: int = option(0, "Steps between checkpoints; 0: at the end.", low=0)
+    resume: bool = option(False, "Continue the checkpoint in the run folder exactly.")
+    overwrite: bool = option(False, "Start again over an existing run folder.")
+    stop_at: int | None = option(None, "Stop (and checkpoint) at this step.", low=1)
+    tokenizer: str | None = option(
         None,
         "Vocabulary size, padding and bits per byte; `corrupt` output names its own.",
         path=True,
     )
-    vocab_size: int | None = setting(None, "Default: the tokenizer's.", low=1)
-    max_seq_len: int | None = setting(None, "Default: the longest row.", low=1)
-    document_mask: bool = setting(True, "clm: keep the documents of a packed row apart.")
-    temperature: float = setting(0.05, "contrastive: the InfoNCE temperature.")
-    symmetric: bool = setting(False, "contrastive: add the document-to-query loss.")
-    contrastive_max_len: int = setting(128, "contrastive: longest query or document.", low=1)
-    compile: bool = setting(False, "torch.compile the model.")
-    threads: int | None = setting(None, "torch's CPU threads.", flag="--torch-threads", low=1)
-    workers: int = setting(0, "DataLoader worker processes.", low=0)
-    plots: bool = setting(True, "Write curves.png.")
+    vocab_size: int | None = option(None, "Default: the tokenizer's.", low=1)
+    max_seq_len: int | None = option(None, "Default: the longest row.", low=1)
+    document_mask: bool = option(True, "clm: keep the documents of a packed row apart.")
+    temperature: float = option(0.05, "contrastive: the InfoNCE temperature.")
+    symmetric: bool = option(False, "contrastive: add the document-to-query loss.")
+    contrastive_max_len: int = option(128, "contrastive: longest query or document.", low=1)
+    compile: bool = option(False, "torch.compile the model.")
+    threads: int | None = option(None, "torch's CPU threads.", flag="--torch-threads", low=1)
+    workers: int = option(0, "DataLoader worker processes.", low=0)
+    plots: bool = option(True, "Write curves.png.")
 
     #: Fields a resumed run may change: they do not alter the trajectory.
     RUN_ONLY = (
