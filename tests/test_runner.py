@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenmill
-from tokenmill.dataset import open_dataset
+from tokenmill.dataset import ReadAhead, open_dataset
 from tokenmill.manifest import Manifest
+from tokenmill.writer import ShardWriter
 
 from .conftest import folder_bytes, holding_locks, write_shards
 
@@ -260,3 +261,67 @@ def test_two_identical_runs_at_once(pydocs: Path, small_tokenizer: Path, tmp_pat
     )
     assert json.loads((out / "manifest.json").read_text())["totals"]["rows"] == 2 * len(docs)
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.lock"))
+
+
+def test_read_ahead_gives_each_shard_its_batches_and_drops_what_is_skipped(
+    tmp_path: Path,
+) -> None:
+    tables = {
+        f"{name}.parquet": pa.table({"text": [f"{name}{i}" for i in range(rows)]})
+        for name, rows in (("a", 5), ("b", 1), ("c", 7), ("d", 3))
+    }
+    dataset = open_dataset(write_shards(tmp_path / "in", tables))
+    read_ahead = ReadAhead(dataset.shards, batch_size=2)
+    try:
+        a, b, c, d = dataset.shards
+        for shard in (a, c, d):  # b is never asked for, as a resume skips a finished shard
+            got = [batch.column("text").to_pylist() for batch in read_ahead.batches(shard)]
+            expected = tables[shard.name].column("text").to_pylist()
+            assert got == [expected[i : i + 2] for i in range(0, len(expected), 2)]
+        # Asking for a shard behind the ones already read is an out-of-order run: allowed.
+        assert [t.num_rows for t in read_ahead.batches(b)] == [1]
+    finally:
+        read_ahead.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        read_ahead.batches(dataset.shards[0])
+
+
+def test_a_read_error_ahead_is_raised_for_its_own_shard(
+    small_tokenizer: Path, tmp_path: Path
+) -> None:
+    good = pa.table({"text": [f"fine text number {i}" for i in range(2000)]})
+    source = write_shards(tmp_path / "in", {name: good for name in ("a.parquet", "b.parquet")})
+    # Its footer and schema are whole, so the run starts; its data pages are not,
+    # so reading it fails while a.parquet, read before it, is being tokenized.
+    damaged = bytearray((source / "b.parquet").read_bytes())
+    damaged[64:1024] = bytes(960)
+    (source / "b.parquet").write_bytes(bytes(damaged))
+    out = tmp_path / "out"
+    with pytest.raises(tokenmill.ShardError, match=r"b\.parquet: cannot read shard"):
+        tokenmill.tokenize(source, out, small_tokenizer, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [".tokenmill", "a.parquet"]
+
+
+def test_the_writer_thread_raises_its_error_and_writes_groups_in_order(tmp_path: Path) -> None:
+    schema = pa.schema([("x", pa.int64())])
+    path = tmp_path / "out.parquet"
+    writer = ShardWriter(path, schema, "parquet", row_group_rows=3)
+    for start in range(0, 10, 2):
+        writer.write(pa.record_batch([pa.array(range(start, start + 2))], schema=schema))
+    writer.close()
+    parquet = pq.ParquetFile(path)
+    assert [parquet.metadata.row_group(i).num_rows for i in range(4)] == [3, 3, 3, 1]
+    assert parquet.read().column("x").to_pylist() == list(range(10))
+
+    # A write that fails on the thread (the disk filled up) surfaces in the
+    # caller at its next write, not silently.
+    broken = ShardWriter(tmp_path / "broken.parquet", schema, "parquet", row_group_rows=1)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    broken._writer.write_table = full_disk
+    broken.write(pa.record_batch([pa.array([1])], schema=schema))
+    with pytest.raises(OSError, match="No space left"):
+        broken.write(pa.record_batch([pa.array([2])], schema=schema))
+    broken.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,44 +212,133 @@ def open_dataset(path: str | Path) -> Dataset:
     return Dataset(root, [Shard(file) for file in files], manifest)
 
 
+class _Reader:
+    """Reads an iterator ahead on a thread into a queue of `depth` items.
+
+    pyarrow releases the GIL while it reads, and so do tokenmill's kernels,
+    so decoding the next batch overlaps the work on this one. Exceptions
+    from the reader are re-raised by :meth:`items`, in order.
+    `when_read` runs on the reader's thread once the iterator is exhausted.
+    """
+
+    _DONE = object()
+
+    def __init__(
+        self,
+        iterator: Iterator[Any],
+        depth: int,
+        when_read: Callable[[], object] | None = None,
+    ) -> None:
+        self._iterator = iterator
+        self._slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._when_read = when_read
+        self._thread = threading.Thread(target=self._fill, name="tokenmill-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for item in self._iterator:
+                if self._stop.is_set():
+                    return
+                self._slots.put(item)
+            self._slots.put(self._DONE)
+        except BaseException as err:
+            self._slots.put(err)
+            return
+        if self._when_read is not None and not self._stop.is_set():
+            self._when_read()
+
+    def items(self) -> Iterator[Any]:
+        try:
+            while True:
+                item = self._slots.get()
+                if item is self._DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                # Handed over, not kept: a paused generator holds its locals, and
+                # a long document would stay in memory until the next batch.
+                handed, item = [item], None
+                yield handed.pop()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        # Unblock a producer waiting on a full queue so it can see `stop`.
+        while self._thread.is_alive():
+            try:
+                self._slots.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.01)
+
+
 def prefetch(iterator: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Reads ahead on a thread, so decoding the next batch overlaps the work on this one.
 
     pyarrow releases the GIL while it reads, and so do tokenmill's kernels.
     Exceptions from the reader are re-raised here, in order.
     """
-    done = object()
-    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    yield from _Reader(iterator, depth).items()
 
-    def fill() -> None:
-        try:
-            for item in iterator:
-                if stop.is_set():
-                    return
-                slots.put(item)
-            slots.put(done)
-        except BaseException as err:
-            slots.put(err)
 
-    thread = threading.Thread(target=fill, name="tokenmill-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = slots.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            # Handed over, not kept: a paused generator holds its locals, and
-            # a long document would stay in memory until the next batch.
-            handed, item = [item], None
-            yield handed.pop()
-    finally:
-        stop.set()
-        # Unblock a producer waiting on a full queue so it can see `stop`.
-        while thread.is_alive():
-            try:
-                slots.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.01)
+class ReadAhead:
+    """The batches of a run's shards, each shard read while the one before it is worked on.
+
+    :func:`prefetch` reads ahead within a shard; a shard of one batch (the
+    common case for shards of a few MB) still waited for its whole read.
+    Here, once a shard's last batch is read, the next shard of `shards`
+    starts reading (at most `depth` batches ahead), so its read overlaps the
+    tokenizing, writing and syncing of this one. A shard read ahead but not
+    asked for (one a resumed run skips) is dropped when a later one is asked
+    for, or at :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[Shard],
+        batch_size: int,
+        columns: Sequence[str] | None = None,
+        depth: int = 2,
+    ) -> None:
+        self._shards = list(shards)
+        self._batch_size, self._columns, self._depth = batch_size, columns, depth
+        self._lock = threading.Lock()
+        self._started: dict[int, _Reader] = {}
+        self._closed = False
+
+    def _start(self, index: int) -> _Reader | None:
+        with self._lock:
+            if self._closed or index >= len(self._shards):
+                return None
+            if index not in self._started:
+                shard = self._shards[index]
+                self._started[index] = _Reader(
+                    shard.iter_batches(self._batch_size, self._columns),
+                    self._depth,
+                    when_read=lambda: self._start(index + 1),
+                )
+            return self._started[index]
+
+    def batches(self, shard: Shard) -> Iterator[pa.RecordBatch]:
+        """The batches of `shard` (one of the run's), as :meth:`Shard.iter_batches` gives them."""
+        index = self._shards.index(shard)
+        with self._lock:
+            stale = [i for i in self._started if i < index]
+            dropped = [self._started.pop(i) for i in stale]
+        for reader in dropped:
+            reader.stop()
+        started = self._start(index)
+        if started is None:
+            raise RuntimeError("ReadAhead.batches() after close()")
+        with self._lock:
+            self._started.pop(index, None)
+        return started.items()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            readers, self._started = list(self._started.values()), {}
+        for reader in readers:
+            reader.stop()

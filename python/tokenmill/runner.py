@@ -32,7 +32,14 @@ from tokenmill import _core
 from tokenmill._core import ConfigError, InternalError, ShardError, TokenmillError
 from tokenmill._fs import atomic_path, out_of_room
 from tokenmill.checks import locate_error, require_id_column
-from tokenmill.dataset import Dataset, Shard, open_dataset, prefetch, release_freed_memory
+from tokenmill.dataset import (
+    Dataset,
+    ReadAhead,
+    Shard,
+    open_dataset,
+    prefetch,
+    release_freed_memory,
+)
 from tokenmill.manifest import Manifest, OutputShard
 from tokenmill.output import (
     STATE_DIR,
@@ -172,11 +179,14 @@ def process_shard(
     batch_size: int = DEFAULT_BATCH_ROWS,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     progress: StageProgress | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> OutputShard:
     """Runs `stage` over one shard into `destination`, atomically.
 
     This is the unit a distributed engine would schedule: it reads one file,
-    writes one file, and shares nothing with other shards.
+    writes one file, and shares nothing with other shards. A run's
+    `read_ahead` (built with the same `batch_size`) reads its next shard
+    while this one is worked on.
     """
     try:
         schema = stage.output_schema(shard.schema)
@@ -190,7 +200,11 @@ def process_shard(
         with atomic_path(destination) as temporary:
             writer = ShardWriter(temporary, schema, fmt, row_group_rows)
             try:
-                batches = prefetch(shard.iter_batches(batch_size))
+                batches = (
+                    read_ahead.batches(shard)
+                    if read_ahead is not None
+                    else prefetch(shard.iter_batches(batch_size))
+                )
                 while True:
                     batch = next(batches, None)
                     # A batch of None marks the shard's end: the stage gives up what it holds.
@@ -337,9 +351,11 @@ class _StageWork(ShardWork):
         batch_size: int,
         row_group_rows: int,
         bar: StageProgress,
+        read_ahead: ReadAhead,
     ) -> None:
         self.stage, self.out, self.names, self.fmt = stage, out, names, fmt
         self.batch_size, self.row_group_rows, self.bar = batch_size, row_group_rows, bar
+        self.read_ahead = read_ahead
 
     def record_name(self, shard: Shard) -> str:
         return self.names[shard.name]
@@ -356,6 +372,7 @@ class _StageWork(ShardWork):
             batch_size=self.batch_size,
             row_group_rows=self.row_group_rows,
             progress=self.bar,
+            read_ahead=self.read_ahead,
         )
         return asdict(made)
 
@@ -419,15 +436,21 @@ def run_stage(
             with StageProgress(
                 stage.name, total_rows, len(selected), progress_enabled(progress)
             ) as bar:
-                work = _StageWork(stage, out, names, fmt, batch_size, row_group_rows, bar)
-                for done in run_shards(work, selected, records, bar, overwrite=overwrite):
-                    name = names[done.shard.name]
-                    if done.skipped:
-                        report.skipped.append(name)
-                        continue
-                    report.written.append(name)
-                    report.rows += done.output["rows"]
-                    report.tokens += done.output["tokens"]
+                read_ahead = ReadAhead(selected, batch_size)
+                work = _StageWork(
+                    stage, out, names, fmt, batch_size, row_group_rows, bar, read_ahead
+                )
+                try:
+                    for done in run_shards(work, selected, records, bar, overwrite=overwrite):
+                        name = names[done.shard.name]
+                        if done.skipped:
+                            report.skipped.append(name)
+                            continue
+                        report.written.append(name)
+                        report.rows += done.output["rows"]
+                        report.tokens += done.output["tokens"]
+                finally:
+                    read_ahead.close()
             report.manifest = write_manifest_if_complete(stage, dataset, out, fingerprint, names)
     except BaseException:
         if created:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,25 @@ def _is_list(t: pa.DataType) -> bool:
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
 
 
+#: A row group this large is written before the next batch is made, not
+#: beside it: holding it while the next one grows would double the peak.
+INLINE_WRITE_BYTES = 64 << 20
+
+
 class ShardWriter:
     """Writes row groups of exactly `row_group_rows` rows, whatever batches arrive.
 
     Fixed row groups make the output bytes independent of the read batch size.
+    Each row group is encoded and compressed on a thread of its own (pyarrow
+    lets go of the GIL there) while the stage makes the next one, since
+    compressing token ids costs about as much as tokenizing them. One write
+    is in flight at a time, so row groups land in order; its error is raised
+    by the next :meth:`write` or by :meth:`close`.
     """
 
     def __init__(self, path: Path, schema: pa.Schema, fmt: str, row_group_rows: int) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenmill-write")
+        self._in_flight: Future[None] | None = None
         self._schema = schema
         self._row_group_rows = row_group_rows
         self._pending: list[pa.RecordBatch] = []
@@ -72,18 +85,35 @@ class ShardWriter:
         # into one copy, holding them as well would double what the write holds.
         self._pending = []
         del table
+        self._pending = rest.to_batches()
+        self._pending_rows = rest.num_rows
+        self._wait()
+        self._in_flight = self._thread.submit(self._write_group, head, rows)
+        if head.nbytes >= INLINE_WRITE_BYTES:
+            del head
+            self._wait()
+
+    def _write_group(self, head: pa.Table, rows: int) -> None:
         head = head.combine_chunks()
         if self._format == "parquet":
             self._writer.write_table(head, row_group_size=rows)
         else:
             for batch in head.to_batches(max_chunksize=rows):
                 self._writer.write_batch(batch)
-        self._pending = rest.to_batches()
-        self._pending_rows = rest.num_rows
+
+    def _wait(self) -> None:
+        """Waits for the write in flight; its exception, if any, is raised here."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
 
     def close(self) -> None:
-        if self._pending_rows:
-            self._flush(self._pending_rows)
-        self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
+        try:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            self._wait()
+        finally:
+            self._thread.shutdown(wait=True)
+            self._writer.close()
+            if self._sink is not None:
+                self._sink.close()
