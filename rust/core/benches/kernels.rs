@@ -4,13 +4,13 @@ use arrow_array::StringArray;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tokenmill_core::bpe::WordCounts;
+use tokenmill_core::columns::TextColumn;
 use tokenmill_core::corrupt::{
     self, BartOptions, Corruptor, MlmOptions, Mode, PrefixOptions, SpanLengths, SpanOptions,
     TokenRows, Ul2Options,
 };
 use tokenmill_core::rng::StreamKey;
 use tokenmill_core::sample::keep_mask;
-use tokenmill_core::text::TextColumn;
 use tokenmill_core::tokenize::{tokenize, TokenizeOptions};
 
 fn rng(c: &mut Criterion) {

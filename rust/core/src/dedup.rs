@@ -11,11 +11,11 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::cluster::{cluster_buckets, ClusterStats};
+use crate::columns::token_lists;
+use crate::columns::TextColumn;
 use crate::error::{Result, TokenmillError};
 use crate::minhash::{estimate_jaccard, exact_jaccard};
 use crate::normalize::Normalization;
-use crate::text::TextColumn;
-use crate::tokenize::token_lists;
 
 /// XXH3-128 of each row's normalized text.
 ///

@@ -11,12 +11,12 @@ use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUnt
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::PyArray;
+use tokenmill_core::columns::token_lists;
 use tokenmill_core::corrupt::{
     self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, Lists, MaskLength,
     MlmOptions, Mode, PrefixLayout, PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions,
     TokenRows, Ul2Options,
 };
-use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
 use crate::error::{BindingError, BindingResult};

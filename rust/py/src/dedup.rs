@@ -7,10 +7,10 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokenmill_core::cluster::{ClusterStats, UnionFind};
+use tokenmill_core::columns::TextColumn;
 use tokenmill_core::dedup::{self, LshOptions, ShardSignatures, Verification};
 use tokenmill_core::minhash::{self, MinHasher, Scratch, Shingling};
 use tokenmill_core::normalize::Normalization;
-use tokenmill_core::text::TextColumn;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;

@@ -4,8 +4,8 @@ use arrow_schema::DataType;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use tokenmill_core::columns::token_lists;
 use tokenmill_core::pack::{self, PackStrategy, PackedRows, Packer};
-use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
 use crate::error::BindingResult;

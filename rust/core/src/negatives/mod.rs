@@ -35,9 +35,9 @@ use ahash::{AHashMap, AHashSet};
 use arrow_array::Array;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::columns::Documents;
 use crate::error::{Result, TokenmillError};
 use crate::rng::RowRng;
-use crate::text::Documents;
 
 mod bm25;
 mod embedding;
