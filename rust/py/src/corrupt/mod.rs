@@ -12,12 +12,12 @@ use pyo3::types::PyDict;
 use pyo3_arrow::PyArray;
 use tokenmill_core::columns::token_lists;
 use tokenmill_core::corrupt::{
-    self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, MaskLength, MlmOptions,
-    Mode, PrefixLayout, PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions, TokenRows,
-    Ul2Options,
+    self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, MlmOptions, Mode,
+    PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions, TokenRows, Ul2Options,
 };
 use tokenmill_core::TokenmillError;
 
+use crate::conversion::{apply_knobs, knob, knob_values, DenoiserKind, Knob, Wrap};
 use crate::error::BindingResult;
 use crate::tokenizer::PyTokenizer;
 use crate::utils::{detach, detach_inline, list_of, to_pyarrow};
@@ -94,7 +94,84 @@ fn config_error(problem: String, fix: &str) -> TokenmillError {
 }
 
 /// A UL2 denoiser from Python: `(kind, density, mean_span, mode_id, weight)`.
-type DenoiserSpec = (String, f64, f64, u32, f64);
+type DenoiserSpec = (Wrap<DenoiserKind>, f64, f64, u32, f64);
+
+/// Each mode's options as Python names them, each listed once: a knob reads
+/// its keyword argument in the constructor and its default in
+/// `corruption_defaults`, both from the Rust options struct. Options that
+/// are ids of the caller's vocabulary (mask, sentinels, EOS) are
+/// constructor arguments instead: no default fits every vocabulary.
+const MLM: &[Knob<MlmOptions>] = &[
+    knob!("probability" => probability),
+    knob!("mask_rate" => mask_rate),
+    knob!("random_rate" => random_rate),
+    knob!("whole_word" => whole_word),
+    // `span` first: `span_p` and `span_max` shape the spans it switches on.
+    knob!("span" => |o| o.span.is_some(), |o, on: bool| o.span = on.then(|| span_lengths(o))),
+    knob!("span_p" => |o| span_lengths(o).p,
+        |o, p: f64| if let Some(s) = &mut o.span { s.p = p }),
+    knob!("span_max" => |o| span_lengths(o).max,
+        |o, max: u32| if let Some(s) = &mut o.span { s.max = max }),
+];
+
+/// SpanBERT's lengths as MLM has them, or would once `span` switches them on.
+fn span_lengths(options: &MlmOptions) -> SpanLengths {
+    options.span.clone().unwrap_or_default()
+}
+
+const SPAN: &[Knob<SpanOptions>] = &[
+    knob!("noise_density" => noise_density),
+    knob!("mean_span" => mean_span),
+];
+
+const BART: &[Knob<BartOptions>] = &[
+    knob!("mask_ratio" => mask_ratio),
+    knob!("random_ratio" => random_ratio),
+    knob!("insert_ratio" => insert_ratio),
+    knob!("rotate_ratio" => rotate_ratio),
+    knob!("permute_sentence_ratio" => permute_sentence_ratio),
+    knob!("delete_ratio" => delete_ratio),
+    knob!("poisson_lambda" => poisson_lambda),
+    knob!("mask_length" => mask_length as Wrap),
+    knob!("replace_length" => replace_length),
+];
+
+const PREFIX: &[Knob<PrefixOptions>] = &[
+    // None: a uniform split.
+    knob!("ratio" => |o| split_ratio(o.split), |o, r: Option<f64>| o.split = split_at(r)),
+    knob!("layout" => layout as Wrap),
+];
+
+fn split_ratio(split: PrefixSplit) -> Option<f64> {
+    match split {
+        PrefixSplit::Uniform => None,
+        PrefixSplit::Ratio(r) => Some(r),
+    }
+}
+
+fn split_at(ratio: Option<f64>) -> PrefixSplit {
+    ratio.map_or(PrefixSplit::Uniform, PrefixSplit::Ratio)
+}
+
+/// The Rust defaults of a corruption mode's options, by their Python names.
+#[pyfunction]
+fn corruption_defaults<'py>(py: Python<'py>, mode: &str) -> BindingResult<Bound<'py, PyDict>> {
+    Ok(match mode {
+        "mlm" => knob_values(py, &MlmOptions::default(), MLM)?,
+        "span" => knob_values(py, &SpanOptions::default(), SPAN)?,
+        "bart" => knob_values(py, &BartOptions::default(), BART)?,
+        "prefix" => knob_values(py, &PrefixOptions::default(), PREFIX)?,
+        // The mixture's options are its denoisers, given whole or as the paper's.
+        "ul2" => PyDict::new(py),
+        other => {
+            return Err(config_error(
+                format!("corruption mode '{other}' is not mlm, span, bart, prefix or ul2"),
+                "pass one of mlm, span, bart, prefix, ul2",
+            )
+            .into())
+        }
+    })
+}
 
 impl PyCorruptor {
     /// The span fast path of `corrupt_padded`: a C-ordered 2-D array of
@@ -288,125 +365,72 @@ impl PyCorruptor {
 impl PyCorruptor {
     /// BERT masking: `probability` of non-special tokens chosen, then
     /// `mask_rate` masked, `random_rate` random, the rest kept; with `span`,
-    /// SpanBERT spans of geometric(`span_p`) words up to `span_max`.
+    /// SpanBERT spans of geometric(`span_p`) words up to `span_max`. Options
+    /// left out take `corruption_defaults("mlm")`.
     #[staticmethod]
-    #[pyo3(signature = (vocab, mask_id, *, probability = 0.15, mask_rate = 0.8, random_rate = 0.1, whole_word = false, span = false, span_p = 0.2, span_max = 10))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (vocab, mask_id, **options))]
     fn mlm(
         vocab: &PyVocab,
         mask_id: u32,
-        probability: f64,
-        mask_rate: f64,
-        random_rate: f64,
-        whole_word: bool,
-        span: bool,
-        span_p: f64,
-        span_max: u32,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let options = MlmOptions {
+        let base = MlmOptions {
             mask_id,
-            probability,
-            mask_rate,
-            random_rate,
-            whole_word,
-            span: span.then_some(SpanLengths {
-                p: span_p,
-                max: span_max,
-            }),
+            ..MlmOptions::default()
         };
+        let options = apply_knobs("mlm", base, MLM, options)?;
         build(Mode::Mlm(options), vocab)
     }
 
     /// T5 span corruption with the given sentinels (`<extra_id_0>` first).
     #[staticmethod]
-    #[pyo3(signature = (vocab, sentinels, *, noise_density = 0.15, mean_span = 3.0, eos_id = None))]
+    #[pyo3(signature = (vocab, sentinels, *, eos_id = None, **options))]
     fn span(
         vocab: &PyVocab,
         sentinels: Vec<u32>,
-        noise_density: f64,
-        mean_span: f64,
         eos_id: Option<u32>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let options = SpanOptions {
-            noise_density,
-            mean_span,
+        let base = SpanOptions {
             sentinels,
             eos: eos_id,
+            ..SpanOptions::default()
         };
+        let options = apply_knobs("span", base, SPAN, options)?;
         build(Mode::Span(options), vocab)
     }
 
     /// fairseq's BART noise; the defaults are `bart.large`'s.
     #[staticmethod]
-    #[pyo3(signature = (vocab, mask_id, *, sentence_ends = Vec::new(), mask_ratio = 0.3, random_ratio = 0.1, insert_ratio = 0.0, rotate_ratio = 0.0, permute_sentence_ratio = 1.0, delete_ratio = 0.0, poisson_lambda = 3.5, mask_length = "span-poisson", replace_length = 1))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (vocab, mask_id, *, sentence_ends = Vec::new(), **options))]
     fn bart(
         vocab: &PyVocab,
         mask_id: u32,
         sentence_ends: Vec<u32>,
-        mask_ratio: f64,
-        random_ratio: f64,
-        insert_ratio: f64,
-        rotate_ratio: f64,
-        permute_sentence_ratio: f64,
-        delete_ratio: f64,
-        poisson_lambda: f64,
-        mask_length: &str,
-        replace_length: i8,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let mask_length = match mask_length {
-            "subword" => MaskLength::Subword,
-            "word" => MaskLength::Word,
-            "span-poisson" => MaskLength::SpanPoisson,
-            other => {
-                return Err(config_error(
-                    format!("mask length '{other}' is not subword, word or span-poisson"),
-                    "pass --mask-length subword, word or span-poisson",
-                )
-                .into())
-            }
-        };
-        let options = BartOptions {
+        let base = BartOptions {
             mask_id,
-            mask_ratio,
-            random_ratio,
-            insert_ratio,
-            rotate_ratio,
-            permute_sentence_ratio,
-            delete_ratio,
-            poisson_lambda,
-            mask_length,
-            replace_length,
             sentence_ends,
+            ..BartOptions::default()
         };
+        let options = apply_knobs("bart", base, BART, options)?;
         build(Mode::Bart(options), vocab)
     }
 
     /// Prefix LM: `ratio=None` splits uniformly, else at that share.
     #[staticmethod]
-    #[pyo3(signature = (vocab, *, ratio = None, layout = "decoder", eos_id = None))]
+    #[pyo3(signature = (vocab, *, eos_id = None, **options))]
     fn prefix(
         vocab: &PyVocab,
-        ratio: Option<f64>,
-        layout: &str,
         eos_id: Option<u32>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let layout = match layout {
-            "decoder" => PrefixLayout::Decoder,
-            "encoder-decoder" => PrefixLayout::EncoderDecoder,
-            other => {
-                return Err(config_error(
-                    format!("layout '{other}' is not decoder or encoder-decoder"),
-                    "pass --layout decoder or --layout encoder-decoder",
-                )
-                .into())
-            }
-        };
-        let options = PrefixOptions {
-            split: ratio.map_or(PrefixSplit::Uniform, PrefixSplit::Ratio),
-            layout,
+        let base = PrefixOptions {
             eos: eos_id,
+            ..PrefixOptions::default()
         };
+        let options = apply_knobs("prefix", base, PREFIX, options)?;
         build(Mode::Prefix(options), vocab)
     }
 
@@ -422,31 +446,26 @@ impl PyCorruptor {
         denoisers: Option<Vec<DenoiserSpec>>,
         eos_id: Option<u32>,
     ) -> BindingResult<Self> {
+        // Each span denoiser carries its density and mean span: the span
+        // options give the mixture its sentinels and EOS only.
         let span = SpanOptions {
-            noise_density: 0.15,
-            mean_span: 3.0,
             sentinels,
             eos: eos_id,
+            ..SpanOptions::default()
         };
         let options = match (denoisers, mode_ids) {
             (Some(list), _) => Ul2Options {
                 span,
                 denoisers: list
                     .into_iter()
-                    .map(|(kind, density, mean_span, token, weight)| {
-                        let denoiser = match kind.as_str() {
-                            "span" => Denoiser::Span { density, mean_span },
-                            "prefix" => Denoiser::Prefix,
-                            other => {
-                                return Err(config_error(
-                                    format!("denoiser kind '{other}' is not span or prefix"),
-                                    "give each denoiser the kind span or prefix",
-                                ))
-                            }
+                    .map(|(Wrap(kind), density, mean_span, token, weight)| {
+                        let denoiser = match kind {
+                            DenoiserKind::Span => Denoiser::Span { density, mean_span },
+                            DenoiserKind::Prefix => Denoiser::Prefix,
                         };
-                        Ok((denoiser, token, weight))
+                        (denoiser, token, weight)
                     })
-                    .collect::<Result<_, _>>()?,
+                    .collect(),
             },
             (None, Some((nlu, nlg, s2s))) => Ul2Options::paper(span, nlu, nlg, s2s),
             (None, None) => {
@@ -582,16 +601,17 @@ impl PyCorruptor {
 /// T5's length helper: the raw row length that span-corrupts into exactly
 /// `inputs_length` inputs, and the targets' length.
 #[pyfunction]
-#[pyo3(signature = (inputs_length, *, noise_density = 0.15, mean_span = 3.0))]
+#[pyo3(signature = (inputs_length, *, noise_density = None, mean_span = None))]
 fn t5_input_and_target_lengths(
     inputs_length: usize,
-    noise_density: f64,
-    mean_span: f64,
+    noise_density: Option<f64>,
+    mean_span: Option<f64>,
 ) -> BindingResult<(usize, usize)> {
+    let defaults = SpanOptions::default();
     Ok(corrupt::t5_input_and_target_lengths(
         inputs_length,
-        noise_density,
-        mean_span,
+        noise_density.unwrap_or(defaults.noise_density),
+        mean_span.unwrap_or(defaults.mean_span),
     )?)
 }
 
@@ -599,6 +619,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyVocab>()?;
     module.add_class::<PyCorruptor>()?;
     module.add_function(wrap_pyfunction!(t5_input_and_target_lengths, module)?)?;
+    module.add_function(wrap_pyfunction!(corruption_defaults, module)?)?;
     module.add_function(wrap_pyfunction!(token_lists_from_python, module)?)?;
     Ok(())
 }
