@@ -46,7 +46,6 @@ fn tokenization(c: &mut Criterion) {
     let tokenizer = counts.train(2_000, 1).unwrap();
     let bytes: usize = (0..column.len()).map(|i| column.bytes(i).len()).sum();
     let options = TokenizeOptions {
-        add_special_tokens: false,
         eos_id: Some(2),
         ..TokenizeOptions::default()
     };

@@ -448,9 +448,8 @@ mod tests {
             .unwrap();
         let column = TextColumn::try_new("text", texts).unwrap();
         let options = TokenizeOptions {
-            add_special_tokens: false,
             eos_id: Some(2),
-            word_ids: false,
+            ..TokenizeOptions::default()
         };
         pool.install(|| tokenize(tokenizer(), &column, &options).unwrap())
     }
