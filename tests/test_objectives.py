@@ -5,7 +5,6 @@ Rust binding all read or agree with it."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from pathlib import Path
 
@@ -94,23 +93,44 @@ def test_the_cli_offers_every_option_of_the_spec_with_its_default() -> None:
     assert offered == common | generated
 
 
+#: Spec options the binding never sees: token names the Python layer looks
+#: up in the tokenizer and hands over as ids (or leaves out).
+PYTHON_ONLY_OPTIONS = {"mask_token", "eos", "eos_token", "sentinels_from_top", "sentence_ends"}
+
+
 def test_binding_defaults_agree_with_the_spec() -> None:
-    """The Rust constructors' keyword defaults are the spec's, option by option."""
+    """Each option's Rust default (the options struct's `Default`, as the
+    binding exports it) is the spec's; every Rust option has a spec field,
+    and every spec field reaches Rust unless it is resolved in Python."""
     for name in CORRUPT_MODES:
-        spec = OBJECTIVES[name]
-        signature = inspect.signature(getattr(_core.Corruptor, name))
-        defaults = spec.defaults()
-        compared = 0
-        for parameter in signature.parameters.values():
-            # `...`: the binding's default is a Rust value the signature cannot
-            # show (bart's resolved sentence-end ids, not the spec's tokens).
-            if parameter.name in defaults and parameter.default not in (
-                inspect.Parameter.empty,
-                ...,
-            ):
-                assert parameter.default == defaults[parameter.name], (name, parameter.name)
-                compared += 1
-        assert compared or name == "ul2", name
+        spec = OBJECTIVES[name].defaults()
+        rust = _core.corruption_defaults(name)
+        assert set(rust) <= set(spec), (name, sorted(set(rust) - set(spec)))
+        assert set(spec) - set(rust) <= PYTHON_ONLY_OPTIONS, (name, sorted(set(spec) - set(rust)))
+        for option, default in rust.items():
+            assert type(default) is type(spec[option]), (name, option, default, spec[option])
+            assert default == spec[option], (name, option, default, spec[option])
+        # Not vacuous: every mode but UL2 (whose options are its denoisers,
+        # given whole or as the paper's) has Rust options to compare.
+        assert rust or name == "ul2", name
+    with pytest.raises(tokenmill.ConfigError, match="corruption mode 'clm' is not mlm"):
+        _core.corruption_defaults("clm")
+
+
+def test_corruptor_constructors_refuse_unknown_options() -> None:
+    vocab = _core.Vocab(100, [0, 1])
+    with pytest.raises(tokenmill.ConfigError, match="mlm has no option 'noise_density'"):
+        _core.Corruptor.mlm(vocab, 2, noise_density=0.5)
+    with pytest.raises(tokenmill.ConfigError, match="mask length 'poisson' is not subword, word"):
+        _core.Corruptor.bart(vocab, 2, mask_length="poisson")
+    with pytest.raises(tokenmill.ConfigError, match="layout 'both' is not decoder or encoder-"):
+        _core.Corruptor.prefix(vocab, layout="both")
+    with pytest.raises(tokenmill.ConfigError, match="denoiser kind 'x' is not span or prefix"):
+        _core.Corruptor.ul2(vocab, [99], denoisers=[("x", 0.15, 3.0, 2, 1.0)])
+    # Left out, an option takes its Rust default; span_p shapes spans only with span.
+    assert _core.Corruptor.mlm(vocab, 2, span_p=-1.0).mode == "mlm"
+    with pytest.raises(tokenmill.ConfigError, match="span length p=-1"):
+        _core.Corruptor.mlm(vocab, 2, span=True, span_p=-1.0)
 
 
 def endoftext_vocabulary(path: Path) -> Path:

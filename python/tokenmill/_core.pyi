@@ -29,6 +29,7 @@ __all__ = [
     "cluster_minhash_files",
     "connected_components",
     "content_hashes",
+    "corruption_defaults",
     "file_checksum",
     "keep_mask",
     "lsh_candidate_pairs",
@@ -239,28 +240,30 @@ class Vocab:
     def is_special(self, id: int) -> bool: ...
 
 @final
+# The corruption options (each constructor's keywords after its ids) default
+# to the Rust options structs' `Default`: `corruption_defaults(mode)` lists them.
 class Corruptor:
     @staticmethod
     def mlm(
         vocab: Vocab,
         mask_id: int,
         *,
-        probability: float = 0.15,
-        mask_rate: float = 0.8,
-        random_rate: float = 0.1,
-        whole_word: bool = False,
-        span: bool = False,
-        span_p: float = 0.2,
-        span_max: int = 10,
+        probability: float = ...,
+        mask_rate: float = ...,
+        random_rate: float = ...,
+        whole_word: bool = ...,
+        span: bool = ...,
+        span_p: float = ...,
+        span_max: int = ...,
     ) -> Corruptor: ...
     @staticmethod
     def span(
         vocab: Vocab,
         sentinels: list[int],
         *,
-        noise_density: float = 0.15,
-        mean_span: float = 3.0,
         eos_id: int | None = None,
+        noise_density: float = ...,
+        mean_span: float = ...,
     ) -> Corruptor: ...
     @staticmethod
     def bart(
@@ -268,23 +271,23 @@ class Corruptor:
         mask_id: int,
         *,
         sentence_ends: list[int] = ...,
-        mask_ratio: float = 0.3,
-        random_ratio: float = 0.1,
-        insert_ratio: float = 0.0,
-        rotate_ratio: float = 0.0,
-        permute_sentence_ratio: float = 1.0,
-        delete_ratio: float = 0.0,
-        poisson_lambda: float = 3.5,
-        mask_length: str = "span-poisson",
-        replace_length: int = 1,
+        mask_ratio: float = ...,
+        random_ratio: float = ...,
+        insert_ratio: float = ...,
+        rotate_ratio: float = ...,
+        permute_sentence_ratio: float = ...,
+        delete_ratio: float = ...,
+        poisson_lambda: float = ...,
+        mask_length: str = ...,
+        replace_length: int = ...,
     ) -> Corruptor: ...
     @staticmethod
     def prefix(
         vocab: Vocab,
         *,
-        ratio: float | None = None,
-        layout: str = "decoder",
         eos_id: int | None = None,
+        ratio: float | None = ...,
+        layout: str = ...,
     ) -> Corruptor: ...
     @staticmethod
     def ul2(
@@ -330,8 +333,9 @@ class Corruptor:
 
 def token_lists_from_python(rows: list[list[int]]) -> pa.ListArray: ...
 def t5_input_and_target_lengths(
-    inputs_length: int, *, noise_density: float = 0.15, mean_span: float = 3.0
+    inputs_length: int, *, noise_density: float | None = None, mean_span: float | None = None
 ) -> tuple[int, int]: ...
+def corruption_defaults(mode: str) -> dict[str, Any]: ...
 def make_pairs(
     documents: Any,
     keys: npt.NDArray[np.uint64],

@@ -215,19 +215,15 @@ def _mask(tokenizer: Tokenizer, name: str | None) -> int:
     return require_token(tokenizer, name, MASK_CANDIDATES, "mask", "--mask-token")
 
 
+def _kernel_options(mode: str, o: Any) -> dict[str, Any]:
+    """The options of `o` the Rust corruptor takes, by the names it exports
+    its defaults under: a new option reaches Rust without a line here."""
+    return {name: getattr(o, name) for name in _core.corruption_defaults(mode)}
+
+
 def _build_mlm(tokenizer: Tokenizer, o: MlmOptions) -> tuple[Corruptor, dict[str, Any]]:
     mask_id = _mask(tokenizer, o.mask_token)
-    corruptor = Corruptor.mlm(
-        Vocab.from_tokenizer(tokenizer),
-        mask_id,
-        probability=o.probability,
-        mask_rate=o.mask_rate,
-        random_rate=o.random_rate,
-        whole_word=o.whole_word,
-        span=o.span,
-        span_p=o.span_p,
-        span_max=o.span_max,
-    )
+    corruptor = Corruptor.mlm(Vocab.from_tokenizer(tokenizer), mask_id, **_kernel_options("mlm", o))
     return corruptor, {"mask_id": mask_id}
 
 
@@ -235,11 +231,7 @@ def _build_span(tokenizer: Tokenizer, o: SpanOptions) -> tuple[Corruptor, dict[s
     sentinels = sentinel_ids(tokenizer, o.sentinels_from_top)
     eos_id = _eos_id(tokenizer, o.eos, o.eos_token)
     corruptor = Corruptor.span(
-        Vocab.from_tokenizer(tokenizer),
-        sentinels,
-        noise_density=o.noise_density,
-        mean_span=o.mean_span,
-        eos_id=eos_id,
+        Vocab.from_tokenizer(tokenizer), sentinels, eos_id=eos_id, **_kernel_options("span", o)
     )
     return corruptor, {"eos_id": eos_id, "sentinels": len(sentinels)}
 
@@ -264,15 +256,7 @@ def _build_bart(tokenizer: Tokenizer, o: BartOptions) -> tuple[Corruptor, dict[s
         Vocab.from_tokenizer(tokenizer),
         mask_id,
         sentence_ends=end_ids,
-        mask_ratio=o.mask_ratio,
-        random_ratio=o.random_ratio,
-        insert_ratio=o.insert_ratio,
-        rotate_ratio=o.rotate_ratio,
-        permute_sentence_ratio=o.permute_sentence_ratio,
-        delete_ratio=o.delete_ratio,
-        poisson_lambda=o.poisson_lambda,
-        mask_length=o.mask_length,
-        replace_length=o.replace_length,
+        **_kernel_options("bart", o),
     )
     return corruptor, {"mask_id": mask_id, "sentence_end_ids": end_ids}
 
@@ -280,7 +264,7 @@ def _build_bart(tokenizer: Tokenizer, o: BartOptions) -> tuple[Corruptor, dict[s
 def _build_prefix(tokenizer: Tokenizer, o: PrefixOptions) -> tuple[Corruptor, dict[str, Any]]:
     eos_id = _eos_id(tokenizer, o.eos, o.eos_token) if o.layout == "encoder-decoder" else None
     corruptor = Corruptor.prefix(
-        Vocab.from_tokenizer(tokenizer), ratio=o.ratio, layout=o.layout, eos_id=eos_id
+        Vocab.from_tokenizer(tokenizer), eos_id=eos_id, **_kernel_options("prefix", o)
     )
     return corruptor, {"eos_id": eos_id}
 

@@ -4,13 +4,13 @@ use arrow_array::StringArray;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tokenmill_core::bpe::WordCounts;
+use tokenmill_core::columns::TextColumn;
 use tokenmill_core::corrupt::{
-    self, BartOptions, Corruptor, MlmOptions, Mode, PrefixLayout, PrefixOptions, PrefixSplit,
-    SpanLengths, SpanOptions, TokenRows, Ul2Options,
+    self, BartOptions, Corruptor, MlmOptions, Mode, PrefixOptions, SpanLengths, SpanOptions,
+    TokenRows, Ul2Options,
 };
 use tokenmill_core::rng::StreamKey;
 use tokenmill_core::sample::keep_mask;
-use tokenmill_core::text::TextColumn;
 use tokenmill_core::tokenize::{tokenize, TokenizeOptions};
 
 fn rng(c: &mut Criterion) {
@@ -46,7 +46,6 @@ fn tokenization(c: &mut Criterion) {
     let tokenizer = counts.train(2_000, 1).unwrap();
     let bytes: usize = (0..column.len()).map(|i| column.bytes(i).len()).sum();
     let options = TokenizeOptions {
-        add_special_tokens: false,
         eos_id: Some(2),
         ..TokenizeOptions::default()
     };
@@ -97,10 +96,9 @@ fn corruption(c: &mut Criterion) {
         .unwrap();
     let sentinels: Vec<u32> = (9..109).collect();
     let span = SpanOptions {
-        noise_density: 0.15,
-        mean_span: 3.0,
         sentinels: sentinels.clone(),
         eos: Some(2),
+        ..SpanOptions::default()
     };
     let whole_word = MlmOptions {
         whole_word: true,
@@ -108,14 +106,10 @@ fn corruption(c: &mut Criterion) {
     };
     let span_bert = MlmOptions {
         whole_word: true,
-        span: Some(SpanLengths { p: 0.2, max: 10 }),
+        span: Some(SpanLengths::default()),
         ..MlmOptions::new(3)
     };
-    let prefix = PrefixOptions {
-        split: PrefixSplit::Uniform,
-        layout: PrefixLayout::Decoder,
-        eos: None,
-    };
+    let prefix = PrefixOptions::default();
     // (name, mode, row width): T5 rows of 568 span-corrupt into 512 inputs.
     let modes = [
         ("mlm", Mode::Mlm(MlmOptions::new(3)), 512),

@@ -323,8 +323,8 @@ fn top_k(scores: &[f32], k: usize) -> Hits {
 /// [`TokenmillError::Schema`] for a column of neither kind, and
 /// [`TokenmillError::Data`] for text that is not UTF-8.
 pub fn bags(column: &str, array: &dyn arrow_array::Array) -> Result<Vec<Vec<u64>>> {
-    match crate::text::Documents::try_new(column, array, "name a text or token column")? {
-        crate::text::Documents::Tokens { ids, offsets } => Ok((0..offsets.rows())
+    match crate::columns::Documents::try_new(column, array, "name a text or token column")? {
+        crate::columns::Documents::Tokens { ids, offsets } => Ok((0..offsets.rows())
             .map(|row| {
                 ids[offsets.range(row)]
                     .iter()
@@ -332,7 +332,7 @@ pub fn bags(column: &str, array: &dyn arrow_array::Array) -> Result<Vec<Vec<u64>
                     .collect()
             })
             .collect()),
-        crate::text::Documents::Text(texts) => (0..texts.len())
+        crate::columns::Documents::Text(texts) => (0..texts.len())
             .into_par_iter()
             .map(|row| {
                 let mut bag = Vec::new();

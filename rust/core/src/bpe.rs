@@ -10,8 +10,8 @@ use tokenizers::models::bpe::{BpeTrainer, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
+use crate::columns::TextColumn;
 use crate::error::{Result, TokenmillError};
-use crate::text::TextColumn;
 use crate::tokenize::Tokenizer;
 
 pub const PAD: &str = "<pad>";

@@ -11,11 +11,11 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::cluster::{cluster_buckets, ClusterStats};
+use crate::columns::token_lists;
+use crate::columns::TextColumn;
 use crate::error::{Result, TokenmillError};
 use crate::minhash::{estimate_jaccard, exact_jaccard};
 use crate::normalize::Normalization;
-use crate::text::TextColumn;
-use crate::tokenize::token_lists;
 
 /// XXH3-128 of each row's normalized text.
 ///
@@ -129,11 +129,44 @@ pub struct ShardSignatures {
     pub band_keys: PathBuf,
 }
 
+/// How [`cluster_minhash`] joins signatures into clusters.
+///
+/// [`Default`] is 128 permutations at threshold 0.8 in the bands
+/// [`minhash::optimal_bands`](crate::minhash::optimal_bands) picks for them
+/// (equal false-positive and false-negative weights), with buckets spilled
+/// to disk past 1 GiB. `num_perm` must match the signatures' width.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::dedup::LshOptions;
+/// let options = LshOptions::default();
+/// assert_eq!((options.num_perm, options.bands), (128, 9));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
 pub struct LshOptions {
+    /// Values per signature.
     pub num_perm: usize,
+    /// Bands the signatures are cut into; one shared band key makes a candidate pair.
     pub bands: usize,
+    /// Estimated (or, verified, exact) Jaccard similarity from which a candidate pair joins.
     pub threshold: f64,
+    /// Bytes of band buckets held in memory before they spill to disk.
     pub memory_budget: usize,
+}
+
+impl Default for LshOptions {
+    fn default() -> Self {
+        let (num_perm, threshold) = (128, 0.8);
+        let (bands, _) = crate::minhash::optimal_bands(threshold, num_perm, 0.5, 0.5)
+            .expect("the default threshold and num_perm are in range");
+        Self {
+            num_perm,
+            bands,
+            threshold,
+            memory_budget: 1 << 30,
+        }
+    }
 }
 
 /// Clusters every document of every shard; cluster ids are global document

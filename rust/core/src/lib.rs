@@ -9,6 +9,7 @@ pub mod bm25;
 pub mod bpe;
 pub mod checksum;
 pub mod cluster;
+pub mod columns;
 pub mod corrupt;
 pub mod dedup;
 pub mod encode;
@@ -20,7 +21,6 @@ pub mod pack;
 pub mod pairs;
 pub mod rng;
 pub mod sample;
-pub mod text;
 pub mod tokenize;
 
 pub use error::{Result, TokenmillError};

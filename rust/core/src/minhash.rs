@@ -10,10 +10,10 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use crate::columns::TextColumn;
 use crate::error::{Result, TokenmillError};
 use crate::normalize::Normalization;
 use crate::rng::StreamKey;
-use crate::text::TextColumn;
 
 /// What a shingle is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,9 +24,9 @@ use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field};
 use rayon::prelude::*;
 
+use crate::columns::Documents;
 use crate::error::{Result, TokenmillError};
 use crate::rng::{RowRng, StreamKey};
-use crate::text::Documents;
 
 /// The random stream family of this stage.
 pub const STAGE: &str = "pairs";

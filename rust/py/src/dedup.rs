@@ -7,12 +7,13 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokenmill_core::cluster::{ClusterStats, UnionFind};
+use tokenmill_core::columns::TextColumn;
 use tokenmill_core::dedup::{self, LshOptions, ShardSignatures, Verification};
 use tokenmill_core::minhash::{self, MinHasher, Scratch, Shingling};
 use tokenmill_core::normalize::Normalization;
-use tokenmill_core::text::TextColumn;
 use tokenmill_core::TokenmillError;
 
+use crate::conversion::{Named, ShingleKind};
 use crate::error::BindingResult;
 use crate::utils::{arrow_input, detach};
 
@@ -21,15 +22,10 @@ type SignaturesAndShort<'py> = (Bound<'py, PyArray2<u64>>, Bound<'py, PyArray1<b
 /// Flat sorted shingle sets and the `rows + 1` offsets into them.
 type ValuesAndOffsets<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
 
-fn shingling(kind: &str, ngram: usize) -> BindingResult<Shingling> {
+fn shingling(kind: ShingleKind, ngram: usize) -> Shingling {
     match kind {
-        "word" => Ok(Shingling::Words(ngram)),
-        "char" => Ok(Shingling::Chars(ngram)),
-        other => Err(TokenmillError::config(
-            format!("shingle kind '{other}' is not 'word' or 'char'"),
-            "pass --shingle word or --shingle char",
-        )
-        .into()),
+        ShingleKind::Word => Shingling::Words(ngram),
+        ShingleKind::Char => Shingling::Chars(ngram),
     }
 }
 
@@ -57,7 +53,7 @@ fn hasher(
     Ok(MinHasher::new(
         num_perm,
         seed,
-        shingling(shingle, ngram)?,
+        shingling(ShingleKind::from_name(shingle)?, ngram),
         normalization(lowercase, collapse_whitespace, strip_punctuation),
     )?)
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 mod bm25;
+mod conversion;
 mod corrupt;
 mod dedup;
 mod error;

@@ -8,6 +8,7 @@ use tokenmill_core::bm25::{self, Bm25Index, Bm25Params};
 use tokenmill_core::negatives::{self, Corpus, Mined, MiningOptions, Vectors};
 use tokenmill_core::TokenmillError;
 
+use crate::conversion::{StrategyKind, Wrap};
 use crate::error::BindingResult;
 use crate::utils::{arrow_input, detach};
 
@@ -73,7 +74,7 @@ impl PyNegativeMiner {
     fn new(
         py: Python<'_>,
         positives: &Bound<'_, PyAny>,
-        strategy: &str,
+        strategy: Wrap<StrategyKind>,
         num_negatives: usize,
         range_min: usize,
         range_max: usize,
@@ -97,18 +98,17 @@ impl PyNegativeMiner {
         let vectors = vectors
             .map(|v| arrow_input(v, "positive vectors"))
             .transpose()?;
-        let strategy = strategy.to_owned();
         let column = column.to_owned();
         detach(py, move || {
             let corpus = Corpus::new(negatives::content_hashes(&column, array.as_ref())?)?;
             options.check(corpus.len())?;
-            let strategy = match strategy.as_str() {
-                "random" => Strategy::Random,
-                "bm25" => {
+            let strategy = match strategy.0 {
+                StrategyKind::Random => Strategy::Random,
+                StrategyKind::Bm25 => {
                     let bags = bm25::bags(&column, array.as_ref())?;
                     Strategy::Bm25(Bm25Index::build(&bags, Bm25Params { k1, b })?)
                 }
-                "embedding" => {
+                StrategyKind::Embedding => {
                     let Some(vectors) = vectors else {
                         return Err(TokenmillError::config(
                             "the embedding strategy needs the positives' vectors",
@@ -125,13 +125,6 @@ impl PyNegativeMiner {
                         .into());
                     }
                     Strategy::Embedding(vectors)
-                }
-                other => {
-                    return Err(TokenmillError::config(
-                        format!("strategy '{other}' is not 'random', 'bm25' or 'embedding'"),
-                        "pass --strategy random, bm25 or embedding",
-                    )
-                    .into())
                 }
             };
             Ok(Self {

@@ -4,10 +4,11 @@ use arrow_schema::DataType;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use tokenmill_core::columns::token_lists;
 use tokenmill_core::pack::{self, PackStrategy, PackedRows, Packer};
-use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
+use crate::conversion::{Named, PackKind};
 use crate::error::BindingResult;
 use crate::utils::{arrow_input, detach, list_of, to_pyarrow};
 
@@ -81,16 +82,10 @@ impl PyPacker {
         overlap: bool,
         positions: bool,
     ) -> BindingResult<Self> {
-        let strategy = match strategy {
-            "bfd" => PackStrategy::Bfd { buffer },
-            "concat" => PackStrategy::Concat { overlap },
-            other => {
-                return Err(TokenmillError::config(
-                    format!("strategy '{other}' is not 'bfd' or 'concat'"),
-                    "pass --strategy bfd or --strategy concat",
-                )
-                .into())
-            }
+        // A name, not a `Wrap`, so the signature shows its default.
+        let strategy = match PackKind::from_name(strategy)? {
+            PackKind::Bfd => PackStrategy::Bfd { buffer },
+            PackKind::Concat => PackStrategy::Concat { overlap },
         };
         Ok(Self {
             inner: Packer::new(seq_len, strategy)?,

@@ -5,8 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use tokenmill_core::negatives;
 use tokenmill_core::pairs::{self, PairMode};
-use tokenmill_core::TokenmillError;
 
+use crate::conversion::{PairKind, Wrap};
 use crate::error::BindingResult;
 use crate::utils::{arrow_input, detach, to_pyarrow};
 
@@ -22,7 +22,7 @@ fn make_pairs<'py>(
     py: Python<'py>,
     documents: &Bound<'py, PyAny>,
     keys: PyReadonlyArray1<'py, u64>,
-    mode: &str,
+    mode: Wrap<PairKind>,
     seed: u64,
     epoch: u64,
     column: &str,
@@ -31,22 +31,15 @@ fn make_pairs<'py>(
     keep_probability: f64,
     sentence_end_ids: Vec<u32>,
 ) -> BindingResult<Bound<'py, PyTuple>> {
-    let mode = match mode {
-        "crop" => PairMode::Crop {
+    let mode = match mode.0 {
+        PairKind::Crop => PairMode::Crop {
             min_ratio,
             max_ratio,
         },
-        "ict" => PairMode::Ict {
+        PairKind::Ict => PairMode::Ict {
             keep_probability,
             sentence_end_ids,
         },
-        other => {
-            return Err(TokenmillError::config(
-                format!("pair mode '{other}' is not 'crop' or 'ict'"),
-                "pass --mode crop, --mode ict or --mode columns",
-            )
-            .into())
-        }
     };
     let array = arrow_input(documents, column)?;
     let keys = keys.as_array().to_vec();

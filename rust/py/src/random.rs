@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use tokenmill_core::error::reserve;
 use tokenmill_core::rng::StreamKey;
-use tokenmill_core::{sample, text};
+use tokenmill_core::{columns, sample};
 
 use crate::error::BindingResult;
 use crate::utils::{arrow_input, detach, detach_inline};
@@ -18,7 +18,9 @@ fn row_keys_from_ids<'py>(
     column: &str,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let array = arrow_input(ids, column)?;
-    let keys = detach(py, || Ok(text::row_keys_from_ids(column, array.as_ref())?))?;
+    let keys = detach(py, || {
+        Ok(columns::row_keys_from_ids(column, array.as_ref())?)
+    })?;
     Ok(keys.into_pyarray(py))
 }
 
@@ -31,7 +33,7 @@ fn row_keys_from_position<'py>(
     rows: usize,
 ) -> BindingResult<Bound<'py, PyArray1<u64>>> {
     let keys = detach_inline(py, || {
-        Ok(text::row_keys_from_position(shard, first_row, rows)?)
+        Ok(columns::row_keys_from_position(shard, first_row, rows)?)
     })?;
     Ok(keys.into_pyarray(py))
 }

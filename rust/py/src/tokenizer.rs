@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use tokenmill_core::bpe::{self, WordCounts};
-use tokenmill_core::text::TextColumn;
+use tokenmill_core::columns::TextColumn;
 use tokenmill_core::tokenize::{self, TokenizeOptions, Tokenizer};
 
 use crate::error::BindingResult;

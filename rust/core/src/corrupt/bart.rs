@@ -18,8 +18,30 @@ pub enum MaskLength {
     SpanPoisson,
 }
 
+/// BART's noise functions and their rates.
+///
+/// [`Default`] is the BART paper's large-model recipe (fairseq's
+/// `bart.large`): text infilling over 30% of words with Poisson(3.5) spans,
+/// one mask per span, 10% random tokens, and every sentence permuted. Its
+/// `mask_id` 0 and empty `sentence_ends` are placeholders: the caller must
+/// set its vocabulary's mask id, and the sentence-end ids for sentence
+/// permutation to find sentences.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::corrupt::{BartOptions, MaskLength};
+/// let token_masking = BartOptions {
+///     mask_id: 4,
+///     mask_length: MaskLength::Subword,
+///     permute_sentence_ratio: 0.0,
+///     ..BartOptions::default()
+/// };
+/// assert_eq!(token_masking.mask_ratio, 0.3);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct BartOptions {
+    /// The mask token's id; the caller must set it (the default 0 is a placeholder).
     pub mask_id: u32,
     /// Share of words (tokens for `Subword`) masked.
     pub mask_ratio: f64,
@@ -42,13 +64,10 @@ pub struct BartOptions {
     pub sentence_ends: Vec<u32>,
 }
 
-impl BartOptions {
-    /// The BART paper's large-model recipe (fairseq's `bart.large`): text
-    /// infilling over 30% of words with Poisson(3.5) spans, one mask per
-    /// span, 10% random tokens, and every sentence permuted.
-    pub fn new(mask_id: u32, sentence_ends: Vec<u32>) -> Self {
+impl Default for BartOptions {
+    fn default() -> Self {
         Self {
-            mask_id,
+            mask_id: 0,
             mask_ratio: 0.3,
             random_ratio: 0.1,
             insert_ratio: 0.0,
@@ -58,7 +77,18 @@ impl BartOptions {
             poisson_lambda: 3.5,
             mask_length: MaskLength::SpanPoisson,
             replace_length: 1,
+            sentence_ends: Vec::new(),
+        }
+    }
+}
+
+impl BartOptions {
+    /// The [`Default`] recipe with this mask id and these sentence ends.
+    pub fn new(mask_id: u32, sentence_ends: Vec<u32>) -> Self {
+        Self {
+            mask_id,
             sentence_ends,
+            ..Self::default()
         }
     }
 

@@ -15,8 +15,34 @@ pub struct SpanLengths {
     pub max: u32,
 }
 
+impl Default for SpanLengths {
+    /// SpanBERT's `p = 0.2`, `max = 10`.
+    fn default() -> Self {
+        Self { p: 0.2, max: 10 }
+    }
+}
+
+/// How masked-LM corruption chooses and replaces tokens.
+///
+/// [`Default`] is BERT's recipe (15% of tokens, 80% mask / 10% random / 10%
+/// kept, token by token) with `mask_id` 0: the caller must set the mask id
+/// of its vocabulary, which no default can know.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::corrupt::{MlmOptions, SpanLengths};
+/// let span_bert = MlmOptions {
+///     mask_id: 4,
+///     whole_word: true,
+///     span: Some(SpanLengths::default()),
+///     ..MlmOptions::default()
+/// };
+/// assert_eq!(span_bert.probability, 0.15);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlmOptions {
+    /// The mask token's id; the caller must set it (the default 0 is a placeholder).
     pub mask_id: u32,
     /// Share of (non-special) tokens chosen for prediction.
     pub probability: f64,
@@ -30,16 +56,25 @@ pub struct MlmOptions {
     pub span: Option<SpanLengths>,
 }
 
-impl MlmOptions {
-    /// BERT's recipe: 15% of tokens, 80% mask / 10% random / 10% kept.
-    pub fn new(mask_id: u32) -> Self {
+impl Default for MlmOptions {
+    fn default() -> Self {
         Self {
-            mask_id,
+            mask_id: 0,
             probability: 0.15,
             mask_rate: 0.8,
             random_rate: 0.1,
             whole_word: false,
             span: None,
+        }
+    }
+}
+
+impl MlmOptions {
+    /// BERT's recipe (the [`Default`]) with this mask id.
+    pub fn new(mask_id: u32) -> Self {
+        Self {
+            mask_id,
+            ..Self::default()
         }
     }
 
@@ -610,7 +645,9 @@ mod tests {
 
     #[test]
     fn span_lengths_follow_spanbert() {
+        // The paper's p = 0.2, max = 10 are the default.
         let lengths = SpanLengths { p: 0.2, max: 10 };
+        assert_eq!(lengths, SpanLengths::default());
         let stream = crate::rng::StreamKey::new(0, "t", 0);
         let mut rng = stream.row(1);
         let draws = 200_000;

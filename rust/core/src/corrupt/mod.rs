@@ -477,10 +477,9 @@ impl Corruptor {
     /// use tokenmill_core::corrupt::{Corruptor, Mode, SpanOptions, Vocab};
     /// let vocab = Vocab::new(200, &[0, 1]).unwrap();
     /// let span = SpanOptions {
-    ///     noise_density: 0.15,
-    ///     mean_span: 3.0,
     ///     sentinels: (100..200).rev().collect(),
     ///     eos: Some(1),
+    ///     ..SpanOptions::default()
     /// };
     /// let corruptor = Corruptor::new(Mode::Span(span), vocab).unwrap();
     /// let batch: Vec<i64> = (0..2 * 40).map(|i| 2 + i % 90).collect();
@@ -918,10 +917,9 @@ mod tests {
     fn dense_span_rows_equal_the_general_path() {
         let vocab = Vocab::new(1100, &[0, 1]).unwrap();
         let options = SpanOptions {
-            noise_density: 0.15,
-            mean_span: 3.0,
             sentinels: (1000..1100).rev().collect(),
             eos: Some(1),
+            ..SpanOptions::default()
         };
         let corruptor = Corruptor::new(Mode::Span(options), vocab).unwrap();
         let (rows, width) = (9, 120);

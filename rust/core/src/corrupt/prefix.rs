@@ -22,12 +22,36 @@ pub enum PrefixLayout {
     EncoderDecoder,
 }
 
+/// Where prefix LM splits rows and how it lays them out.
+///
+/// [`Default`] splits uniformly in the decoder layout, without EOS.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::corrupt::{PrefixLayout, PrefixOptions, PrefixSplit};
+/// let halves = PrefixOptions {
+///     split: PrefixSplit::Ratio(0.5),
+///     ..PrefixOptions::default()
+/// };
+/// assert_eq!(halves.layout, PrefixLayout::Decoder);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrefixOptions {
     pub split: PrefixSplit,
     pub layout: PrefixLayout,
     /// Appended to the targets of the encoder-decoder layout when set.
     pub eos: Option<u32>,
+}
+
+impl Default for PrefixOptions {
+    fn default() -> Self {
+        Self {
+            split: PrefixSplit::Uniform,
+            layout: PrefixLayout::Decoder,
+            eos: None,
+        }
+    }
 }
 
 impl PrefixOptions {
@@ -137,8 +161,7 @@ mod tests {
     fn decoder_layout_per_document() {
         let options = PrefixOptions {
             split: PrefixSplit::Ratio(0.5),
-            layout: PrefixLayout::Decoder,
-            eos: None,
+            ..PrefixOptions::default()
         };
         let corruptor =
             Corruptor::new(Mode::Prefix(options), Vocab::new(100, &[0]).unwrap()).unwrap();

@@ -4,16 +4,46 @@ use super::{apportion, check_id, check_rate, random_segmentation, Corrupted, Voc
 use crate::error::{Result, TokenmillError};
 use crate::rng::RowRng;
 
+/// How T5 span corruption draws its noise spans.
+///
+/// [`Default`] is T5's (density 0.15, mean span 3, no EOS) with no
+/// sentinels: the caller must give its vocabulary's sentinel ids, and a
+/// [`Corruptor`](super::Corruptor) refuses options without them.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::corrupt::{Corruptor, Mode, SpanOptions, Vocab};
+/// let vocab = Vocab::new(200, &[0, 1]).unwrap();
+/// assert!(Corruptor::new(Mode::Span(SpanOptions::default()), vocab.clone()).is_err());
+/// let span = SpanOptions {
+///     sentinels: (100..200).rev().collect(),
+///     ..SpanOptions::default()
+/// };
+/// assert!(Corruptor::new(Mode::Span(span), vocab).is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanOptions {
     /// Share of tokens turned into noise (T5: 0.15).
     pub noise_density: f64,
     /// Mean noise span length in tokens (T5: 3).
     pub mean_span: f64,
-    /// Sentinel ids in order: `<extra_id_0>`, `<extra_id_1>`, ...
+    /// Sentinel ids in order: `<extra_id_0>`, `<extra_id_1>`, ...; the
+    /// caller must set them (the default is empty, which validation refuses).
     pub sentinels: Vec<u32>,
     /// Appended to inputs and targets when set.
     pub eos: Option<u32>,
+}
+
+impl Default for SpanOptions {
+    fn default() -> Self {
+        Self {
+            noise_density: 0.15,
+            mean_span: 3.0,
+            sentinels: Vec::new(),
+            eos: None,
+        }
+    }
 }
 
 impl SpanOptions {
@@ -423,10 +453,9 @@ mod tests {
 
     fn options() -> SpanOptions {
         SpanOptions {
-            noise_density: 0.15,
-            mean_span: 3.0,
             sentinels: (0..100).map(|i| SENTINEL_BASE + 99 - i).collect(),
             eos: Some(1),
+            ..SpanOptions::default()
         }
     }
 

@@ -15,12 +15,37 @@ pub enum Denoiser {
     Prefix,
 }
 
+/// UL2's mixture: the denoisers, their mode tokens and weights.
+///
+/// [`Default`] is [`Ul2Options::paper`] over [`SpanOptions::default`] with
+/// mode token 0 for all three modes: placeholders the caller must replace
+/// with its vocabulary's sentinels (validation refuses none) and `[NLU]`,
+/// `[NLG]`, `[S2S]` ids.
+///
+/// # Examples
+///
+/// ```
+/// use tokenmill_core::corrupt::{SpanOptions, Ul2Options};
+/// let span = SpanOptions {
+///     sentinels: (100..200).rev().collect(),
+///     ..SpanOptions::default()
+/// };
+/// let ul2 = Ul2Options::paper(span, 5, 6, 7);
+/// assert_eq!(ul2.denoisers.len(), Ul2Options::default().denoisers.len());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ul2Options {
-    /// Sentinels and EOS as for span corruption.
+    /// Sentinels and EOS as for span corruption (its density and mean span
+    /// are unused: each span denoiser carries its own).
     pub span: SpanOptions,
     /// `(denoiser, mode token id, weight)`.
     pub denoisers: Vec<(Denoiser, u32, f64)>,
+}
+
+impl Default for Ul2Options {
+    fn default() -> Self {
+        Self::paper(SpanOptions::default(), 0, 0, 0)
+    }
 }
 
 impl Ul2Options {
@@ -134,10 +159,9 @@ mod tests {
     #[test]
     fn mixture_follows_weights_and_mode_tokens_lead() {
         let span = SpanOptions {
-            noise_density: 0.15,
-            mean_span: 3.0,
             sentinels: (0..100).map(|i| 999 - i).collect(),
             eos: Some(1),
+            ..SpanOptions::default()
         };
         let options = Ul2Options::paper(span, 5, 6, 7);
         let corruptor = Corruptor::new(

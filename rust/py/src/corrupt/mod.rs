@@ -6,22 +6,27 @@ use std::sync::Arc;
 use arrow_array::types::{Int32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, UInt8Array};
 use arrow_schema::DataType;
-use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 use pyo3_arrow::PyArray;
+use tokenmill_core::columns::token_lists;
 use tokenmill_core::corrupt::{
-    self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, Lists, MaskLength,
-    MlmOptions, Mode, PrefixLayout, PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions,
-    TokenRows, Ul2Options,
+    self, BartOptions, Corrupted, Corruptor, Denoiser, DenseCorrupted, MlmOptions, Mode,
+    PrefixOptions, PrefixSplit, Segments, SpanLengths, SpanOptions, TokenRows, Ul2Options,
 };
-use tokenmill_core::tokenize::token_lists;
 use tokenmill_core::TokenmillError;
 
-use crate::error::{BindingError, BindingResult};
+use crate::conversion::{apply_knobs, knob, knob_values, DenoiserKind, Knob, Wrap};
+use crate::error::BindingResult;
 use crate::tokenizer::PyTokenizer;
 use crate::utils::{detach, detach_inline, list_of, to_pyarrow};
+
+mod input;
+mod output;
+
+use input::{aligned_word_ids, cut_rows, matrix_rows, token_lists_from_python, Segmentation};
+use output::{array2, dense_batch, padded, round_up, Layout, Padded};
 
 /// The vocabulary as corruption sees it: size, special ids, word starts.
 #[pyclass(name = "Vocab", module = "tokenmill._core", frozen)]
@@ -88,302 +93,84 @@ fn config_error(problem: String, fix: &str) -> TokenmillError {
     TokenmillError::config(problem, fix)
 }
 
-/// The `[rows, width]` shape of a 2-D token array and each row's length
-/// (`lengths`, else the full width).
-fn matrix_rows(
-    tokens: &Bound<'_, PyUntypedArray>,
-    lengths: Option<Vec<i64>>,
-) -> BindingResult<(usize, Vec<usize>)> {
-    if tokens.ndim() != 2 {
-        return Err(config_error(
-            format!(
-                "token arrays must be 2-D [batch, length], got {} dimensions",
-                tokens.ndim()
-            ),
-            "pass a [batch, length] array, or a list of token lists",
-        )
-        .into());
+/// A UL2 denoiser from Python: `(kind, density, mean_span, mode_id, weight)`.
+type DenoiserSpec = (Wrap<DenoiserKind>, f64, f64, u32, f64);
+
+/// Each mode's options as Python names them, each listed once: a knob reads
+/// its keyword argument in the constructor and its default in
+/// `corruption_defaults`, both from the Rust options struct. Options that
+/// are ids of the caller's vocabulary (mask, sentinels, EOS) are
+/// constructor arguments instead: no default fits every vocabulary.
+const MLM: &[Knob<MlmOptions>] = &[
+    knob!("probability" => probability),
+    knob!("mask_rate" => mask_rate),
+    knob!("random_rate" => random_rate),
+    knob!("whole_word" => whole_word),
+    // `span` first: `span_p` and `span_max` shape the spans it switches on.
+    knob!("span" => |o| o.span.is_some(), |o, on: bool| o.span = on.then(|| span_lengths(o))),
+    knob!("span_p" => |o| span_lengths(o).p,
+        |o, p: f64| if let Some(s) = &mut o.span { s.p = p }),
+    knob!("span_max" => |o| span_lengths(o).max,
+        |o, max: u32| if let Some(s) = &mut o.span { s.max = max }),
+];
+
+/// SpanBERT's lengths as MLM has them, or would once `span` switches them on.
+fn span_lengths(options: &MlmOptions) -> SpanLengths {
+    options.span.clone().unwrap_or_default()
+}
+
+const SPAN: &[Knob<SpanOptions>] = &[
+    knob!("noise_density" => noise_density),
+    knob!("mean_span" => mean_span),
+];
+
+const BART: &[Knob<BartOptions>] = &[
+    knob!("mask_ratio" => mask_ratio),
+    knob!("random_ratio" => random_ratio),
+    knob!("insert_ratio" => insert_ratio),
+    knob!("rotate_ratio" => rotate_ratio),
+    knob!("permute_sentence_ratio" => permute_sentence_ratio),
+    knob!("delete_ratio" => delete_ratio),
+    knob!("poisson_lambda" => poisson_lambda),
+    knob!("mask_length" => mask_length as Wrap),
+    knob!("replace_length" => replace_length),
+];
+
+const PREFIX: &[Knob<PrefixOptions>] = &[
+    // None: a uniform split.
+    knob!("ratio" => |o| split_ratio(o.split), |o, r: Option<f64>| o.split = split_at(r)),
+    knob!("layout" => layout as Wrap),
+];
+
+fn split_ratio(split: PrefixSplit) -> Option<f64> {
+    match split {
+        PrefixSplit::Uniform => None,
+        PrefixSplit::Ratio(r) => Some(r),
     }
-    let shape = tokens.shape();
-    let (rows, width) = (shape[0], shape[1]);
-    let lengths: Vec<usize> = match lengths {
-        Some(l) if l.len() != rows => {
+}
+
+fn split_at(ratio: Option<f64>) -> PrefixSplit {
+    ratio.map_or(PrefixSplit::Uniform, PrefixSplit::Ratio)
+}
+
+/// The Rust defaults of a corruption mode's options, by their Python names.
+#[pyfunction]
+fn corruption_defaults<'py>(py: Python<'py>, mode: &str) -> BindingResult<Bound<'py, PyDict>> {
+    Ok(match mode {
+        "mlm" => knob_values(py, &MlmOptions::default(), MLM)?,
+        "span" => knob_values(py, &SpanOptions::default(), SPAN)?,
+        "bart" => knob_values(py, &BartOptions::default(), BART)?,
+        "prefix" => knob_values(py, &PrefixOptions::default(), PREFIX)?,
+        // The mixture's options are its denoisers, given whole or as the paper's.
+        "ul2" => PyDict::new(py),
+        other => {
             return Err(config_error(
-                format!("{} lengths for {rows} rows", l.len()),
-                "pass one length per row (for example attention_mask.sum(1))",
+                format!("corruption mode '{other}' is not mlm, span, bart, prefix or ul2"),
+                "pass one of mlm, span, bart, prefix, ul2",
             )
             .into())
         }
-        Some(l) => l
-            .iter()
-            .enumerate()
-            .map(|(row, &n)| {
-                usize::try_from(n).map(|n| n.min(width)).map_err(|_| {
-                    TokenmillError::data(
-                        row,
-                        format!("length {n} is negative"),
-                        "pass each row's token count",
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        None => vec![width; rows],
-    };
-    Ok((width, lengths))
-}
-
-/// Token rows cut out of a row-major `[rows, width]` buffer at `lengths`,
-/// checked to be valid ids (runs without the GIL).
-fn cut_rows<T: Copy + Into<i64>>(
-    data: &[T],
-    width: usize,
-    lengths: &[usize],
-    keys: Option<&mut Vec<u64>>,
-) -> Result<(Vec<u32>, Vec<usize>), TokenmillError> {
-    let mut values = Vec::with_capacity(lengths.iter().sum());
-    let mut offsets = Vec::with_capacity(lengths.len() + 1);
-    offsets.push(0);
-    let mut keys = keys;
-    for (r, &n) in lengths.iter().enumerate() {
-        let row = &data[r * width..r * width + n];
-        // An id outside [0, 2^32) has high bits as u64 (negative ones too):
-        // OR-ing them while narrowing is one pass that vectorizes on any
-        // x86-64, where a 64-bit min/max does not.
-        let mut high_bits = 0u64;
-        values.extend(row.iter().map(|&v| {
-            let v: i64 = v.into();
-            high_bits |= v as u64 >> 32;
-            v as u32
-        }));
-        if high_bits != 0 {
-            let bad = row
-                .iter()
-                .map(|&v| v.into())
-                .find(|&v: &i64| u32::try_from(v).is_err())
-                .expect("an id with high bits");
-            return Err(TokenmillError::data(
-                r,
-                format!("token id {bad} is not a valid id"),
-                "pass non-negative token ids; padding belongs past each row's length",
-            ));
-        }
-        if let Some(keys) = keys.as_deref_mut() {
-            // Hashed while the row is still in L1, not in a second pass.
-            keys.push(corrupt::row_key_from_tokens(&values[values.len() - n..]));
-        }
-        offsets.push(values.len());
-    }
-    Ok((values, offsets))
-}
-
-/// Row `i` padded to `width` as int64, the layout PyTorch losses take,
-/// written in one pass.
-fn padded<T: Copy + Into<i64>>(lists: &Lists<T>, width: usize, fill: i64) -> Vec<i64> {
-    if lists.values.len() == lists.rows() * width {
-        // Every row is full (static shapes): one widening pass, no per-row work.
-        return lists.values.iter().map(|&v| v.into()).collect();
-    }
-    let mut out = Vec::with_capacity(lists.rows() * width);
-    for r in 0..lists.rows() {
-        out.extend(lists.row(r).iter().map(|&v| v.into()));
-        out.resize((r + 1) * width, fill);
-    }
-    out
-}
-
-fn round_up(n: usize, multiple: usize) -> usize {
-    n.div_ceil(multiple.max(1)) * multiple.max(1)
-}
-
-fn array2(
-    py: Python<'_>,
-    rows: usize,
-    width: usize,
-    data: Vec<i64>,
-) -> Bound<'_, numpy::PyArray2<i64>> {
-    Array2::from_shape_vec((rows, width), data)
-        .expect("rows * width values")
-        .into_pyarray(py)
-}
-
-/// Each row's document lengths, flattened: `(lengths, per-row offsets)`.
-type Segmentation = Option<(Vec<u32>, Vec<usize>)>;
-
-/// A UL2 denoiser from Python: `(kind, density, mean_span, mode_id, weight)`.
-type DenoiserSpec = (String, f64, f64, u32, f64);
-
-/// Word ids (`list<int32>`, one per token) laid out like the token values
-/// buffer, so row `i`'s ids sit at the same offsets as its tokens.
-fn aligned_word_ids(
-    array: &dyn Array,
-    offsets: &[usize],
-    len: usize,
-) -> Result<Vec<i32>, TokenmillError> {
-    let schema_error = || {
-        TokenmillError::schema(
-            "word_ids",
-            format!("expected list<int32> word ids, found {}", array.data_type()),
-            "save word ids with `tokenmill tokenize --word-ids`",
-        )
-    };
-    let list = array
-        .as_any()
-        .downcast_ref::<arrow_array::ListArray>()
-        .ok_or_else(schema_error)?;
-    let values = list
-        .values()
-        .as_any()
-        .downcast_ref::<arrow_array::Int32Array>()
-        .ok_or_else(schema_error)?;
-    if list.len() + 1 != offsets.len() {
-        return Err(config_error(
-            format!(
-                "word_ids has {} rows, the tokens {}",
-                list.len(),
-                offsets.len() - 1
-            ),
-            "pass the word_ids column of the same rows",
-        ));
-    }
-    let mut aligned = vec![-1; len];
-    let word_offsets = list.value_offsets();
-    for row in 0..list.len() {
-        let (a, b) = (word_offsets[row] as usize, word_offsets[row + 1] as usize);
-        let (start, end) = (offsets[row], offsets[row + 1]);
-        if list.is_null(row) || b - a != end - start || (a..b).any(|i| values.is_null(i)) {
-            return Err(TokenmillError::data(
-                row,
-                format!("word_ids holds {} ids for {} tokens", b - a, end - start),
-                "save word ids with the tokens, `tokenmill tokenize --word-ids`",
-            ));
-        }
-        aligned[start..end].copy_from_slice(&values.values()[a..b]);
-    }
-    Ok(aligned)
-}
-
-/// How `corrupt_padded` lays out its arrays.
-struct Layout {
-    pad_id: i64,
-    pad_to_multiple_of: usize,
-    decoder_start_id: Option<i64>,
-    attention_mask: bool,
-}
-
-/// T5's decoder inputs: a padded `[rows, width]` label matrix shifted right
-/// behind `start`, ignored positions as `pad_id`.
-fn shifted_right(labels: &[i64], rows: usize, width: usize, start: i64, pad_id: i64) -> Vec<i64> {
-    let ignored = i64::from(corrupt::IGNORE_INDEX);
-    let mut out = Vec::with_capacity(rows * width);
-    if width == 0 {
-        return out;
-    }
-    for row in labels.chunks_exact(width).take(rows) {
-        out.push(start);
-        out.extend(
-            row[..width - 1]
-                .iter()
-                .map(|&l| if l == ignored { pad_id } else { l }),
-        );
-    }
-    out
-}
-
-/// A row-major `[rows, width]` matrix widened to `[rows, padded]` with `fill`
-/// (returned as it is when the width already fits).
-fn repadded(values: Vec<i64>, rows: usize, width: usize, padded: usize, fill: i64) -> Vec<i64> {
-    if padded == width {
-        return values;
-    }
-    let mut out = Vec::with_capacity(rows * padded);
-    for row in values.chunks_exact(width.max(1)).take(rows) {
-        out.extend_from_slice(&row[..width]);
-        out.resize(out.len() + padded - width, fill);
-    }
-    out.resize(rows * padded, fill);
-    out
-}
-
-/// `[rows, width]` ones over each row's `length(r)` tokens, zeros after.
-fn mask_over(rows: usize, width: usize, length: impl Fn(usize) -> usize) -> Vec<i64> {
-    let mut mask = Vec::with_capacity(rows * width);
-    for r in 0..rows {
-        mask.resize(r * width + length(r), 1);
-        mask.resize((r + 1) * width, 0);
-    }
-    mask
-}
-
-/// The arrays every corruption batch returns, as a dict of int64 numpy arrays.
-struct Padded {
-    rows: usize,
-    width: usize,
-    label_width: usize,
-    inputs: Vec<i64>,
-    mask: Option<Vec<i64>>,
-    labels: Vec<i64>,
-    decoder: Option<Vec<i64>>,
-}
-
-impl Padded {
-    /// The batch, with the mask (over the first `length(r)` tokens of row
-    /// `r`) and decoder inputs `layout` asks for.
-    fn new(
-        layout: &Layout,
-        (rows, width, label_width): (usize, usize, usize),
-        inputs: Vec<i64>,
-        labels: Vec<i64>,
-        length: impl Fn(usize) -> usize,
-    ) -> Self {
-        let mask = layout
-            .attention_mask
-            .then(|| mask_over(rows, width, length));
-        let decoder = layout
-            .decoder_start_id
-            .map(|start| shifted_right(&labels, rows, label_width, start, layout.pad_id));
-        Self {
-            rows,
-            width,
-            label_width,
-            inputs,
-            mask,
-            labels,
-            decoder,
-        }
-    }
-
-    fn into_dict(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-        let (rows, width, label_width) = (self.rows, self.width, self.label_width);
-        let dict = PyDict::new(py);
-        dict.set_item("input_ids", array2(py, rows, width, self.inputs))?;
-        if let Some(mask) = self.mask {
-            dict.set_item("attention_mask", array2(py, rows, width, mask))?;
-        }
-        dict.set_item("labels", array2(py, rows, label_width, self.labels))?;
-        if let Some(decoder) = self.decoder {
-            dict.set_item("decoder_input_ids", array2(py, rows, label_width, decoder))?;
-        }
-        Ok(dict)
-    }
-}
-
-/// The arrays of a [`DenseCorrupted`] batch, as `corrupt_padded` returns them.
-fn dense_batch<'py>(
-    py: Python<'py>,
-    dense: DenseCorrupted,
-    layout: &Layout,
-) -> BindingResult<Bound<'py, PyDict>> {
-    let rows = dense.rows;
-    let width = round_up(dense.input_width, layout.pad_to_multiple_of);
-    let label_width = round_up(dense.label_width, layout.pad_to_multiple_of);
-    let batch = py.detach(|| {
-        let inputs = repadded(dense.inputs, rows, dense.input_width, width, layout.pad_id);
-        let ignored = i64::from(corrupt::IGNORE_INDEX);
-        let labels = repadded(dense.labels, rows, dense.label_width, label_width, ignored);
-        let shape = (rows, width, label_width);
-        Padded::new(layout, shape, inputs, labels, |_| dense.input_width)
-    });
-    Ok(batch.into_dict(py)?)
+    })
 }
 
 impl PyCorruptor {
@@ -578,125 +365,72 @@ impl PyCorruptor {
 impl PyCorruptor {
     /// BERT masking: `probability` of non-special tokens chosen, then
     /// `mask_rate` masked, `random_rate` random, the rest kept; with `span`,
-    /// SpanBERT spans of geometric(`span_p`) words up to `span_max`.
+    /// SpanBERT spans of geometric(`span_p`) words up to `span_max`. Options
+    /// left out take `corruption_defaults("mlm")`.
     #[staticmethod]
-    #[pyo3(signature = (vocab, mask_id, *, probability = 0.15, mask_rate = 0.8, random_rate = 0.1, whole_word = false, span = false, span_p = 0.2, span_max = 10))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (vocab, mask_id, **options))]
     fn mlm(
         vocab: &PyVocab,
         mask_id: u32,
-        probability: f64,
-        mask_rate: f64,
-        random_rate: f64,
-        whole_word: bool,
-        span: bool,
-        span_p: f64,
-        span_max: u32,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let options = MlmOptions {
+        let base = MlmOptions {
             mask_id,
-            probability,
-            mask_rate,
-            random_rate,
-            whole_word,
-            span: span.then_some(SpanLengths {
-                p: span_p,
-                max: span_max,
-            }),
+            ..MlmOptions::default()
         };
+        let options = apply_knobs("mlm", base, MLM, options)?;
         build(Mode::Mlm(options), vocab)
     }
 
     /// T5 span corruption with the given sentinels (`<extra_id_0>` first).
     #[staticmethod]
-    #[pyo3(signature = (vocab, sentinels, *, noise_density = 0.15, mean_span = 3.0, eos_id = None))]
+    #[pyo3(signature = (vocab, sentinels, *, eos_id = None, **options))]
     fn span(
         vocab: &PyVocab,
         sentinels: Vec<u32>,
-        noise_density: f64,
-        mean_span: f64,
         eos_id: Option<u32>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let options = SpanOptions {
-            noise_density,
-            mean_span,
+        let base = SpanOptions {
             sentinels,
             eos: eos_id,
+            ..SpanOptions::default()
         };
+        let options = apply_knobs("span", base, SPAN, options)?;
         build(Mode::Span(options), vocab)
     }
 
     /// fairseq's BART noise; the defaults are `bart.large`'s.
     #[staticmethod]
-    #[pyo3(signature = (vocab, mask_id, *, sentence_ends = Vec::new(), mask_ratio = 0.3, random_ratio = 0.1, insert_ratio = 0.0, rotate_ratio = 0.0, permute_sentence_ratio = 1.0, delete_ratio = 0.0, poisson_lambda = 3.5, mask_length = "span-poisson", replace_length = 1))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (vocab, mask_id, *, sentence_ends = Vec::new(), **options))]
     fn bart(
         vocab: &PyVocab,
         mask_id: u32,
         sentence_ends: Vec<u32>,
-        mask_ratio: f64,
-        random_ratio: f64,
-        insert_ratio: f64,
-        rotate_ratio: f64,
-        permute_sentence_ratio: f64,
-        delete_ratio: f64,
-        poisson_lambda: f64,
-        mask_length: &str,
-        replace_length: i8,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let mask_length = match mask_length {
-            "subword" => MaskLength::Subword,
-            "word" => MaskLength::Word,
-            "span-poisson" => MaskLength::SpanPoisson,
-            other => {
-                return Err(config_error(
-                    format!("mask length '{other}' is not subword, word or span-poisson"),
-                    "pass --mask-length subword, word or span-poisson",
-                )
-                .into())
-            }
-        };
-        let options = BartOptions {
+        let base = BartOptions {
             mask_id,
-            mask_ratio,
-            random_ratio,
-            insert_ratio,
-            rotate_ratio,
-            permute_sentence_ratio,
-            delete_ratio,
-            poisson_lambda,
-            mask_length,
-            replace_length,
             sentence_ends,
+            ..BartOptions::default()
         };
+        let options = apply_knobs("bart", base, BART, options)?;
         build(Mode::Bart(options), vocab)
     }
 
     /// Prefix LM: `ratio=None` splits uniformly, else at that share.
     #[staticmethod]
-    #[pyo3(signature = (vocab, *, ratio = None, layout = "decoder", eos_id = None))]
+    #[pyo3(signature = (vocab, *, eos_id = None, **options))]
     fn prefix(
         vocab: &PyVocab,
-        ratio: Option<f64>,
-        layout: &str,
         eos_id: Option<u32>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> BindingResult<Self> {
-        let layout = match layout {
-            "decoder" => PrefixLayout::Decoder,
-            "encoder-decoder" => PrefixLayout::EncoderDecoder,
-            other => {
-                return Err(config_error(
-                    format!("layout '{other}' is not decoder or encoder-decoder"),
-                    "pass --layout decoder or --layout encoder-decoder",
-                )
-                .into())
-            }
-        };
-        let options = PrefixOptions {
-            split: ratio.map_or(PrefixSplit::Uniform, PrefixSplit::Ratio),
-            layout,
+        let base = PrefixOptions {
             eos: eos_id,
+            ..PrefixOptions::default()
         };
+        let options = apply_knobs("prefix", base, PREFIX, options)?;
         build(Mode::Prefix(options), vocab)
     }
 
@@ -712,31 +446,26 @@ impl PyCorruptor {
         denoisers: Option<Vec<DenoiserSpec>>,
         eos_id: Option<u32>,
     ) -> BindingResult<Self> {
+        // Each span denoiser carries its density and mean span: the span
+        // options give the mixture its sentinels and EOS only.
         let span = SpanOptions {
-            noise_density: 0.15,
-            mean_span: 3.0,
             sentinels,
             eos: eos_id,
+            ..SpanOptions::default()
         };
         let options = match (denoisers, mode_ids) {
             (Some(list), _) => Ul2Options {
                 span,
                 denoisers: list
                     .into_iter()
-                    .map(|(kind, density, mean_span, token, weight)| {
-                        let denoiser = match kind.as_str() {
-                            "span" => Denoiser::Span { density, mean_span },
-                            "prefix" => Denoiser::Prefix,
-                            other => {
-                                return Err(config_error(
-                                    format!("denoiser kind '{other}' is not span or prefix"),
-                                    "give each denoiser the kind span or prefix",
-                                ))
-                            }
+                    .map(|(Wrap(kind), density, mean_span, token, weight)| {
+                        let denoiser = match kind {
+                            DenoiserKind::Span => Denoiser::Span { density, mean_span },
+                            DenoiserKind::Prefix => Denoiser::Prefix,
                         };
-                        Ok((denoiser, token, weight))
+                        (denoiser, token, weight)
                     })
-                    .collect::<Result<_, _>>()?,
+                    .collect(),
             },
             (None, Some((nlu, nlg, s2s))) => Ul2Options::paper(span, nlu, nlg, s2s),
             (None, None) => {
@@ -869,93 +598,20 @@ impl PyCorruptor {
     }
 }
 
-/// Token rows given as Python lists of ints, read straight into a
-/// `list<uint32>` array: about three times faster than pyarrow's generic
-/// converter, which bounded collators fed lists of dicts.
-#[pyfunction]
-fn token_lists_from_python<'py>(
-    py: Python<'py>,
-    rows: &Bound<'py, PyList>,
-) -> BindingResult<Bound<'py, PyAny>> {
-    let mut values = Vec::new();
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0);
-    for (r, row) in rows.iter().enumerate() {
-        let row = row.cast::<PyList>().map_err(|_| {
-            TokenmillError::data(
-                r,
-                "the row is not a list of token ids",
-                "pass lists of non-negative integers",
-            )
-        })?;
-        let n = row.len();
-        values.reserve(n);
-        let not_an_id = |item: String| -> BindingError {
-            TokenmillError::data(
-                r,
-                format!("{item} is not a token id"),
-                "token ids are integers in [0, 2^32)",
-            )
-            .into()
-        };
-        for i in 0..n {
-            // Plain ints are read through the C API: a bound item and a
-            // checked extraction per token cost three times as much, and
-            // that reading bounded collators fed Python lists.
-            // SAFETY: the GIL is held and `row` keeps the list, so the
-            // borrowed item lives through these calls, none of which runs
-            // Python code for an exact int.
-            let fast = unsafe {
-                let item = pyo3::ffi::PyList_GetItem(row.as_ptr(), i as pyo3::ffi::Py_ssize_t);
-                if !item.is_null() && pyo3::ffi::PyLong_CheckExact(item) != 0 {
-                    Some(pyo3::ffi::PyLong_AsLongLong(item))
-                } else {
-                    None
-                }
-            };
-            let shown = |i: usize| {
-                row.get_item(i)
-                    .map_or_else(|_| "?".into(), |v| v.to_string())
-            };
-            let id = match fast {
-                Some(id) => u32::try_from(id).map_err(|_| {
-                    // An int beyond long long leaves an OverflowError set.
-                    let _ = PyErr::take(py);
-                    not_an_id(shown(i))
-                }),
-                // Anything else (a numpy integer) the safe way. A bool is
-                // an int to Python but no token id, as numpy bool rows are not.
-                None => {
-                    let item = row.get_item(i)?;
-                    if item.is_instance_of::<pyo3::types::PyBool>() {
-                        Err(not_an_id(item.to_string()))
-                    } else {
-                        item.extract::<u32>()
-                            .map_err(|_| not_an_id(item.to_string()))
-                    }
-                }
-            };
-            values.push(id?);
-        }
-        offsets.push(values.len());
-    }
-    let array = list_of::<UInt32Type>(values, &offsets, DataType::UInt32);
-    Ok(to_pyarrow(py, array)?)
-}
-
 /// T5's length helper: the raw row length that span-corrupts into exactly
 /// `inputs_length` inputs, and the targets' length.
 #[pyfunction]
-#[pyo3(signature = (inputs_length, *, noise_density = 0.15, mean_span = 3.0))]
+#[pyo3(signature = (inputs_length, *, noise_density = None, mean_span = None))]
 fn t5_input_and_target_lengths(
     inputs_length: usize,
-    noise_density: f64,
-    mean_span: f64,
+    noise_density: Option<f64>,
+    mean_span: Option<f64>,
 ) -> BindingResult<(usize, usize)> {
+    let defaults = SpanOptions::default();
     Ok(corrupt::t5_input_and_target_lengths(
         inputs_length,
-        noise_density,
-        mean_span,
+        noise_density.unwrap_or(defaults.noise_density),
+        mean_span.unwrap_or(defaults.mean_span),
     )?)
 }
 
@@ -963,6 +619,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyVocab>()?;
     module.add_class::<PyCorruptor>()?;
     module.add_function(wrap_pyfunction!(t5_input_and_target_lengths, module)?)?;
+    module.add_function(wrap_pyfunction!(corruption_defaults, module)?)?;
     module.add_function(wrap_pyfunction!(token_lists_from_python, module)?)?;
     Ok(())
 }
