@@ -145,6 +145,25 @@ def test_whole_word_masking_takes_whole_words(
     assert abs(chosen.sum() / ordinary.sum() - 0.15) < 0.01
 
 
+def test_max_predictions_caps_every_row_in_the_stage_and_the_collator(
+    pydocs_tokens: Path, pydocs_tokenizer: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "capped"
+    options = {"max_predictions": 20, "whole_word": True}
+    tokenmill.corrupt(pydocs_tokens, out, "mlm", pydocs_tokenizer, options=options, progress=False)
+    labels = read_folder(out).column("labels").to_pylist()
+    chosen = np.array([sum(label != -100 for label in row) for row in labels])
+    assert chosen.max() <= 20
+    # pydocs rows are long: 15% of them is far above 20, so nearly every row is at or near the cap.
+    assert np.median(chosen) >= 15
+    collate = tokenmill.MLMCollator(pydocs_tokenizer, return_tensors="np", **options)
+    rows = read_folder(pydocs_tokens).column("input_ids").to_pylist()[:8]
+    batch = collate(rows)
+    assert ((batch["labels"] != -100).sum(axis=1) <= 20).all()
+    with pytest.raises(tokenmill.ConfigError, match="max predictions 0"):
+        tokenmill.MLMCollator(pydocs_tokenizer, max_predictions=0)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_stage_and_collator_make_the_same_rows(
     mode: str, short_docs: Path, pydocs_tokenizer: Path, tmp_path: Path

@@ -255,6 +255,7 @@ class Corruptor:
         span: bool = ...,
         span_p: float = ...,
         span_max: int = ...,
+        max_predictions: int | None = ...,
     ) -> Corruptor: ...
     @staticmethod
     def span(

@@ -68,6 +68,12 @@ class MlmOptions:
     span: bool = option(False, "choose SpanBERT spans of words")
     span_p: float = option(0.2, "geometric p of span lengths (with span)", domain="(0, 1]")
     span_max: int = option(10, "longest span, in words (with span)", domain=">= 1")
+    max_predictions: int | None = option(
+        None,
+        "at most this many chosen tokens per row (BERT's max_predictions_per_seq)",
+        domain=">= 1",
+        shown="no cap",
+    )
     mask_token: str | None = _mask_token_option()
 
 

@@ -54,6 +54,10 @@ pub struct MlmOptions {
     pub whole_word: bool,
     /// Choose SpanBERT spans (in words when `whole_word`, else tokens).
     pub span: Option<SpanLengths>,
+    /// At most this many chosen tokens per row (BERT's
+    /// `max_predictions_per_seq`, 20 at 128 tokens): past it, chosen words
+    /// (or spans) are let go at random until the rest fit. `None`: no cap.
+    pub max_predictions: Option<u32>,
 }
 
 impl Default for MlmOptions {
@@ -65,6 +69,7 @@ impl Default for MlmOptions {
             random_rate: 0.1,
             whole_word: false,
             span: None,
+            max_predictions: None,
         }
     }
 }
@@ -90,6 +95,12 @@ impl MlmOptions {
                     self.mask_rate, self.random_rate
                 ),
                 "the share kept unchanged is 1 - mask rate - random rate; lower one of them",
+            ));
+        }
+        if self.max_predictions == Some(0) {
+            return Err(TokenmillError::config(
+                "max predictions 0 would choose no token".to_owned(),
+                "pass a cap of at least 1 (BERT: 20 at 128 tokens), or none",
             ));
         }
         if let Some(span) = &self.span {
@@ -267,7 +278,7 @@ pub(super) fn corrupt(
     out: &mut Corrupted,
 ) -> Result<()> {
     let thresholds = options.replacement_thresholds();
-    if options.span.is_none() && !options.whole_word {
+    if options.span.is_none() && !options.whole_word && options.max_predictions.is_none() {
         // The hot path: copy the row, then visit only the chosen positions.
         // Each position is chosen independently with probability p, so the
         // gaps between chosen ones are geometric: one draw per chosen token
@@ -307,7 +318,7 @@ pub(super) fn corrupt(
     } else {
         vec![true; row.len()]
     };
-    let mut chosen = vec![false; row.len()];
+    // Chosen words (span None) or spans, as token ranges in row order.
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut words: Vec<(usize, usize)> = Vec::new();
     let mut start = 0usize;
@@ -320,14 +331,22 @@ pub(super) fn corrupt(
                 let mut gaps = GeometricGaps::new(options.probability);
                 let mut w = gaps.next(rng);
                 while w < words.len() {
-                    let (a, b) = words[w];
-                    chosen[a..b].fill(true);
+                    spans.push(words[w]);
                     w = w.saturating_add(1).saturating_add(gaps.next(rng));
                 }
             }
             Some(lengths) => choose_spans(options.probability, lengths, &words, rng, &mut spans),
         }
         start = document.end;
+    }
+    if let Some(cap) = options.max_predictions {
+        cap_predictions(&mut spans, cap as usize, rng);
+    }
+    let mut chosen = vec![false; row.len()];
+    if options.span.is_none() {
+        for &(a, b) in &spans {
+            chosen[a..b].fill(true);
+        }
     }
     out.inputs.values.extend_from_slice(row);
     out.labels.values.reserve(row.len());
@@ -362,6 +381,36 @@ pub(super) fn corrupt(
         }
     }
     Ok(())
+}
+
+/// Keeps chosen ranges (words or spans, in row order) of at most `cap`
+/// tokens in all: when they hold more, they are visited in a random order
+/// and each is kept while it still fits, as BERT's `max_predictions_per_seq`
+/// skips a word that would pass it. The kept ones stay in row order.
+fn cap_predictions(ranges: &mut Vec<(usize, usize)>, cap: usize, rng: &mut RowRng) {
+    let total: usize = ranges.iter().map(|(a, b)| b - a).sum();
+    if total <= cap {
+        return;
+    }
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    for i in (1..order.len()).rev() {
+        // Fisher-Yates; rows hold far fewer than 2^32 ranges.
+        order.swap(i, rng.below(i as u32 + 1) as usize);
+    }
+    let mut keep = vec![false; ranges.len()];
+    let mut kept = 0usize;
+    for i in order {
+        let (a, b) = ranges[i];
+        if kept + (b - a) <= cap {
+            keep[i] = true;
+            kept += b - a;
+        }
+    }
+    let mut index = 0;
+    ranges.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
 }
 
 /// The words of one document as token ranges, special tokens excluded. A word
@@ -530,6 +579,87 @@ mod tests {
         // A random draw equal to the original counts as kept, 1/996 of them.
         assert!((random as f64 / chosen as f64 - 0.1).abs() < 0.005);
         assert!((kept as f64 / chosen as f64 - 0.1).abs() < 0.005);
+    }
+
+    #[test]
+    fn max_predictions_caps_each_row_at_random_and_keeps_words_whole() {
+        let vocab = Vocab::new(1000, &[0, 1, 2, 3]).unwrap();
+        let rows: Vec<Vec<u32>> = (0..400)
+            .map(|r| {
+                (0..128)
+                    .map(|i| 4 + ((r * 31 + i * 7) % 996) as u32)
+                    .collect()
+            })
+            .collect();
+        let chosen = |out: &Corrupted, r: usize| -> Vec<usize> {
+            let labels = out.labels.row(r);
+            (0..labels.len())
+                .filter(|&i| labels[i] != IGNORE_INDEX)
+                .collect()
+        };
+        let uncapped = MlmOptions {
+            mask_id: 3,
+            probability: 0.3,
+            ..MlmOptions::default()
+        };
+        let capped = MlmOptions {
+            max_predictions: Some(38),
+            ..uncapped.clone()
+        };
+        let free = run(uncapped, vocab.clone(), &rows, 5);
+        let out = run(capped, vocab.clone(), &rows, 5);
+        let (mut full, mut position_sum, mut positions) = (0, 0usize, 0usize);
+        for r in 0..rows.len() {
+            let picked = chosen(&out, r);
+            assert!(picked.len() <= 38, "row {r}: {} chosen", picked.len());
+            // A token path row holds the cap exactly when its draws chose more.
+            let free_count = chosen(&free, r).len();
+            if free_count >= 38 {
+                full += 1;
+            }
+            if picked.len() == 38 {
+                position_sum += picked.iter().sum::<usize>();
+                positions += picked.len();
+            }
+        }
+        // 0.3 of 128 is 38.4 on average: about half the rows reach the cap.
+        assert!((100..300).contains(&full), "{full} rows at the cap");
+        // What is let go is chosen at random, not from the row's end: the
+        // capped rows' chosen positions still centre on the middle (63.5).
+        let mean = position_sum as f64 / positions as f64;
+        assert!((mean - 63.5).abs() < 3.0, "mean position {mean}");
+        // Whole words are kept or let go whole.
+        let words = MlmOptions {
+            mask_id: 3,
+            probability: 0.5,
+            whole_word: true,
+            max_predictions: Some(5),
+            ..MlmOptions::default()
+        };
+        let word_ids: Vec<i32> = (0..128).map(|i| i / 3).collect();
+        let values: Vec<u32> = rows[0].clone();
+        let batch = TokenRows {
+            values: &values,
+            offsets: &[0, 128],
+            segments: None,
+            word_ids: Some(&word_ids),
+        };
+        let corruptor = Corruptor::new(Mode::Mlm(words), vocab.clone()).unwrap();
+        let out = corruptor.corrupt(&batch, &[7], 1, 0).unwrap();
+        let picked = chosen(&out, 0);
+        assert!(picked.len() <= 5 && !picked.is_empty());
+        for &i in &picked {
+            let word = i / 3;
+            assert!(
+                (word * 3..(word * 3 + 3).min(128)).all(|j| picked.contains(&j)),
+                "{i}"
+            );
+        }
+        let zero = MlmOptions {
+            max_predictions: Some(0),
+            ..MlmOptions::new(3)
+        };
+        assert!(Corruptor::new(Mode::Mlm(zero), vocab).is_err());
     }
 
     #[test]

@@ -112,6 +112,7 @@ const MLM: &[Knob<MlmOptions>] = &[
         |o, p: f64| if let Some(s) = &mut o.span { s.p = p }),
     knob!("span_max" => |o| span_lengths(o).max,
         |o, max: u32| if let Some(s) = &mut o.span { s.max = max }),
+    knob!("max_predictions" => max_predictions),
 ];
 
 /// SpanBERT's lengths as MLM has them, or would once `span` switches them on.
