@@ -54,7 +54,7 @@ def test_cli_writes_next_to_the_input(
     assert wrong.stderr.strip().splitlines()[-1] == (
         "Error: ConfigError: --mode mlm takes no option --noise-density; its options are "
         "--probability, --mask-rate, --random-rate, --whole-word, --span, --span-p, "
-        "--span-max, --mask-token"
+        "--span-max, --max-predictions, --mask-token"
     )
     assert not (tmp_path / "x").exists()
 
