@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 
 import tokenmill
 from tokenmill.objectives import corrupt_options
-from tokenmill.options import Options, flag_of
+from tokenmill.options import Options, flag_of, options_table
 from tokenmill.stages.corrupt import CorruptOptions
 from tokenmill.stages.dedup import DedupOptions
 from tokenmill.stages.negatives import NegativeOptions
@@ -208,3 +209,29 @@ def test_help_shows_each_default(case: Case) -> None:
         flag = (f.metadata["flag"] or flag_of(f.name)).split("/")[0]
         shown = flag[2:] if f.default is True else _cli_default(f)
         assert f"[default: {shown}" in text, (case.command, f.name)
+
+
+@pytest.mark.parametrize(
+    ("stage", "options"),
+    [
+        ("tokenize", TokenizeOptions),
+        ("sample", SampleOptions),
+        ("pack", PackOptions),
+        ("dedup", DedupOptions),
+        ("pairs", PairsOptions),
+        ("negatives", NegativeOptions),
+    ],
+)
+def test_the_readme_options_table_of_each_stage_is_its_dataclass(
+    stage: str, options: type[Options]
+) -> None:
+    """Each stage's README table is written from its options dataclass, so a
+    field added, renamed or given another default shows there or fails here
+    (rewrite the block with `options_table(XOptions)`)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    writer = f"tokenmill.options.options_table({options.__name__})"
+    begin = f"<!-- options {stage}: written by {writer} -->\n"
+    assert readme.count(begin) == 1, f"the README has no table for {stage}"
+    table = readme.split(begin, 1)[1].split("<!-- /options -->", 1)[0]
+    assert table == options_table(options)
+    assert table.count("\n| `--") == len(dataclasses.fields(options))

@@ -80,6 +80,32 @@ def id_column_option(help: str) -> Any:
     return option("id", help, blank_none=True)
 
 
+def options_table(options: type, *, skip: Sequence[str] = ()) -> str:
+    """The README's table of a stage's options, written from its dataclass
+    (a test checks the README holds it as written here)."""
+    lines = ["| option | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(options):
+        if f.name in skip:
+            continue
+        flag = f.metadata.get("flag") or flag_of(f.name)
+        if f.default is True and "/" not in flag:
+            flag = f"{flag}/--no-{flag[2:]}"
+        if f.metadata.get("choices"):
+            flag += " " + "\\|".join(f.metadata["choices"])
+        if f.default is MISSING:
+            default = "required"
+        elif f.metadata.get("unit", 1) != 1 and f.metadata.get("shown") is None:
+            default = str(f.default // f.metadata["unit"])
+        elif f.default in ((), None) and f.metadata.get("shown") is None:
+            default = "none"
+        else:
+            default = shown_default(f)
+        help = f.metadata.get("help", "").replace("|", "\\|")
+        default = default.replace("|", "\\|")
+        lines.append(f"| `{flag}` | {default} | {help} |")
+    return "\n".join(lines) + "\n"
+
+
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -78,11 +78,15 @@ class DedupOptions(Options):
     threshold: float = option(
         0.8, "Jaccard similarity from which two documents are duplicates (minhash)."
     )
-    num_perm: int = option(128, low=1)
+    num_perm: int = option(128, "Permutations per MinHash signature.", low=1)
     ngram: int = option(5, "Shingle length, in words or characters.", low=1)
-    shingle: str = option("word", choices=("word", "char"))
-    lowercase: bool = option(True)
-    collapse_whitespace: bool = option(True, flag="--collapse-whitespace/--keep-whitespace")
+    shingle: str = option("word", "Shingles of words or of characters.", choices=("word", "char"))
+    lowercase: bool = option(True, "Lowercase text before shingling.")
+    collapse_whitespace: bool = option(
+        True,
+        "Treat every run of whitespace as one space.",
+        flag="--collapse-whitespace/--keep-whitespace",
+    )
     strip_punctuation: bool = option(False, "Ignore punctuation and symbols.")
     verify: str = option(
         "estimate",
@@ -90,7 +94,7 @@ class DedupOptions(Options):
         choices=("estimate", "exact"),
     )
     keep: str = option("first", "Which document of a cluster stays.", choices=("first", "longest"))
-    text_column: str = option("text")
+    text_column: str = option("text", "The text column hashed (else the token column).")
     token_column: str = option("input_ids", "Hashed by exact dedup when there is no text column.")
     id_column: str | None = id_column_option(
         "Document ids copied into clusters.parquet ('' for none)."

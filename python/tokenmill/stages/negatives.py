@@ -94,7 +94,7 @@ class NegativeOptions(Options):
         "random: any other positive; bm25: BM25-hard; embedding: cosine-hard over vectors.",
         choices=STRATEGIES,
     )
-    num_negatives: int = option(4, low=1)
+    num_negatives: int = option(4, "Negatives per query.", low=1)
     range_min: int = option(
         0,
         "First rank (0 = best, the positive's copies not counted) a negative may come from.",
@@ -107,15 +107,17 @@ class NegativeOptions(Options):
     )
     k1: float = option(1.5, "BM25 k1.")
     b: float = option(0.75, "BM25 b.")
-    query_column: str = option("query")
-    positive_column: str = option("positive")
-    query_vector_column: str = option("query_embedding")
-    positive_vector_column: str = option("positive_embedding")
+    query_column: str = option("query", "The query column (text or tokens).")
+    positive_column: str = option(
+        "positive", "The positive column, the corpus negatives come from."
+    )
+    query_vector_column: str = option("query_embedding", "Query vectors (embedding).")
+    positive_vector_column: str = option("positive_embedding", "Positive vectors (embedding).")
     id_column: str | None = id_column_option(
         "Document id column keying each row's draws ('' keys rows by position)."
     )
-    seed: int = seed_option()
-    epoch: int = epoch_option()
+    seed: int = seed_option("Seed of the draws.")
+    epoch: int = epoch_option("Epoch of the draws: another epoch, other negatives.")
     #: A row whose query or positive is null: a DataError ("error"), or
     #: dropped, counted as rows_null, and never in the corpus ("skip").
     nulls: str = nulls_option()

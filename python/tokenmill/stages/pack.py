@@ -57,7 +57,9 @@ class PackOptions(Options):
     shifted: bool = option(
         False, "Rows of seq-len + 1 tokens, for inputs and targets shifted by one (concat)."
     )
-    token_column: str = option("input_ids")
+    token_column: str = option(
+        "input_ids", "The token column (list<uint32>, or non-negative list<int32>)."
+    )
 
     def check(self) -> None:
         # The packer counts a row's tokens (seq_len, plus one when shifted) in a

@@ -85,15 +85,15 @@ class PairsOptions(Options):
         flag="--sentence-end-id",
         low=0,
     )
-    text_column: str = option("text")
-    token_column: str = option("input_ids")
-    query_column: str = option("query", "columns mode.")
-    positive_column: str = option("positive", "columns mode.")
+    text_column: str = option("text", "The text column crops and ICT read.")
+    token_column: str = option("input_ids", "The token column, where there is no text column.")
+    query_column: str = option("query", "The query column (columns mode).")
+    positive_column: str = option("positive", "The positive column (columns mode).")
     id_column: str | None = id_column_option(
         "Document id column keying each row's draws ('' keys rows by position)."
     )
-    seed: int = seed_option()
-    epoch: int = epoch_option()
+    seed: int = seed_option("Seed of the draws.")
+    epoch: int = epoch_option("Epoch of the draws: another epoch, other pairs.")
     nulls: str = nulls_option()
 
     def __post_init__(self) -> None:

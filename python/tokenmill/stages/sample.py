@@ -21,12 +21,12 @@ class SampleOptions(Options):
     """The options of `sample` (and of `tokenmill sample`)."""
 
     fraction: float = option(help="Probability of keeping each row.", low=0.0, high=1.0)
-    seed: int = seed_option()
+    seed: int = seed_option("Seed of the draws.")
     invert: bool = option(False, "Keep exactly the rows the same seed and fraction would drop.")
     id_column: str | None = id_column_option(
         "Document id column keying each row's draw ('' keys rows by position)."
     )
-    epoch: int = epoch_option()
+    epoch: int = epoch_option("Epoch of the draws: another epoch, another sample.")
 
     def check(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:

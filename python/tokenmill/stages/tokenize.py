@@ -39,11 +39,17 @@ class TokenizeOptions(Options):
     """The options of `tokenize` (and of `tokenmill tokenize`)."""
 
     tokenizer: str = option(help="A Hugging Face tokenizer.json.", path=True)
-    text_column: str = option("text")
-    output_column: str = option("input_ids")
+    text_column: str = option(
+        "text",
+        "The column to tokenize (string, large string, string view or binary; binary "
+        "rows must be UTF-8).",
+    )
+    output_column: str = option("input_ids", "The token column; it takes the text column's place.")
     eos: bool = option(True, "Append the end-of-document token to every document.")
     eos_token: str | None = option(
-        None, f"The EOS token (default: the first of {', '.join(EOS_CANDIDATES)})."
+        None,
+        "Which token ends a document.",
+        shown=f"the first of {', '.join(EOS_CANDIDATES)}",
     )
     add_special_tokens: bool = option(
         False, "Run the tokenizer's post-processor (e.g. BERT's [CLS] ... [SEP])."
