@@ -251,6 +251,7 @@ def _bench_corrupt(
     one thread and every core; mlm also from a list of `{"input_ids": [...]}`
     rows beside Hugging Face's collator, which takes that form."""
     from tokenmill import collate
+    from tokenmill.objectives import objective
     from tokenmill.tokenizer import save_tokenizer
 
     trainer = _core.BpeTrainer()
@@ -296,7 +297,9 @@ def _bench_corrupt(
         )
     )
     for mode, name in CORRUPT_COLLATORS.items():
-        width = _core.t5_input_and_target_lengths(512)[0] if mode == "span" else 512
+        # Rows that corrupt into 512 inputs: span's are longer (T5's length helper).
+        spec = objective(mode)
+        width = spec.raw_length(spec.defaults(), 512) if spec.raw_length else 512
         data = plain if width == 512 else make_batches(width)
         collator = getattr(collate, name)(path, return_tensors="np")
         for threads in _thread_counts():
