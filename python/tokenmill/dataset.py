@@ -303,38 +303,35 @@ class ReadAhead:
         depth: int = 2,
     ) -> None:
         self._shards = list(shards)
+        self._index = {shard.path: i for i, shard in enumerate(self._shards)}
         self._batch_size, self._columns, self._depth = batch_size, columns, depth
         self._lock = threading.Lock()
         self._started: dict[int, _Reader] = {}
         self._closed = False
 
-    def _start(self, index: int) -> _Reader | None:
+    def _reader(self, index: int) -> _Reader:
+        return _Reader(
+            self._shards[index].iter_batches(self._batch_size, self._columns),
+            self._depth,
+            when_read=lambda: self._read_ahead(index + 1),
+        )
+
+    def _read_ahead(self, index: int) -> None:
         with self._lock:
-            if self._closed or index >= len(self._shards):
-                return None
-            if index not in self._started:
-                shard = self._shards[index]
-                self._started[index] = _Reader(
-                    shard.iter_batches(self._batch_size, self._columns),
-                    self._depth,
-                    when_read=lambda: self._start(index + 1),
-                )
-            return self._started[index]
+            if not self._closed and index < len(self._shards) and index not in self._started:
+                self._started[index] = self._reader(index)
 
     def batches(self, shard: Shard) -> Iterator[pa.RecordBatch]:
         """The batches of `shard` (one of the run's), as :meth:`Shard.iter_batches` gives them."""
-        index = self._shards.index(shard)
+        index = self._index[shard.path]
         with self._lock:
-            stale = [i for i in self._started if i < index]
-            dropped = [self._started.pop(i) for i in stale]
-        for reader in dropped:
-            reader.stop()
-        started = self._start(index)
-        if started is None:
-            raise RuntimeError("ReadAhead.batches() after close()")
-        with self._lock:
-            self._started.pop(index, None)
-        return started.items()
+            if self._closed:
+                raise RuntimeError("ReadAhead.batches() after close()")
+            dropped = [self._started.pop(i) for i in sorted(self._started) if i < index]
+            reader = self._started.pop(index, None) or self._reader(index)
+        for stale in dropped:
+            stale.stop()
+        return reader.items()
 
     def close(self) -> None:
         with self._lock:

@@ -81,9 +81,8 @@ class ShardWriter:
     def _flush(self, rows: int) -> None:
         table = pa.Table.from_batches(self._pending, schema=self._schema)
         head, rest = table.slice(0, rows), table.slice(rows)
-        # Let go of the batches before writing: where several are combined
-        # into one copy, holding them as well would double what the write holds.
-        self._pending = []
+        # The batches live on only in `head` and `rest`: the write combines
+        # `head` into one copy, and holding the list too would keep them after it.
         del table
         self._pending = rest.to_batches()
         self._pending_rows = rest.num_rows
