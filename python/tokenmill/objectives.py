@@ -22,7 +22,7 @@ from typing import Any
 
 from tokenmill import _core
 from tokenmill._core import ConfigError, Corruptor, Tokenizer, TokenizerError, Vocab
-from tokenmill.options import flag_of, option, shown_default
+from tokenmill.options import flag_of, option, shown_default, shown_flag
 from tokenmill.tokenizer import (
     EOS_CANDIDATES,
     MASK_CANDIDATES,
@@ -430,10 +430,8 @@ def options_table() -> str:
     """The README's table of `corrupt` options, written from the spec (a test
     checks the README holds it as written here)."""
     lines = ["| option | modes | default | domain | what |", "|---|---|---|---|---|"]
-    for name, (spec, modes) in corrupt_options().items():
-        flag = spec.metadata["flag"] or flag_of(name)
-        if spec.type is bool and spec.default:
-            flag = f"{flag}/--no-{flag[2:]}"
+    for spec, modes in corrupt_options().values():
+        flag = shown_flag(spec)
         domain = spec.metadata["domain"] or " ".join(spec.metadata["choices"])
         lines.append(
             f"| `{flag}` | {', '.join(modes)} | {shown_default(spec)} | {domain} "

@@ -87,9 +87,7 @@ def options_table(options: type, *, skip: Sequence[str] = ()) -> str:
     for f in dataclasses.fields(options):
         if f.name in skip:
             continue
-        flag = f.metadata.get("flag") or flag_of(f.name)
-        if f.default is True and "/" not in flag:
-            flag = f"{flag}/--no-{flag[2:]}"
+        flag = shown_flag(f)
         if f.metadata.get("choices"):
             flag += " " + "\\|".join(f.metadata["choices"])
         if f.default is MISSING:
@@ -108,6 +106,12 @@ def options_table(options: type, *, skip: Sequence[str] = ()) -> str:
 
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def shown_flag(f: dataclasses.Field[Any]) -> str:
+    """An option's flag as tables show it: `--eos/--no-eos` for a switch that is on."""
+    flag = str(f.metadata.get("flag") or flag_of(f.name))
+    return f"{flag}/--no-{flag[2:]}" if f.default is True and "/" not in flag else flag
 
 
 def shown_default(f: dataclasses.Field[Any]) -> str:
